@@ -1,0 +1,1 @@
+//! Minimal blocking gRPC unary client.

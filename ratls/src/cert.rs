@@ -1,0 +1,1 @@
+//! RA-TLS certificates: minting (Occlum form) and evidence extraction and binding.

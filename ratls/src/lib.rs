@@ -1,0 +1,12 @@
+//! Attestation core: SGX DCAP quotes, RA-TLS certificates, the measurement policy, and the
+//! verification pipeline that everything else in this project trusts.
+//!
+//! Untrusted bytes go through [`reader::Reader`]; verification is one linear pipeline in
+//! [`verify`]; only that pipeline can construct a [`verify::VerifiedPeer`].
+
+#![forbid(unsafe_code)]
+
+pub mod cert;
+pub mod policy;
+pub mod quote;
+pub mod reader;

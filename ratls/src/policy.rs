@@ -1,0 +1,1 @@
+//! The measurement policy (`ra_config` / `dynamic_config.json`): parsing and evaluation.

@@ -1,0 +1,1 @@
+//! Simulated SGX platform.
