@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (or the ones named) for SECONDS each with libFuzzer, seeded with the
+# project's test vectors. Usage: fuzz/run.sh SECONDS [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")"
+secs=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
+shift
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t"
+  case "$t" in
+    quote) cp ../ratls/testdata/dcap-sample/sgx_quote "corpus/$t/" ;;
+    cert) cp ../ratls/testdata/ratls-interop/*.pem "corpus/$t/" ;;
+    policy) find ../ratls/testdata -name '*.json' -size -64k -exec cp {} "corpus/$t/" \; ;;
+  esac
+  echo "== fuzz target $t for ${secs}s"
+  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 \
+    | grep -E '^(#[0-9]+ +DONE|Done|INFO: -max_total_time|==[0-9]+==|SUMMARY|artifact_prefix)' || true
+  if ls "artifacts/$t"/crash-* "artifacts/$t"/oom-* "artifacts/$t"/timeout-* >/dev/null 2>&1; then
+    echo "FAIL: $t left crash artifacts in fuzz/artifacts/$t" >&2
+    exit 1
+  fi
+done
