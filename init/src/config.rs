@@ -1,0 +1,742 @@
+//! init's configuration files, parsed in two stages: tolerant serde structs for Occlum's
+//! formats (an unchanged Occlum template keeps working, unknown fields are warnings), then
+//! validated types built once at startup, whose errors name the file and the field.
+//!
+//! `/etc/init_ra_conf.json`:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `kms_server` | `host:port` of the KMS; env `OCCLUM_INIT_RA_KMS_SERVER` overrides it |
+//! | `kms_keys` | `[{key, path}]`: secret names to fetch and where to write them (absolute, in the rootfs) |
+//! | `ra_config` | the policy the KMS enclave must satisfy (`ratls::policy`) |
+//! | `pccs_url` (ours) | PCCS base URL for DCAP collateral; env `OCCLUM_INIT_RA_PCCS_URL` overrides it |
+//! | `collateral_file` (ours) | a collateral JSON file in the initfs, instead of a PCCS |
+//! | `connect_deadline_secs` (ours) | how long to keep retrying the KMS connection, default 30 |
+//!
+//! `/etc/image_config.json`: `{"image_type": "encrypted" | "integrity-only"}`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ratls::policy::{PolicyError, RaPolicy};
+use serde::Deserialize;
+
+use crate::fsutil;
+
+/// Where Occlum's init finds its RA configuration.
+pub const INIT_RA_CONF: &str = "etc/init_ra_conf.json";
+/// Where Occlum's init finds the image type.
+pub const IMAGE_CONFIG: &str = "etc/image_config.json";
+/// Intel's quote-provider configuration, read for its PCCS URL when the config names none.
+pub const QCNL_CONF: &str = "etc/sgx_default_qcnl.conf";
+/// Env var that overrides `kms_server` (Occlum's name).
+pub const ENV_KMS_SERVER: &str = "OCCLUM_INIT_RA_KMS_SERVER";
+/// Env var that overrides `pccs_url`.
+pub const ENV_PCCS_URL: &str = "OCCLUM_INIT_RA_PCCS_URL";
+/// Largest configuration file read.
+pub const MAX_CONFIG_LEN: u64 = 1024 * 1024;
+/// Most `kms_keys` entries.
+pub const MAX_KMS_KEYS: usize = 256;
+/// Longest secret name (the KMS's limit).
+pub const MAX_SECRET_NAME_LEN: usize = 1024;
+/// Default for `connect_deadline_secs`.
+pub const DEFAULT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// Largest `connect_deadline_secs`.
+pub const MAX_CONNECT_DEADLINE_SECS: u64 = 3600;
+/// The secret that unlocks an encrypted rootfs (Occlum's name).
+pub const IMAGE_KEY_SECRET: &str = "image_key";
+
+/// `init_ra_conf.json` as written, tolerant of fields it does not know.
+#[derive(Deserialize)]
+struct RawInitRaConf {
+    kms_server: String,
+    kms_keys: Vec<RawKmsKey>,
+    ra_config: serde_json::Value,
+    pccs_url: Option<String>,
+    collateral_file: Option<String>,
+    connect_deadline_secs: Option<u64>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawKmsKey {
+    key: String,
+    path: String,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawImageConfig {
+    image_type: String,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_json::Value>,
+}
+
+/// The validated `init_ra_conf.json`.
+#[derive(Debug)]
+pub struct InitRaConf {
+    /// `host:port` of the KMS, after the env override.
+    pub kms_server: KmsAddress,
+    /// Secrets to fetch and write.
+    pub kms_keys: Vec<KmsKey>,
+    /// The policy the KMS must satisfy.
+    pub policy: RaPolicy,
+    /// Where DCAP collateral comes from, if the file says.
+    pub collateral: Option<CollateralChoice>,
+    /// How long to keep retrying the connection.
+    pub connect_deadline: Duration,
+    /// Things that load but are probably not what was meant.
+    pub warnings: Vec<String>,
+}
+
+/// A KMS address, `host:port`, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsAddress {
+    /// `host:port` as given.
+    pub addr: String,
+    /// The host part (brackets removed from IPv6 literals), for TLS's server name.
+    pub host: String,
+    /// `init_ra_conf.json`, the env var, or a flag.
+    pub origin: String,
+}
+
+/// One `kms_keys` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsKey {
+    /// The secret's name at the KMS.
+    pub name: String,
+    /// Where it goes, relative to the rootfs root.
+    pub path: PathBuf,
+}
+
+/// Where DCAP collateral comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollateralChoice {
+    /// A PCCS (or Intel's PCS) at this base URL.
+    Pccs { url: String, origin: String },
+    /// A collateral file.
+    File { path: PathBuf, origin: String },
+}
+
+/// What `image_config.json` says about the rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageType {
+    /// Encrypted: `image_key` is fetched from the KMS.
+    Encrypted,
+    /// Integrity-only: no key.
+    IntegrityOnly,
+}
+
+/// Why a configuration file was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONFIG_LEN`].
+    TooLarge { path: PathBuf },
+    /// Not JSON of the expected shape (serde's message has line and column).
+    Json { path: PathBuf, detail: String },
+    /// A field is invalid.
+    Field {
+        path: PathBuf,
+        field: String,
+        detail: String,
+    },
+    /// An overriding env var or flag is invalid.
+    Override { origin: String, detail: String },
+    /// `ra_config` is not a valid policy.
+    Policy(PolicyError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, source } => write!(f, "reading {}: {source}", path.display()),
+            Self::TooLarge { path } => write!(
+                f,
+                "{} is larger than {MAX_CONFIG_LEN} bytes",
+                path.display()
+            ),
+            Self::Json { path, detail } => write!(f, "{}: {detail}", path.display()),
+            Self::Field {
+                path,
+                field,
+                detail,
+            } => write!(f, "{}: {field}: {detail}", path.display()),
+            Self::Override { origin, detail } => write!(f, "{origin}: {detail}"),
+            Self::Policy(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read { source, .. } => Some(source),
+            Self::Policy(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Environment inputs of the configuration (passed in, so tests do not touch the process env).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `host:port` from a flag or [`ENV_KMS_SERVER`], with its origin.
+    pub kms_server: Option<(String, String)>,
+    /// A PCCS URL from [`ENV_PCCS_URL`] or a flag, with its origin.
+    pub pccs_url: Option<(String, String)>,
+    /// A collateral file from a flag.
+    pub collateral_file: Option<PathBuf>,
+    /// A connect deadline from a flag.
+    pub connect_deadline: Option<Duration>,
+}
+
+impl Overrides {
+    /// The env vars Occlum's init honours, plus ours.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().map(|v| (v, format!("env {name}")));
+        Self {
+            kms_server: var(ENV_KMS_SERVER),
+            pccs_url: var(ENV_PCCS_URL),
+            ..Self::default()
+        }
+    }
+}
+
+/// Reads and validates `root/etc/init_ra_conf.json` (`root` is the initfs: `/` in Occlum).
+pub fn load_init_ra_conf(root: &Path, overrides: &Overrides) -> Result<InitRaConf, ConfigError> {
+    let path = root.join(INIT_RA_CONF);
+    let bytes = read_bounded(&path)?;
+    parse_init_ra_conf(&bytes, &path, root, overrides)
+}
+
+/// Reads `root/etc/image_config.json`.
+pub fn load_image_type(root: &Path) -> Result<ImageType, ConfigError> {
+    let path = root.join(IMAGE_CONFIG);
+    let bytes = read_bounded(&path)?;
+    parse_image_config(&bytes, &path)
+}
+
+/// Validates `init_ra_conf.json`'s bytes; `path` is for messages, `root` resolves
+/// `collateral_file`.
+pub fn parse_init_ra_conf(
+    bytes: &[u8],
+    path: &Path,
+    root: &Path,
+    overrides: &Overrides,
+) -> Result<InitRaConf, ConfigError> {
+    let raw: RawInitRaConf = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let field = |field: &str, detail: String| ConfigError::Field {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        detail,
+    };
+    let mut warnings: Vec<String> = raw
+        .unknown
+        .keys()
+        .map(|k| format!("{}: unknown field {k:?} ignored", path.display()))
+        .collect();
+
+    let kms_server = match &overrides.kms_server {
+        Some((addr, origin)) => {
+            parse_address(addr, origin).map_err(|detail| ConfigError::Override {
+                origin: origin.clone(),
+                detail,
+            })?
+        }
+        None => parse_address(&raw.kms_server, &path.display().to_string())
+            .map_err(|d| field("kms_server", d))?,
+    };
+
+    if raw.kms_keys.len() > MAX_KMS_KEYS {
+        return Err(field(
+            "kms_keys",
+            format!("{} entries, at most {MAX_KMS_KEYS}", raw.kms_keys.len()),
+        ));
+    }
+    let mut kms_keys: Vec<KmsKey> = Vec::with_capacity(raw.kms_keys.len());
+    for (i, entry) in raw.kms_keys.iter().enumerate() {
+        let key = validate_key_entry(entry)
+            .map_err(|(name, d)| field(&format!("kms_keys[{i}].{name}"), d))?;
+        if let Some(first) = kms_keys.iter().position(|k| k.path == key.path) {
+            return Err(field(
+                &format!("kms_keys[{i}].path"),
+                format!("{:?} is already the path of kms_keys[{first}]", entry.path),
+            ));
+        }
+        warnings.extend(entry.unknown.keys().map(|k| {
+            format!(
+                "{}: kms_keys[{i}]: unknown field {k:?} ignored",
+                path.display()
+            )
+        }));
+        kms_keys.push(key);
+    }
+
+    let policy = RaPolicy::from_value(&raw.ra_config, &format!("{} ra_config", path.display()))
+        .map_err(ConfigError::Policy)?;
+    warnings.extend(policy.warnings().iter().cloned());
+
+    let collateral = collateral_choice(&raw, path, root, overrides)?;
+
+    let connect_deadline = match (overrides.connect_deadline, raw.connect_deadline_secs) {
+        (Some(deadline), _) => deadline,
+        (None, Some(secs)) if (1..=MAX_CONNECT_DEADLINE_SECS).contains(&secs) => {
+            Duration::from_secs(secs)
+        }
+        (None, Some(secs)) => {
+            return Err(field(
+                "connect_deadline_secs",
+                format!("{secs} is outside 1..={MAX_CONNECT_DEADLINE_SECS}"),
+            ));
+        }
+        (None, None) => DEFAULT_CONNECT_DEADLINE,
+    };
+
+    Ok(InitRaConf {
+        kms_server,
+        kms_keys,
+        policy,
+        collateral,
+        connect_deadline,
+        warnings,
+    })
+}
+
+/// Validates `image_config.json`'s bytes.
+pub fn parse_image_config(bytes: &[u8], path: &Path) -> Result<ImageType, ConfigError> {
+    let raw: RawImageConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    if let Some(unknown) = raw.unknown.keys().next() {
+        // Occlum's own init refuses unknown fields here (deny_unknown_fields); so do we.
+        return Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: unknown.clone(),
+            detail: "unknown field".into(),
+        });
+    }
+    match raw.image_type.as_str() {
+        "encrypted" => Ok(ImageType::Encrypted),
+        "integrity-only" => Ok(ImageType::IntegrityOnly),
+        other => Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: "image_type".into(),
+            detail: format!("{other:?} is neither \"encrypted\" nor \"integrity-only\""),
+        }),
+    }
+}
+
+/// The PCCS URL in Intel's `sgx_default_qcnl.conf`: JSON with `//` comment lines (DCAP 1.13
+/// and later) or `PCCS_URL=` lines (earlier), with any `/sgx/certification/vN` suffix removed.
+pub fn pccs_url_from_qcnl(text: &str) -> Option<String> {
+    let json: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let url = match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(value) => value.get("pccs_url")?.as_str()?.to_owned(),
+        Err(_) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                l.strip_prefix("PCCS_URL")
+                    .map(|rest| rest.trim_start().trim_start_matches('=').trim())
+            })?
+            .to_owned(),
+    };
+    let url = url.trim().trim_end_matches('/');
+    let base = ["/sgx/certification/v3", "/sgx/certification/v4"]
+        .iter()
+        .find_map(|suffix| url.strip_suffix(suffix))
+        .unwrap_or(url);
+    (!base.is_empty()).then(|| base.to_owned())
+}
+
+/// Splits and checks `host:port` (`[v6]:port` for IPv6 literals).
+fn parse_address(addr: &str, origin: &str) -> Result<KmsAddress, String> {
+    let bad = |why: &str| format!("{addr:?} is not host:port ({why})");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("port is not a number 1..=65535"))?;
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
+        None if host.contains(':') => return Err(bad("IPv6 addresses need brackets, [::1]:port")),
+        None => host,
+    };
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(bad("empty or malformed host"));
+    }
+    Ok(KmsAddress {
+        addr: addr.to_owned(),
+        host: host.to_owned(),
+        origin: origin.to_owned(),
+    })
+}
+
+fn validate_key_entry(entry: &RawKmsKey) -> Result<KmsKey, (&'static str, String)> {
+    let name = &entry.key;
+    if name.is_empty() || name.len() > MAX_SECRET_NAME_LEN || name.chars().any(char::is_control) {
+        return Err((
+            "key",
+            format!("must be 1..={MAX_SECRET_NAME_LEN} bytes without control characters"),
+        ));
+    }
+    let path = secret_path(&entry.path).map_err(|d| ("path", d))?;
+    Ok(KmsKey {
+        name: name.clone(),
+        path,
+    })
+}
+
+/// A secret's path from the config (`/etc/flask.key`), relative to the rootfs root.
+fn secret_path(text: &str) -> Result<PathBuf, String> {
+    if text.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    let relative = fsutil::relative_path(Path::new(text.trim_start_matches('/')))
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    let path = relative.ok_or_else(|| format!("{text:?} names no file"))?;
+    if text.ends_with('/') {
+        return Err(format!("{text:?} names a directory"));
+    }
+    Ok(path)
+}
+
+fn collateral_choice(
+    raw: &RawInitRaConf,
+    path: &Path,
+    root: &Path,
+    overrides: &Overrides,
+) -> Result<Option<CollateralChoice>, ConfigError> {
+    let check_url = |url: &str, origin: &str| -> Result<CollateralChoice, String> {
+        if url.starts_with("https://") || url.starts_with("http://") {
+            Ok(CollateralChoice::Pccs {
+                url: url.to_owned(),
+                origin: origin.to_owned(),
+            })
+        } else {
+            Err(format!("{url:?} is not an http(s) URL"))
+        }
+    };
+    if let Some(file) = &overrides.collateral_file {
+        return Ok(Some(CollateralChoice::File {
+            path: file.clone(),
+            origin: "--collateral".into(),
+        }));
+    }
+    if let Some((url, origin)) = &overrides.pccs_url {
+        return check_url(url, origin)
+            .map(Some)
+            .map_err(|detail| ConfigError::Override {
+                origin: origin.clone(),
+                detail,
+            });
+    }
+    let field = |field: &str, detail: String| ConfigError::Field {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        detail,
+    };
+    match (&raw.pccs_url, &raw.collateral_file) {
+        (Some(_), Some(_)) => Err(field(
+            "pccs_url",
+            "set pccs_url or collateral_file, not both".into(),
+        )),
+        (Some(url), None) => check_url(url, "init_ra_conf.json pccs_url")
+            .map(Some)
+            .map_err(|d| field("pccs_url", d)),
+        (None, Some(file)) => {
+            let relative = secret_path(file).map_err(|d| field("collateral_file", d))?;
+            Ok(Some(CollateralChoice::File {
+                path: root.join(relative),
+                origin: "init_ra_conf.json collateral_file".into(),
+            }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_CONFIG_LEN {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads a small text file such as `sgx_default_qcnl.conf`; `None` if absent.
+pub fn read_optional_text(path: &Path) -> Result<Option<String>, ConfigError> {
+    match read_bounded(path) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    /// Occlum's `etc/template/init_grpc_ratls.json`, copied unchanged (see testdata/README.md).
+    const OCCLUM_TEMPLATE: &[u8] = include_bytes!("../testdata/occlum/init_grpc_ratls.json");
+
+    fn parse(json: &str) -> Result<InitRaConf, ConfigError> {
+        parse_init_ra_conf(
+            json.as_bytes(),
+            Path::new("init_ra_conf.json"),
+            Path::new("/initfs"),
+            &Overrides::default(),
+        )
+    }
+
+    fn with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<InitRaConf, ConfigError> {
+        let mut value: serde_json::Value = serde_json::from_slice(OCCLUM_TEMPLATE).unwrap();
+        edit(&mut value);
+        parse(&value.to_string())
+    }
+
+    fn field_of(err: ConfigError) -> String {
+        match err {
+            ConfigError::Field { field, .. } => field,
+            other => panic!("expected a field error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn occlums_template_parses_unchanged() {
+        let conf = parse_init_ra_conf(
+            OCCLUM_TEMPLATE,
+            Path::new("t"),
+            Path::new("/"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(conf.kms_server.addr, "localhost:50051");
+        assert_eq!(conf.kms_server.host, "localhost");
+        assert_eq!(
+            conf.kms_keys,
+            [KmsKey {
+                name: "demo_key".into(),
+                path: "etc/demo_key".into()
+            }]
+        );
+        assert_eq!(conf.connect_deadline, DEFAULT_CONNECT_DEADLINE);
+        assert_eq!(conf.collateral, None);
+    }
+
+    #[test]
+    fn the_env_override_replaces_kms_server() {
+        let overrides = Overrides {
+            kms_server: Some(("10.0.0.1:4433".into(), "env X".into())),
+            ..Overrides::default()
+        };
+        let conf = parse_init_ra_conf(OCCLUM_TEMPLATE, Path::new("t"), Path::new("/"), &overrides)
+            .unwrap();
+        assert_eq!(conf.kms_server.addr, "10.0.0.1:4433");
+        assert_eq!(conf.kms_server.origin, "env X");
+        let overrides = Overrides {
+            kms_server: Some(("nonsense".into(), "env X".into())),
+            ..Overrides::default()
+        };
+        let err = parse_init_ra_conf(OCCLUM_TEMPLATE, Path::new("t"), Path::new("/"), &overrides)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Override { .. }), "{err}");
+    }
+
+    #[test]
+    fn our_optional_fields_parse() {
+        let conf = with(|v| {
+            v["pccs_url"] = "https://pccs.example:8081".into();
+            v["connect_deadline_secs"] = 5.into();
+        })
+        .unwrap();
+        assert_eq!(conf.connect_deadline, Duration::from_secs(5));
+        assert!(
+            matches!(conf.collateral, Some(CollateralChoice::Pccs { ref url, .. }) if url == "https://pccs.example:8081")
+        );
+        let conf = with(|v| v["collateral_file"] = "/etc/collateral.json".into()).unwrap();
+        assert_eq!(
+            conf.collateral,
+            Some(CollateralChoice::File {
+                path: "/initfs/etc/collateral.json".into(),
+                origin: "init_ra_conf.json collateral_file".into()
+            })
+        );
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        for name in ["kms_server", "kms_keys", "ra_config"] {
+            let err = with(|v| drop(v.as_object_mut().unwrap().remove(name))).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        for addr in [
+            "localhost",
+            "localhost:0",
+            "localhost:99999",
+            ":50051",
+            "::1:50051",
+            "[::1:50051",
+            "a b:1",
+        ] {
+            assert_eq!(
+                field_of(with(|v| v["kms_server"] = addr.into()).unwrap_err()),
+                "kms_server",
+                "{addr}"
+            );
+        }
+        let conf = with(|v| v["kms_server"] = "[::1]:50051".into()).unwrap();
+        assert_eq!(conf.kms_server.host, "::1");
+    }
+
+    #[test]
+    fn secret_paths_must_stay_in_the_rootfs() {
+        for path in ["/etc/../../x", "../x", "/", "", "/etc/"] {
+            let err = with(|v| v["kms_keys"][0]["path"] = path.into()).unwrap_err();
+            assert_eq!(field_of(err), "kms_keys[0].path", "{path:?}");
+        }
+    }
+
+    #[test]
+    fn two_secrets_cannot_share_a_path() {
+        let err = with(|v| {
+            v["kms_keys"] = serde_json::json!([{"key": "a", "path": "/etc/x"}, {"key": "b", "path": "etc/./x"}]);
+        })
+        .unwrap_err();
+        assert_eq!(field_of(err), "kms_keys[1].path");
+    }
+
+    #[test]
+    fn empty_secret_names_are_refused() {
+        assert_eq!(
+            field_of(with(|v| v["kms_keys"][0]["key"] = "".into()).unwrap_err()),
+            "kms_keys[0].key"
+        );
+    }
+
+    #[test]
+    fn out_of_range_deadlines_and_conflicting_collateral_are_refused() {
+        assert_eq!(
+            field_of(with(|v| v["connect_deadline_secs"] = 0.into()).unwrap_err()),
+            "connect_deadline_secs"
+        );
+        let err = with(|v| {
+            v["pccs_url"] = "https://x".into();
+            v["collateral_file"] = "/etc/c.json".into();
+        })
+        .unwrap_err();
+        assert_eq!(field_of(err), "pccs_url");
+        assert_eq!(
+            field_of(with(|v| v["pccs_url"] = "ftp://x".into()).unwrap_err()),
+            "pccs_url"
+        );
+    }
+
+    #[test]
+    fn a_bad_policy_is_a_policy_error() {
+        let err = with(|v| v["ra_config"]["verify_mr_enclave"] = "yes".into()).unwrap_err();
+        assert!(matches!(err, ConfigError::Policy(_)), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_warnings() {
+        let conf = with(|v| {
+            v["ua_env_pccs_url"] = "".into();
+            v["kms_keys"][0]["service"] = "s".into();
+        })
+        .unwrap();
+        assert_eq!(
+            conf.warnings
+                .iter()
+                .filter(|w| w.contains("unknown field"))
+                .count(),
+            2,
+            "{:?}",
+            conf.warnings
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_refused_with_its_position() {
+        let err = parse("{\"kms_server\": ").unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Json { .. }) && err.to_string().contains("line 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_config_accepts_only_occlums_two_types() {
+        let p = Path::new("image_config.json");
+        assert_eq!(
+            parse_image_config(br#"{"image_type": "encrypted"}"#, p).unwrap(),
+            ImageType::Encrypted
+        );
+        assert_eq!(
+            parse_image_config(br#"{"image_type":"integrity-only"}"#, p).unwrap(),
+            ImageType::IntegrityOnly
+        );
+        assert!(parse_image_config(br#"{"image_type": "plain"}"#, p).is_err());
+        assert!(parse_image_config(br#"{"image_type": "encrypted", "x": 1}"#, p).is_err());
+        assert!(parse_image_config(b"{}", p).is_err());
+    }
+
+    #[test]
+    fn the_qcnl_pccs_url_is_found_in_both_formats() {
+        let json = "// comment\n{\n  // another\n  \"pccs_url\": \"https://localhost:8081/sgx/certification/v4/\",\n  \"use_secure_cert\": false\n}\n";
+        assert_eq!(
+            pccs_url_from_qcnl(json).as_deref(),
+            Some("https://localhost:8081")
+        );
+        let legacy = "# legacy\nPCCS_URL=https://pccs.example/sgx/certification/v3/\nUSE_SECURE_CERT=FALSE\n";
+        assert_eq!(
+            pccs_url_from_qcnl(legacy).as_deref(),
+            Some("https://pccs.example")
+        );
+        assert_eq!(pccs_url_from_qcnl("{}"), None);
+    }
+}
