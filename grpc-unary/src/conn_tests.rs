@@ -1,0 +1,801 @@
+//! Scripted-server tests of the connection state machine: the server's bytes are prepared
+//! up front, the client's output is parsed back into frames and checked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use super::*;
+use loona_hpack::Encoder;
+
+const PATH: &str = "/ratls.GrSecret/GetSecret";
+
+/// Server bytes handed out `chunk` at a time; what runs out is EOF or a read timeout.
+struct Script {
+    input: Vec<u8>,
+    pos: usize,
+    chunk: usize,
+    output: Vec<u8>,
+    timeout_at_end: bool,
+}
+
+impl Script {
+    fn new(input: Vec<u8>) -> Self {
+        Script {
+            input,
+            pos: 0,
+            chunk: 7, // odd-sized reads exercise frame reassembly
+            output: Vec::new(),
+            timeout_at_end: false,
+        }
+    }
+}
+
+impl Read for Script {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.input.len() - self.pos;
+        if left == 0 {
+            if self.timeout_at_end {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            return Ok(0);
+        }
+        let n = left.min(buf.len()).min(self.chunk);
+        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for Script {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Script {
+    fn set_read_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+    fn set_write_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+    fn shutdown(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds the server side of a conversation.
+struct Server {
+    bytes: Vec<u8>,
+    enc: Encoder<'static>,
+}
+
+impl Server {
+    fn new() -> Self {
+        let mut s = Server {
+            bytes: Vec::new(),
+            enc: Encoder::new(),
+        };
+        s.frame(kind::SETTINGS, 0, 0, &[]);
+        s
+    }
+
+    fn frame(&mut self, k: u8, flags: u8, stream: u32, payload: &[u8]) -> &mut Self {
+        frame::put_header(&mut self.bytes, payload.len(), k, flags, stream);
+        self.bytes.extend_from_slice(payload);
+        self
+    }
+
+    fn block(&mut self, fields: &[(&str, &str)]) -> Vec<u8> {
+        self.enc
+            .encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    fn headers(&mut self, stream: u32, fields: &[(&str, &str)], end_stream: bool) -> &mut Self {
+        let block = self.block(fields);
+        let flags = flag::END_HEADERS | if end_stream { flag::END_STREAM } else { 0 };
+        self.frame(kind::HEADERS, flags, stream, &block)
+    }
+
+    fn response_headers(&mut self, stream: u32) -> &mut Self {
+        self.headers(
+            stream,
+            &[(":status", "200"), ("content-type", "application/grpc")],
+            false,
+        )
+    }
+
+    fn message(&mut self, stream: u32, msg: &[u8]) -> &mut Self {
+        let mut body = grpc::message_prefix(msg.len()).unwrap().to_vec();
+        body.extend_from_slice(msg);
+        self.frame(kind::DATA, 0, stream, &body)
+    }
+
+    fn trailers(&mut self, stream: u32, status: &str, message: &str) -> &mut Self {
+        self.headers(
+            stream,
+            &[("grpc-status", status), ("grpc-message", message)],
+            true,
+        )
+    }
+
+    fn ok_response(&mut self, stream: u32, msg: &[u8]) -> &mut Self {
+        self.response_headers(stream)
+            .message(stream, msg)
+            .trailers(stream, "0", "")
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_message: 1 << 20,
+        max_header_list: 16 * 1024,
+    }
+}
+
+fn connect(server: &Server) -> Connection<Script> {
+    connect_script(Script::new(server.bytes.clone()))
+}
+
+fn connect_script(script: Script) -> Connection<Script> {
+    let budget = Budget::new(Phase::Handshake, Duration::from_secs(5));
+    Connection::handshake(script, limits(), "kms:4433".into(), &budget).unwrap()
+}
+
+fn call(conn: &mut Connection<Script>, request: &[u8]) -> Result<Vec<u8>, Error> {
+    conn.unary(PATH, request, Duration::from_secs(5))
+        .map(|m| m.to_vec())
+}
+
+/// The client's frames after its preface: (kind, flags, stream, payload).
+fn client_frames(conn: &Connection<Script>) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let out = &conn.io.output;
+    assert!(out.starts_with(frame::PREFACE));
+    let mut rest = &out[frame::PREFACE.len()..];
+    let mut frames = Vec::new();
+    while !rest.is_empty() {
+        let h = FrameHeader::parse(rest[..9].try_into().unwrap());
+        let end = 9 + h.len as usize;
+        frames.push((h.kind, h.flags, h.stream, rest[9..end].to_vec()));
+        rest = &rest[end..];
+    }
+    frames
+}
+
+fn count(frames: &[(u8, u8, u32, Vec<u8>)], k: u8) -> usize {
+    frames.iter().filter(|f| f.0 == k).count()
+}
+
+#[test]
+fn the_handshake_sends_preface_and_settings_and_acks_the_servers() {
+    let mut server = Server::new();
+    server.ok_response(1, b"");
+    let mut conn = connect(&server);
+    call(&mut conn, b"").unwrap();
+    let frames = client_frames(&conn);
+    assert_eq!(frames[0].0, kind::SETTINGS);
+    assert_eq!(frames[0].1, 0);
+    let params: Vec<_> = frame::settings_params(&frames[0].3).collect();
+    assert_eq!(
+        params,
+        vec![
+            (setting::ENABLE_PUSH, 0),
+            (setting::MAX_HEADER_LIST_SIZE, 16 * 1024)
+        ]
+    );
+    assert_eq!((frames[1].0, frames[1].1), (kind::SETTINGS, flag::ACK));
+}
+
+#[test]
+fn a_server_that_does_not_start_with_settings_is_refused() {
+    let mut bytes = Vec::new();
+    frame::put_header(&mut bytes, 8, kind::PING, 0, 0);
+    bytes.extend_from_slice(&[0; 8]);
+    let budget = Budget::new(Phase::Handshake, Duration::from_secs(5));
+    let err = Connection::handshake(Script::new(bytes), limits(), "a:1".into(), &budget)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::Protocol {
+                code: ErrorCode::PROTOCOL_ERROR,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_simple_call_sends_the_grpc_request_and_returns_the_message() {
+    let mut server = Server::new();
+    server.ok_response(1, b"reply");
+    let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"req").unwrap(), b"reply");
+
+    let frames = client_frames(&conn);
+    let (k, flags, stream, block) = &frames[2];
+    assert_eq!((*k, *flags, *stream), (kind::HEADERS, flag::END_HEADERS, 1));
+    let mut fields = Vec::new();
+    HeaderDecoder::new()
+        .decode(block, usize::MAX, |n, v| {
+            fields.push((n.to_vec(), v.to_vec()))
+        })
+        .unwrap();
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name.as_bytes())
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    };
+    assert_eq!(get(":method").as_deref(), Some("POST"));
+    assert_eq!(get(":scheme").as_deref(), Some("https"));
+    assert_eq!(get(":path").as_deref(), Some(PATH));
+    assert_eq!(get(":authority").as_deref(), Some("kms:4433"));
+    assert_eq!(get("content-type").as_deref(), Some("application/grpc"));
+    assert_eq!(get("te").as_deref(), Some("trailers"));
+    assert!(get("grpc-timeout").unwrap().ends_with('u'));
+    assert!(get("user-agent").unwrap().starts_with("grpc-unary/"));
+
+    let (k, flags, stream, body) = &frames[3];
+    assert_eq!((*k, *flags, *stream), (kind::DATA, flag::END_STREAM, 1));
+    assert_eq!(body.as_slice(), b"\x00\x00\x00\x00\x03req");
+}
+
+#[test]
+fn calls_use_consecutive_odd_stream_ids_on_one_connection() {
+    let mut server = Server::new();
+    server
+        .ok_response(1, b"a")
+        .ok_response(3, b"b")
+        .ok_response(5, b"c");
+    let mut conn = connect(&server);
+    for want in [b"a", b"b", b"c"] {
+        assert_eq!(call(&mut conn, b"").unwrap(), want);
+    }
+    let streams: Vec<u32> = client_frames(&conn)
+        .iter()
+        .filter(|f| f.0 == kind::HEADERS)
+        .map(|f| f.2)
+        .collect();
+    assert_eq!(streams, vec![1, 3, 5]);
+}
+
+#[test]
+fn continuation_ping_and_padding_in_a_response_are_handled() {
+    let mut server = Server::new();
+    let head = server.block(&[
+        (":status", "200"),
+        ("content-type", "application/grpc+proto"),
+        ("x-filler", &"f".repeat(100)),
+    ]);
+    let (a, b) = head.split_at(10);
+    server
+        .frame(kind::HEADERS, 0, 1, a)
+        .frame(kind::CONTINUATION, flag::END_HEADERS, 1, b)
+        .frame(kind::PING, 0, 0, b"pingpong")
+        // padded DATA: pad length 4, prefix + "sec", then padding
+        .frame(
+            kind::DATA,
+            flag::PADDED,
+            1,
+            b"\x04\x00\x00\x00\x00\x06secPPPP",
+        )
+        .frame(0xee, 0, 1, b"unknown frame type, ignored")
+        .frame(kind::DATA, flag::PADDED, 1, b"\x00ret");
+    let trailers = server.block(&[("grpc-status", "0"), ("x-long", &"t".repeat(200))]);
+    let (a, b) = trailers.split_at(50);
+    let (b, c) = b.split_at(100);
+    server
+        .frame(kind::HEADERS, flag::END_STREAM, 1, a)
+        .frame(kind::CONTINUATION, 0, 1, b)
+        .frame(kind::CONTINUATION, flag::END_HEADERS, 1, c);
+    let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"x").unwrap(), b"secret");
+    let frames = client_frames(&conn);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.0 == kind::PING && f.1 == flag::ACK && f.3 == b"pingpong")
+    );
+}
+
+#[test]
+fn a_large_response_is_paced_by_window_updates_for_connection_and_stream() {
+    let big: Vec<u8> = (0..200 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut body = grpc::message_prefix(big.len()).unwrap().to_vec();
+    body.extend_from_slice(&big);
+    let mut server = Server::new();
+    server.response_headers(1);
+    for chunk in body.chunks(16_384) {
+        server.frame(kind::DATA, 0, 1, chunk);
+    }
+    server.trailers(1, "0", "");
+    let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"").unwrap(), big);
+    let updates: Vec<(u32, u32)> = client_frames(&conn)
+        .iter()
+        .filter(|f| f.0 == kind::WINDOW_UPDATE)
+        .map(|f| (f.2, u32::from_be_bytes(f.3[..4].try_into().unwrap())))
+        .collect();
+    let conn_total: u32 = updates.iter().filter(|u| u.0 == 0).map(|u| u.1).sum();
+    let stream_total: u32 = updates.iter().filter(|u| u.0 == 1).map(|u| u.1).sum();
+    // Everything beyond the initial 64 KiB window must have been granted explicitly.
+    assert!(conn_total as usize >= body.len() - 65_535, "{updates:?}");
+    assert!(stream_total as usize >= body.len() - 65_535, "{updates:?}");
+}
+
+#[test]
+fn a_frame_larger_than_our_max_frame_size_is_a_frame_size_error_and_kills_the_connection() {
+    let mut server = Server::new();
+    server.response_headers(1);
+    frame::put_header(&mut server.bytes, 16_385, kind::DATA, 0, 1);
+    server.bytes.extend(std::iter::repeat_n(0u8, 16_385));
+    let mut conn = connect(&server);
+    let err = call(&mut conn, b"").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Protocol {
+                code: ErrorCode::FRAME_SIZE_ERROR,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let goaway = client_frames(&conn)
+        .into_iter()
+        .find(|f| f.0 == kind::GOAWAY)
+        .expect("GOAWAY sent");
+    assert_eq!(
+        &goaway.3[4..8],
+        &ErrorCode::FRAME_SIZE_ERROR.0.to_be_bytes()
+    );
+    assert!(matches!(call(&mut conn, b""), Err(Error::Unusable { .. })));
+}
+
+#[test]
+fn a_trailers_only_response_yields_its_status() {
+    let mut server = Server::new();
+    server.headers(
+        1,
+        &[
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-status", "5"),
+            ("grpc-message", "no%20such%20secret%3A%20%E2%9C%93"),
+        ],
+        true,
+    );
+    let mut conn = connect(&server);
+    match call(&mut conn, b"").unwrap_err() {
+        Error::Status { code, message } => {
+            assert_eq!(code, Code::NotFound);
+            assert_eq!(message, "no such secret: \u{2713}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_non_ok_status_in_trailers_is_returned_even_after_a_message() {
+    let mut server = Server::new();
+    server
+        .response_headers(1)
+        .message(1, b"ignored")
+        .trailers(1, "16", "who%20are%20you");
+    let mut conn = connect(&server);
+    let err = call(&mut conn, b"").unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated));
+}
+
+#[test]
+fn a_missing_grpc_status_is_a_protocol_error() {
+    let mut server = Server::new();
+    server
+        .response_headers(1)
+        .message(1, b"m")
+        .headers(1, &[("x-other", "1")], true);
+    let mut conn = connect(&server);
+    assert!(matches!(call(&mut conn, b""), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn a_response_without_trailers_is_a_protocol_error() {
+    let mut server = Server::new();
+    server.response_headers(1);
+    server.frame(kind::DATA, flag::END_STREAM, 1, b"\x00\x00\x00\x00\x01m");
+    let mut conn = connect(&server);
+    assert!(matches!(call(&mut conn, b""), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn an_ok_status_without_a_message_is_a_protocol_error() {
+    let mut server = Server::new();
+    server.response_headers(1).trailers(1, "0", "");
+    let mut conn = connect(&server);
+    assert!(matches!(call(&mut conn, b""), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn a_wrong_content_type_is_refused_and_the_stream_cancelled() {
+    let mut server = Server::new();
+    server.headers(
+        1,
+        &[(":status", "200"), ("content-type", "text/html")],
+        false,
+    );
+    let mut conn = connect(&server);
+    let err = call(&mut conn, b"").unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    let rst = client_frames(&conn)
+        .into_iter()
+        .find(|f| f.0 == kind::RST_STREAM);
+    // The RST_STREAM is queued; it goes out with the next write.
+    assert!(rst.is_none() || rst.unwrap().3 == ErrorCode::CANCEL.0.to_be_bytes());
+}
+
+#[test]
+fn an_http_error_status_is_reported_as_such() {
+    let mut server = Server::new();
+    server.headers(1, &[(":status", "503")], true);
+    let mut conn = connect(&server);
+    let err = call(&mut conn, b"").unwrap_err();
+    assert!(matches!(err, Error::HttpStatus { status: 503 }), "{err}");
+    assert_eq!(err.code(), Some(Code::Unavailable));
+}
+
+#[test]
+fn a_compressed_message_is_refused() {
+    let mut server = Server::new();
+    server
+        .response_headers(1)
+        .frame(kind::DATA, 0, 1, b"\x01\x00\x00\x00\x01z")
+        .trailers(1, "0", "");
+    let mut conn = connect(&server);
+    assert!(matches!(call(&mut conn, b""), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn an_oversize_message_is_refused_and_the_connection_stays_usable() {
+    let mut server = Server::new();
+    server
+        .response_headers(1)
+        .frame(kind::DATA, 0, 1, b"\x00\x7f\x00\x00\x00")
+        // the server notices the RST only later: its next frames on stream 1 are ignored
+        .frame(kind::DATA, 0, 1, &[0u8; 1000])
+        .ok_response(3, b"fine");
+    let mut conn = connect(&server);
+    let err = call(&mut conn, b"").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MessageTooLarge {
+                size: 0x7f00_0000,
+                limit: 1_048_576
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(call(&mut conn, b"").unwrap(), b"fine");
+    let rst: Vec<_> = client_frames(&conn)
+        .into_iter()
+        .filter(|f| f.0 == kind::RST_STREAM)
+        .map(|f| (f.2, f.3))
+        .collect();
+    assert_eq!(rst[0], (1, ErrorCode::CANCEL.0.to_be_bytes().to_vec()));
+}
+
+#[test]
+fn rst_stream_fails_the_call_with_its_code() {
+    let mut server = Server::new();
+    server.frame(
+        kind::RST_STREAM,
+        0,
+        1,
+        &ErrorCode::REFUSED_STREAM.0.to_be_bytes(),
+    );
+    let mut conn = connect(&server);
+    let err = call(&mut conn, b"").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Reset {
+                code: ErrorCode::REFUSED_STREAM
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.code(), Some(Code::Unavailable));
+}
+
+#[test]
+fn goaway_below_our_stream_fails_the_call_and_refuses_new_ones() {
+    let mut server = Server::new();
+    server.frame(
+        kind::GOAWAY,
+        0,
+        0,
+        b"\x00\x00\x00\x00\x00\x00\x00\x00shutting down",
+    );
+    let mut conn = connect(&server);
+    match call(&mut conn, b"").unwrap_err() {
+        Error::GoAway {
+            code,
+            last_stream_id,
+            debug,
+        } => {
+            assert_eq!(code, ErrorCode::NO_ERROR);
+            assert_eq!(last_stream_id, 0);
+            assert_eq!(debug, "shutting down");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(matches!(call(&mut conn, b""), Err(Error::GoAway { .. })));
+}
+
+#[test]
+fn a_graceful_goaway_lets_the_call_in_flight_complete() {
+    let mut server = Server::new();
+    server
+        .response_headers(1)
+        .frame(kind::GOAWAY, 0, 0, b"\x00\x00\x00\x01\x00\x00\x00\x00")
+        .message(1, b"done")
+        .trailers(1, "0", "");
+    let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"").unwrap(), b"done");
+    assert!(matches!(call(&mut conn, b""), Err(Error::GoAway { .. })));
+}
+
+#[test]
+fn eof_mid_call_is_connection_closed() {
+    let mut server = Server::new();
+    server.response_headers(1);
+    let mut conn = connect(&server);
+    let err = call(&mut conn, b"").unwrap_err();
+    assert!(matches!(err, Error::ConnectionClosed { .. }), "{err}");
+    assert!(matches!(call(&mut conn, b""), Err(Error::Unusable { .. })));
+}
+
+#[test]
+fn a_silent_server_times_the_call_out() {
+    let mut script = Script::new(Server::new().bytes);
+    script.timeout_at_end = true;
+    let mut conn = connect_script(script);
+    let err = call(&mut conn, b"").unwrap_err();
+    match &err {
+        Error::Timeout {
+            phase: Phase::Call { path },
+            ..
+        } => assert_eq!(path, PATH),
+        other => panic!("{other}"),
+    }
+    assert_eq!(err.code(), Some(Code::DeadlineExceeded));
+}
+
+#[test]
+fn a_request_larger_than_the_peer_window_waits_for_window_update() {
+    let mut server = Server::new();
+    // Replace the empty SETTINGS with one granting a 10-byte stream window.
+    server.bytes.clear();
+    let mut params = Vec::new();
+    params.extend_from_slice(&setting::INITIAL_WINDOW_SIZE.to_be_bytes());
+    params.extend_from_slice(&10u32.to_be_bytes());
+    server
+        .frame(kind::SETTINGS, 0, 0, &params)
+        .frame(kind::WINDOW_UPDATE, 0, 1, &100u32.to_be_bytes())
+        .ok_response(1, b"ok");
+    let mut conn = connect(&server);
+    let request = [7u8; 50];
+    assert_eq!(call(&mut conn, &request).unwrap(), b"ok");
+    let data: Vec<_> = client_frames(&conn)
+        .into_iter()
+        .filter(|f| f.0 == kind::DATA)
+        .collect();
+    assert_eq!(
+        data[0].3.len(),
+        10,
+        "first DATA limited by the 10-byte window"
+    );
+    let total: usize = data.iter().map(|f| f.3.len()).sum();
+    assert_eq!(total, 55);
+    assert_eq!(data.last().unwrap().1, flag::END_STREAM);
+}
+
+#[test]
+fn a_zero_window_without_updates_times_out_instead_of_overrunning() {
+    let mut server = Server::new();
+    server.bytes.clear();
+    let mut params = Vec::new();
+    params.extend_from_slice(&setting::INITIAL_WINDOW_SIZE.to_be_bytes());
+    params.extend_from_slice(&0u32.to_be_bytes());
+    server.frame(kind::SETTINGS, 0, 0, &params);
+    let mut script = Script::new(server.bytes.clone());
+    script.timeout_at_end = true;
+    let mut conn = connect_script(script);
+    let err = call(&mut conn, b"abc").unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert_eq!(count(&client_frames(&conn), kind::DATA), 0);
+}
+
+#[test]
+fn a_small_max_frame_size_and_a_huge_path_produce_continuation_frames() {
+    let mut server = Server::new();
+    server.ok_response(1, b"ok");
+    let mut conn = connect(&server);
+    let path = format!("/{}", "p".repeat(40_000));
+    assert_eq!(
+        conn.unary(&path, b"", Duration::from_secs(5))
+            .unwrap()
+            .as_slice(),
+        b"ok"
+    );
+    let frames = client_frames(&conn);
+    assert_eq!(count(&frames, kind::CONTINUATION), 2);
+}
+
+#[test]
+fn data_on_an_idle_stream_is_a_protocol_error() {
+    let mut server = Server::new();
+    server.frame(kind::DATA, 0, 7, b"x");
+    let mut conn = connect(&server);
+    assert!(matches!(
+        call(&mut conn, b""),
+        Err(Error::Protocol {
+            code: ErrorCode::PROTOCOL_ERROR,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_frame_interleaved_in_a_header_block_is_a_protocol_error() {
+    let mut server = Server::new();
+    let block = server.block(&[(":status", "200")]);
+    server
+        .frame(kind::HEADERS, 0, 1, &block)
+        .frame(kind::PING, 0, 0, &[0; 8]);
+    let mut conn = connect(&server);
+    assert!(matches!(
+        call(&mut conn, b""),
+        Err(Error::Protocol {
+            code: ErrorCode::PROTOCOL_ERROR,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn corrupt_hpack_is_a_compression_error() {
+    let mut server = Server::new();
+    server.frame(
+        kind::HEADERS,
+        flag::END_HEADERS,
+        1,
+        &[0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+    );
+    let mut conn = connect(&server);
+    assert!(matches!(
+        call(&mut conn, b""),
+        Err(Error::Protocol {
+            code: ErrorCode::COMPRESSION_ERROR,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn push_promise_is_refused_because_push_is_disabled() {
+    let mut server = Server::new();
+    server.frame(kind::PUSH_PROMISE, flag::END_HEADERS, 1, &[0, 0, 0, 2]);
+    let mut conn = connect(&server);
+    assert!(matches!(call(&mut conn, b""), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn the_invalid_settings_values_are_connection_errors() {
+    for (id, value, code) in [
+        (setting::MAX_FRAME_SIZE, 100u32, ErrorCode::PROTOCOL_ERROR),
+        (setting::MAX_FRAME_SIZE, 1 << 24, ErrorCode::PROTOCOL_ERROR),
+        (
+            setting::INITIAL_WINDOW_SIZE,
+            1 << 31,
+            ErrorCode::FLOW_CONTROL_ERROR,
+        ),
+        (setting::ENABLE_PUSH, 1, ErrorCode::PROTOCOL_ERROR),
+    ] {
+        let mut server = Server::new();
+        let mut params = id.to_be_bytes().to_vec();
+        params.extend_from_slice(&value.to_be_bytes());
+        server.frame(kind::SETTINGS, 0, 0, &params);
+        let mut conn = connect(&server);
+        let err = call(&mut conn, b"").unwrap_err();
+        assert!(
+            matches!(err, Error::Protocol { code: c, .. } if c == code),
+            "{id} {err}"
+        );
+    }
+}
+
+#[test]
+fn a_header_table_size_change_is_announced_in_the_next_header_block() {
+    let mut server = Server::new();
+    let mut params = setting::HEADER_TABLE_SIZE.to_be_bytes().to_vec();
+    params.extend_from_slice(&0u32.to_be_bytes());
+    server.response_headers(1).message(1, b"a");
+    server.frame(kind::SETTINGS, 0, 0, &params);
+    server.trailers(1, "0", "").ok_response(3, b"b");
+    let mut conn = connect(&server);
+    call(&mut conn, b"").unwrap();
+    call(&mut conn, b"").unwrap();
+    let blocks: Vec<_> = client_frames(&conn)
+        .into_iter()
+        .filter(|f| f.0 == kind::HEADERS)
+        .map(|f| f.3)
+        .collect();
+    assert_eq!(blocks[0][0], 0x20, "size update to 0 opens the first block");
+    assert_eq!(
+        blocks[1][0], 0x20,
+        "and the block after a HEADER_TABLE_SIZE change"
+    );
+}
+
+#[test]
+fn invalid_paths_are_refused_before_anything_is_sent() {
+    let mut conn = connect(&Server::new());
+    for path in ["no-slash", "/with space", "/new\nline", ""] {
+        assert!(matches!(
+            conn.unary(path, b"", Duration::from_secs(1)),
+            Err(Error::InvalidRequest { .. })
+        ));
+    }
+    assert_eq!(count(&client_frames(&conn), kind::HEADERS), 0);
+}
+
+/// Drives a connection over arbitrary server bytes; used by the unit sweep below and
+/// usable from a fuzz target.
+pub(crate) fn drive(bytes: &[u8]) {
+    let mut input = Server::new().bytes;
+    input.extend_from_slice(bytes);
+    let mut script = Script::new(input);
+    script.chunk = 1 << 16;
+    let budget = Budget::new(Phase::Handshake, Duration::from_secs(1));
+    let limits = Limits {
+        max_message: 4096,
+        max_header_list: 4096,
+    };
+    if let Ok(mut conn) = Connection::handshake(script, limits, "a:1".into(), &budget) {
+        for _ in 0..3 {
+            let _ = conn.unary(PATH, b"q", Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+fn arbitrary_server_bytes_never_panic_the_client() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..2_000 {
+        let len = (next() % 200) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Bias towards plausible frame headers: small lengths, known types, stream 1.
+        if bytes.len() >= 9 {
+            bytes[0] = 0;
+            bytes[1] = 0;
+            bytes[2] %= 64;
+            bytes[3] %= 11;
+            bytes[5..8].copy_from_slice(&[0, 0, 0]);
+            bytes[8] %= 4;
+        }
+        drive(&bytes);
+    }
+}
