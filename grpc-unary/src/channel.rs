@@ -200,6 +200,10 @@ impl Transport for TlsTransport {
         self.0.sock.set_write_timeout(Some(timeout))
     }
 
+    fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        self.0.sock.set_nonblocking(on)
+    }
+
     fn shutdown(&mut self) -> io::Result<()> {
         self.0.conn.send_close_notify();
         self.0.flush()?;

@@ -28,6 +28,8 @@ const READ_BUF_LEN: usize = 2 * (HEADER_LEN + DEFAULT_MAX_FRAME_SIZE as usize);
 const FLUSH_AT: usize = 64 * 1024;
 /// Receive windows are replenished once half of them has been consumed.
 const WINDOW_REFILL_AT: u32 = DEFAULT_WINDOW / 2;
+/// Most non-blocking reads made to catch up with frames that arrived while idle.
+const MAX_IDLE_READS: usize = 64;
 /// Longest GOAWAY debug text kept for the error message.
 const MAX_GOAWAY_DEBUG: usize = 256;
 
@@ -35,6 +37,8 @@ const MAX_GOAWAY_DEBUG: usize = 256;
 pub(crate) trait Transport: Read + Write {
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
     fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+    /// Switches reads to non-blocking (`WouldBlock` when nothing has arrived) and back.
+    fn set_nonblocking(&mut self, on: bool) -> io::Result<()>;
     /// Ends the byte stream after the last flush (TLS close_notify, TCP FIN).
     fn shutdown(&mut self) -> io::Result<()>;
 }
@@ -170,6 +174,7 @@ impl<T: Transport> Connection<T> {
             },
             timeout,
         );
+        self.drain_pending(&budget)?;
         self.st.check_usable()?;
         check_path(path)?;
         let prefix = grpc::message_prefix(request.len()).ok_or(Error::MessageTooLarge {
@@ -288,44 +293,69 @@ impl<T: Transport> Connection<T> {
         self.reader.scrub();
     }
 
+    /// Handles the frames that arrived while the connection was idle (GOAWAY, SETTINGS,
+    /// PING...) without blocking, so that a server going away, or gone, is noticed before a
+    /// new stream is opened.
+    fn drain_pending(&mut self, budget: &Budget) -> Result<(), Error> {
+        if self.st.dead.is_some() {
+            return Ok(());
+        }
+        // Bounded: a peer streaming frames at an idle connection cannot keep us here.
+        for _ in 0..MAX_IDLE_READS {
+            loop {
+                match self.reader.has_frame() {
+                    Ok(true) => self.step(None, budget)?,
+                    Ok(false) => break,
+                    Err(e) => return Err(self.read_failed(e, budget)),
+                }
+            }
+            match self.reader.read_available(&mut self.io) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(self.read_failed(e, budget)),
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes pending output, reads one frame and processes it.
     fn step(&mut self, call: Option<&mut Call>, budget: &Budget) -> Result<(), Error> {
         self.flush(budget)?;
-        let next = self.reader.next_frame(&mut self.io, budget);
-        let (head, payload) = match next {
+        let (head, payload) = match self.reader.next_frame(&mut self.io, budget) {
             Ok(frame) => frame,
-            Err(ReadError::TooBig(len)) => {
-                let e = self.st.conn_error(
-                    ErrorCode::FRAME_SIZE_ERROR,
-                    format!("frame of {len} bytes exceeds SETTINGS_MAX_FRAME_SIZE"),
-                );
-                self.flush_best_effort(budget);
-                return Err(e);
-            }
-            Err(ReadError::Io(e)) => {
-                let e = budget.io_error(e);
-                if !matches!(e, Error::Timeout { .. }) {
-                    self.st.dead = Some(e.to_string());
-                }
-                return Err(e);
-            }
-            Err(ReadError::Expired) => return Err(budget.timeout()),
-            Err(ReadError::Closed) => {
-                let e = match &self.st.goaway {
-                    Some(g) => g.to_error(),
-                    None => Error::ConnectionClosed {
-                        phase: budget.phase().clone(),
-                    },
-                };
-                self.st.dead = Some(e.to_string());
-                return Err(e);
-            }
+            Err(e) => return Err(self.read_failed(e, budget)),
         };
         let handled = self.st.handle(head, payload, call);
         if handled.is_err() {
             self.flush_best_effort(budget);
         }
         handled
+    }
+
+    /// Maps a read failure to the call's error; all but a timeout end the connection.
+    fn read_failed(&mut self, e: ReadError, budget: &Budget) -> Error {
+        let e = match e {
+            ReadError::TooBig(len) => {
+                let e = self.st.conn_error(
+                    ErrorCode::FRAME_SIZE_ERROR,
+                    format!("frame of {len} bytes exceeds SETTINGS_MAX_FRAME_SIZE"),
+                );
+                self.flush_best_effort(budget);
+                return e;
+            }
+            ReadError::Expired => return budget.timeout(),
+            ReadError::Io(e) => budget.io_error(e),
+            ReadError::Closed => match &self.st.goaway {
+                Some(g) => g.to_error(),
+                None => Error::ConnectionClosed {
+                    phase: budget.phase().clone(),
+                },
+            },
+        };
+        if !matches!(e, Error::Timeout { .. }) && self.st.dead.is_none() {
+            self.st.dead = Some(e.to_string());
+        }
+        e
     }
 
     fn flush(&mut self, budget: &Budget) -> Result<(), Error> {
@@ -437,6 +467,53 @@ impl FrameReader {
         Ok((head, payload))
     }
 
+    /// Whether a whole frame is buffered; an error if its header announces an oversize one.
+    fn has_frame(&self) -> Result<bool, ReadError> {
+        let buffered = self.end - self.start;
+        let head: Option<[u8; HEADER_LEN]> = self
+            .buf
+            .get(self.start..self.start + HEADER_LEN)
+            .filter(|_| buffered >= HEADER_LEN)
+            .and_then(|s| s.try_into().ok());
+        let Some(head) = head else { return Ok(false) };
+        let head = FrameHeader::parse(&head);
+        if head.len > DEFAULT_MAX_FRAME_SIZE {
+            return Err(ReadError::TooBig(head.len));
+        }
+        Ok(buffered >= HEADER_LEN + head.len as usize)
+    }
+
+    /// One non-blocking read of whatever has already arrived; `false` if nothing had.
+    fn read_available<T: Transport>(&mut self, io: &mut T) -> Result<bool, ReadError> {
+        if self.start > 0 && self.buf.len() - self.end < READ_BUF_LEN / 2 {
+            self.compact();
+        }
+        let dst = self.buf.get_mut(self.end..).unwrap_or(&mut []);
+        if dst.is_empty() {
+            return Ok(false);
+        }
+        io.set_nonblocking(true).map_err(ReadError::Io)?;
+        let read = io.read(dst);
+        io.set_nonblocking(false).map_err(ReadError::Io)?;
+        match read {
+            Ok(0) => Err(ReadError::Closed),
+            Ok(n) => {
+                self.end += n;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ReadError::Closed),
+            Err(e) => Err(ReadError::Io(e)),
+        }
+    }
+
+    fn compact(&mut self) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+    }
+
     /// Reads until at least `need` unconsumed bytes are buffered.
     fn fill<T: Transport>(
         &mut self,
@@ -446,9 +523,7 @@ impl FrameReader {
     ) -> Result<(), ReadError> {
         while self.end - self.start < need {
             if self.start + need > self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+                self.compact();
             }
             let t = budget.remaining().map_err(|_| ReadError::Expired)?;
             io.set_read_timeout(t).map_err(ReadError::Io)?;

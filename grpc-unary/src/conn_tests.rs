@@ -15,6 +15,10 @@ struct Script {
     chunk: usize,
     output: Vec<u8>,
     timeout_at_end: bool,
+    /// Whether non-blocking reads see the script (else they see "nothing arrived yet":
+    /// scripted responses must not be read before their request is sent).
+    idle_visible: bool,
+    nonblocking: bool,
 }
 
 impl Script {
@@ -25,6 +29,8 @@ impl Script {
             chunk: 7, // odd-sized reads exercise frame reassembly
             output: Vec::new(),
             timeout_at_end: false,
+            idle_visible: false,
+            nonblocking: false,
         }
     }
 }
@@ -32,6 +38,9 @@ impl Script {
 impl Read for Script {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.input.len() - self.pos;
+        if self.nonblocking && !self.idle_visible {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         if left == 0 {
             if self.timeout_at_end {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -60,6 +69,10 @@ impl Transport for Script {
         Ok(())
     }
     fn set_write_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+    fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        self.nonblocking = on;
         Ok(())
     }
     fn shutdown(&mut self) -> io::Result<()> {
@@ -536,6 +549,43 @@ fn goaway_below_our_stream_fails_the_call_and_refuses_new_ones() {
         other => panic!("{other}"),
     }
     assert!(matches!(call(&mut conn, b""), Err(Error::GoAway { .. })));
+}
+
+#[test]
+fn a_goaway_that_arrived_while_idle_refuses_the_next_call_before_sending() {
+    let mut server = Server::new();
+    server.ok_response(1, b"a");
+    let goaway_at = server.bytes.len();
+    server.frame(kind::GOAWAY, 0, 0, b"\x00\x00\x00\x01\x00\x00\x00\x00");
+    let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"").unwrap(), b"a");
+    assert!(
+        conn.io.pos < goaway_at + 9,
+        "GOAWAY not read during the first call"
+    );
+    conn.io.idle_visible = true;
+    assert!(matches!(
+        call(&mut conn, b""),
+        Err(Error::GoAway {
+            last_stream_id: 1,
+            ..
+        })
+    ));
+    assert_eq!(count(&client_frames(&conn), kind::HEADERS), 1);
+}
+
+#[test]
+fn a_connection_closed_while_idle_is_noticed_before_sending() {
+    let mut server = Server::new();
+    server.ok_response(1, b"a");
+    let mut conn = connect(&server);
+    call(&mut conn, b"").unwrap();
+    conn.io.idle_visible = true;
+    assert!(matches!(
+        call(&mut conn, b""),
+        Err(Error::ConnectionClosed { .. })
+    ));
+    assert_eq!(count(&client_frames(&conn), kind::HEADERS), 1);
 }
 
 #[test]
