@@ -127,9 +127,9 @@ fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
             Ok(Some(req)) => {
                 let started = Instant::now();
                 let response = api::handle(&req, &shared.store);
-                // Under contention a kept-alive connection would starve queued ones: ask the
-                // client to reconnect instead.
-                let keep = req.keep_alive && !response.close && shared.queue.is_empty();
+                // When accepted connections wait with no idle worker to take them, a kept-alive
+                // connection would starve them: ask this client to reconnect instead.
+                let keep = req.keep_alive && !response.close && !shared.queue.is_starving();
                 out.clear();
                 response.write_to(&mut out, req.method == "HEAD", keep, req.minor_version == 0);
                 let sent = stream.write_all(&out).and_then(|()| stream.flush());
@@ -298,17 +298,27 @@ impl Timed for TlsStream {
     }
 }
 
-/// A fixed-capacity FIFO shared by the accept loop (producer) and the workers.
+/// A fixed-capacity FIFO shared by the accept loop (producer) and the workers, which also
+/// knows how many consumers are idle, so a worker can tell whether queued items are starving.
 struct BoundedQueue<T> {
-    items: Mutex<VecDeque<T>>,
+    state: Mutex<QueueState<T>>,
     ready: Condvar,
     capacity: usize,
+}
+
+struct QueueState<T> {
+    items: VecDeque<T>,
+    /// Consumers blocked in `pop`.
+    idle: usize,
 }
 
 impl<T> BoundedQueue<T> {
     fn new(capacity: usize) -> Self {
         BoundedQueue {
-            items: Mutex::new(VecDeque::with_capacity(capacity)),
+            state: Mutex::new(QueueState {
+                items: VecDeque::with_capacity(capacity),
+                idle: 0,
+            }),
             ready: Condvar::new(),
             capacity,
         }
@@ -316,36 +326,40 @@ impl<T> BoundedQueue<T> {
 
     /// Hands the item back when the queue is full.
     fn try_push(&self, item: T) -> Result<(), T> {
-        let mut items = self.lock();
-        if items.len() >= self.capacity {
+        let mut state = self.lock();
+        if state.items.len() >= self.capacity {
             return Err(item);
         }
-        items.push_back(item);
-        drop(items);
+        state.items.push_back(item);
+        drop(state);
         self.ready.notify_one();
         Ok(())
     }
 
     fn pop(&self) -> T {
-        let mut items = self.lock();
+        let mut state = self.lock();
         loop {
-            if let Some(item) = items.pop_front() {
+            if let Some(item) = state.items.pop_front() {
                 return item;
             }
-            items = self
+            state.idle += 1;
+            state = self
                 .ready
-                .wait(items)
+                .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.idle -= 1;
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    /// More items wait than idle consumers will take: a busy consumer should yield.
+    fn is_starving(&self) -> bool {
+        let state = self.lock();
+        state.items.len() > state.idle
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
-        // Queue operations cannot leave the deque inconsistent, so a poisoned lock is usable.
-        self.items
+    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
+        // Queue operations cannot leave the state inconsistent, so a poisoned lock is usable.
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -359,14 +373,32 @@ mod tests {
     #[test]
     fn a_full_queue_hands_the_item_back() {
         let queue = BoundedQueue::new(2);
-        assert!(queue.is_empty());
         queue.try_push(1).unwrap();
         queue.try_push(2).unwrap();
         assert_eq!(queue.try_push(3), Err(3));
         assert_eq!(queue.pop(), 1);
         queue.try_push(4).unwrap();
         assert_eq!((queue.pop(), queue.pop()), (2, 4));
-        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn queued_items_starve_only_without_an_idle_consumer() {
+        let queue = Arc::new(BoundedQueue::new(4));
+        assert!(!queue.is_starving());
+        queue.try_push(1).unwrap();
+        assert!(queue.is_starving(), "nobody will take it");
+        assert_eq!(queue.pop(), 1);
+        let consumer = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || queue.pop())
+        };
+        while queue.lock().idle == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        queue.try_push(2).unwrap();
+        // Either still queued with its consumer waking up, or already taken.
+        assert!(!queue.is_starving());
+        assert_eq!(consumer.join().unwrap(), 2);
     }
 
     #[test]
