@@ -7,6 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cert;
+pub mod collateral;
+pub mod danger;
 pub mod policy;
 pub mod quote;
 pub mod reader;
+pub mod tls;
+pub mod verify;

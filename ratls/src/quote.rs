@@ -117,7 +117,10 @@ impl fmt::Display for QuoteError {
             ),
             Self::TooLong { len, max } => write!(f, "quote too long: {len} bytes, at most {max}"),
             Self::UnsupportedVersion(v) => {
-                write!(f, "unsupported quote version: expected {QUOTE_VERSION_3}, got {v}")
+                write!(
+                    f,
+                    "unsupported quote version: expected {QUOTE_VERSION_3}, got {v}"
+                )
             }
             Self::UnsupportedKeyType(t) => write!(
                 f,
@@ -145,7 +148,10 @@ impl Quote {
     /// Parses a quote v3, rejecting truncated, oversized and trailing data.
     pub fn parse(bytes: &[u8]) -> Result<Self, QuoteError> {
         if bytes.len() > MAX_QUOTE_LEN {
-            return Err(QuoteError::TooLong { len: bytes.len(), max: MAX_QUOTE_LEN });
+            return Err(QuoteError::TooLong {
+                len: bytes.len(),
+                max: MAX_QUOTE_LEN,
+            });
         }
         let mut r = Reader::new(bytes);
         let header = QuoteHeader::read(&mut r)?;
@@ -165,8 +171,13 @@ impl Quote {
             return Err(QuoteError::SignatureLengthMismatch { declared, actual });
         }
         let signature = QuoteSignature::read(&mut r)?;
-        r.expect_end().map_err(|extra| QuoteError::TrailingData { extra })?;
-        Ok(Self { header, body, signature })
+        r.expect_end()
+            .map_err(|extra| QuoteError::TrailingData { extra })?;
+        Ok(Self {
+            header,
+            body,
+            signature,
+        })
     }
 }
 
@@ -189,7 +200,8 @@ impl ReportBody {
     pub fn parse(bytes: &[u8]) -> Result<Self, QuoteError> {
         let mut r = Reader::new(bytes);
         let body = Self::read(&mut r)?;
-        r.expect_end().map_err(|extra| QuoteError::TrailingData { extra })?;
+        r.expect_end()
+            .map_err(|extra| QuoteError::TrailingData { extra })?;
         Ok(body)
     }
 
@@ -266,7 +278,10 @@ impl fmt::Debug for ReportBody {
             .field("isv_prod_id", &self.isv_prod_id)
             .field("isv_svn", &self.isv_svn)
             .field("config_svn", &self.config_svn)
-            .field("attributes_flags", &format_args!("{:#x}", self.attributes_flags))
+            .field(
+                "attributes_flags",
+                &format_args!("{:#x}", self.attributes_flags),
+            )
             .field("report_data", &hex::encode(self.report_data))
             .finish_non_exhaustive()
     }
@@ -279,7 +294,9 @@ impl QuoteSignature {
         let qe_report = ReportBody::read(r)?;
         let qe_report_signature = r.array("signature.qe_report_signature")?;
         let auth_len = r.u16_le("signature.qe_auth_data.size")?;
-        let qe_auth_data = r.take("signature.qe_auth_data", usize::from(auth_len))?.to_vec();
+        let qe_auth_data = r
+            .take("signature.qe_auth_data", usize::from(auth_len))?
+            .to_vec();
         let cert_data_type = r.u16_le("signature.cert_data.type")?;
         let cert_len = r.u32_le("signature.cert_data.size")?;
         let cert_len = usize::try_from(cert_len).unwrap_or(usize::MAX);
@@ -297,6 +314,7 @@ impl QuoteSignature {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -314,7 +332,10 @@ mod tests {
             hex::encode(q.body.mr_signer),
             "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
         );
-        assert_eq!((q.body.isv_prod_id, q.body.isv_svn, q.body.config_svn), (0, 0, 0));
+        assert_eq!(
+            (q.body.isv_prod_id, q.body.isv_svn, q.body.config_svn),
+            (0, 0, 0)
+        );
         assert_eq!(q.body.attributes_flags, 0x5);
         assert!(!q.body.debuggable());
         assert_eq!(&q.body.report_data[..13], b"Hello, world!");
@@ -333,7 +354,10 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error_never_a_panic() {
         for len in 0..SAMPLE.len() {
-            assert!(Quote::parse(&SAMPLE[..len]).is_err(), "prefix of {len} bytes parsed");
+            assert!(
+                Quote::parse(&SAMPLE[..len]).is_err(),
+                "prefix of {len} bytes parsed"
+            );
         }
     }
 
@@ -355,7 +379,10 @@ mod tests {
         let big = vec![0u8; MAX_QUOTE_LEN + 1];
         assert_eq!(
             Quote::parse(&big),
-            Err(QuoteError::TooLong { len: MAX_QUOTE_LEN + 1, max: MAX_QUOTE_LEN })
+            Err(QuoteError::TooLong {
+                len: MAX_QUOTE_LEN + 1,
+                max: MAX_QUOTE_LEN
+            })
         );
     }
 

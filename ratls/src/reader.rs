@@ -45,7 +45,11 @@ impl<'a> Reader<'a> {
                 self.offset += n;
                 Ok(bytes)
             }
-            None => Err(Truncated { field, needed: n, left: rest.len() }),
+            None => Err(Truncated {
+                field,
+                needed: n,
+                left: rest.len(),
+            }),
         }
     }
 
@@ -89,6 +93,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -105,7 +110,14 @@ mod tests {
     #[test]
     fn a_short_read_names_the_field_and_consumes_nothing() {
         let mut r = Reader::new(&[1, 2, 3]);
-        assert_eq!(r.u32_le("size"), Err(Truncated { field: "size", needed: 4, left: 3 }));
+        assert_eq!(
+            r.u32_le("size"),
+            Err(Truncated {
+                field: "size",
+                needed: 4,
+                left: 3
+            })
+        );
         assert_eq!(r.offset(), 0);
     }
 }

@@ -1,0 +1,18 @@
+//! Switches that weaken the production trust model. Each is named for its risk.
+//!
+//! Production verification trusts only Intel's SGX Root CA. Machines without SGX (CI, laptops)
+//! run the whole flow on `sgx-sim`'s simulated platform, whose quotes chain to a simulated root;
+//! verifying them needs that root as the trust anchor. Nothing else in this crate can make a
+//! non-Intel anchor, and every result verified under one says so
+//! ([`crate::verify::VerifiedPeer::anchored_at_intel`] is false).
+
+use crate::verify::TrustAnchor;
+
+/// Trust quotes that chain to `root_der` INSTEAD of Intel's SGX Root CA.
+///
+/// Anyone holding that root's key can forge quotes for any enclave, so use it only for a
+/// simulated platform or a test PKI, and say so loudly where it is configured. `label`
+/// (a file name, a subject) appears in every log line and error that mentions the anchor.
+pub fn simulated_root(root_der: Vec<u8>, label: String) -> TrustAnchor {
+    TrustAnchor::custom(root_der, label)
+}

@@ -1,0 +1,252 @@
+//! rustls certificate verifiers that run the attestation pipeline inside the TLS handshake.
+//!
+//! RA-TLS peers present self-signed certificates: trust comes from the quote inside, not from a
+//! CA, and the server name is irrelevant. So the verifiers below ignore names and chains and
+//! call [`Verifier::verify_certificate`] on the end-entity certificate; the handshake itself
+//! proves the peer holds the certificate's private key (TLS 1.3 CertificateVerify, or TLS 1.2
+//! for Occlum's C++ peers). After the handshake, [`RaTlsServerVerifier::peer`] and
+//! [`RaTlsClientVerifier::peer`] return the cached [`VerifiedPeer`] for the peer's certificate.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::cert::RaTlsIdentity;
+use crate::verify::{VerifiedPeer, Verifier, VerifyError};
+
+/// Verifies a server's RA-TLS certificate; for clients (init) connecting to an attested server.
+#[derive(Clone)]
+pub struct RaTlsServerVerifier {
+    inner: Checker,
+}
+
+/// Verifies a client's RA-TLS certificate; for rustls servers that require attested clients.
+#[derive(Clone)]
+pub struct RaTlsClientVerifier {
+    inner: Checker,
+}
+
+#[derive(Clone)]
+struct Checker {
+    verifier: Arc<Verifier>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl RaTlsServerVerifier {
+    /// Runs `verifier`'s pipeline on every server certificate.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self {
+            inner: Checker::new(verifier),
+        }
+    }
+
+    /// The verified peer for `cert_der` (the server's end-entity certificate) at `now`.
+    pub fn peer(&self, cert_der: &[u8], now: u64) -> Option<VerifiedPeer> {
+        self.inner.verifier.cached(cert_der, now)
+    }
+}
+
+impl RaTlsClientVerifier {
+    /// Runs `verifier`'s pipeline on every client certificate; clients must present one.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self {
+            inner: Checker::new(verifier),
+        }
+    }
+
+    /// The verified peer for `cert_der` (the client's end-entity certificate) at `now`.
+    pub fn peer(&self, cert_der: &[u8], now: u64) -> Option<VerifiedPeer> {
+        self.inner.verifier.cached(cert_der, now)
+    }
+}
+
+/// Recovers the attestation failure from a rustls handshake error, if that was the cause.
+pub fn attestation_error(error: &rustls::Error) -> Option<&VerifyError> {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<VerifyError>()
+        }
+        _ => None,
+    }
+}
+
+/// A TLS 1.3/1.2 client configuration (ring provider) that attests the server with `verifier`
+/// and presents `identity` as its own RA-TLS certificate.
+pub fn client_config(
+    verifier: Arc<Verifier>,
+    identity: &RaTlsIdentity,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let (cert, key) = identity.rustls_pair();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(RaTlsServerVerifier::new(verifier)))
+        .with_client_auth_cert(vec![cert], key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// A TLS 1.3/1.2 server configuration (ring provider) that requires clients to attest with
+/// `verifier` and presents `identity`.
+pub fn server_config(
+    verifier: Arc<Verifier>,
+    identity: &RaTlsIdentity,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let (cert, key) = identity.rustls_pair();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(RaTlsClientVerifier::new(verifier)))
+        .with_single_cert(vec![cert], key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Checker {
+    fn new(verifier: Arc<Verifier>) -> Self {
+        Self {
+            verifier,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+
+    fn check(&self, end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+        self.verifier
+            .verify_certificate(end_entity, now.as_secs())
+            .map(drop)
+            .map_err(|e| {
+                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+            })
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+impl ServerCertVerifier for RaTlsServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .check(end_entity, now)
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for RaTlsClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .check(end_entity, now)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.algorithms.supported_schemes()
+    }
+}
+
+impl std::fmt::Debug for RaTlsServerVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RaTlsServerVerifier({})",
+            self.inner.verifier.trust_anchor().describe()
+        )
+    }
+}
+
+impl std::fmt::Debug for RaTlsClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RaTlsClientVerifier({})",
+            self.inner.verifier.trust_anchor().describe()
+        )
+    }
+}

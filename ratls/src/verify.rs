@@ -1,0 +1,548 @@
+//! The verification pipeline: the one place that turns peer evidence into a [`VerifiedPeer`].
+//!
+//! One linear sequence, every step fail-closed, every rejection naming its check:
+//!
+//! 1. `evidence`, `self-signature`, `binding`, `certificate-validity`: extract the quote from
+//!    the RA-TLS certificate, check that its report data commits to the certificate's public key
+//!    ([`crate::cert::extract_bound`]) and that `now` is inside the certificate's validity.
+//! 2. `collateral`, `collateral-expiry`: collateral for the quote's platform, within its
+//!    validity window (plus the policy's grace period, if any).
+//! 3. `dcap-signature`, `revocation`: dcap-qvl checks the PCK chain to the trust anchor (Intel's
+//!    SGX Root CA unless [`crate::danger`] says otherwise), the CRLs, the TCB info and QE
+//!    identity signatures, the QE report and the quote signature.
+//! 4. `tcb-status`, `advisory`: dcap-qvl applies no TCB policy; the policy's accepted statuses
+//!    (default UpToDate only) and rejected advisories are applied here. Revoked is terminal.
+//! 5. `measurement-policy`: the report body against `ra_config` (`sgx_mrs`, debug).
+//!
+//! The clock is an input. Successful results are cached per certificate until the collateral's
+//! `nextUpdate` (at most [`MAX_PEER_CACHE_SECS`]), so many calls on one connection cost one
+//! verification.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use dcap_qvl::QuoteCollateralV3;
+use dcap_qvl::verify::QuoteVerifier;
+use sha2::{Digest as _, Sha256};
+
+use crate::cert::{self, CertError};
+use crate::collateral::{self, CollateralError, CollateralSource};
+use crate::policy::{PolicyMatch, PolicyRejection, RaPolicy, TcbPolicy};
+use crate::quote::{Quote, QuoteError, ReportBody};
+
+/// A verified peer stays cached at most this long, even if its collateral lives longer.
+pub const MAX_PEER_CACHE_SECS: u64 = 600;
+/// At most this many verified certificates are cached.
+pub const MAX_CACHED_PEERS: usize = 4096;
+
+/// The root CA that quotes must chain to.
+#[derive(Clone)]
+pub struct TrustAnchor {
+    kind: AnchorKind,
+}
+
+#[derive(Clone)]
+enum AnchorKind {
+    Intel,
+    Custom { der: Vec<u8>, label: String },
+}
+
+impl TrustAnchor {
+    /// Intel's SGX Root CA, the production trust anchor.
+    pub fn intel() -> Self {
+        Self {
+            kind: AnchorKind::Intel,
+        }
+    }
+
+    /// A root other than Intel's; only [`crate::danger::simulated_root`] makes one.
+    pub(crate) fn custom(der: Vec<u8>, label: String) -> Self {
+        Self {
+            kind: AnchorKind::Custom { der, label },
+        }
+    }
+
+    /// True for Intel's SGX Root CA.
+    pub fn is_intel(&self) -> bool {
+        matches!(self.kind, AnchorKind::Intel)
+    }
+
+    /// A description for logs: `Intel SGX Root CA` or `NON-INTEL root <label>`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            AnchorKind::Intel => "Intel SGX Root CA".to_owned(),
+            AnchorKind::Custom { label, .. } => format!("NON-INTEL root {label}"),
+        }
+    }
+
+    fn quote_verifier(&self) -> QuoteVerifier {
+        let verifier = match &self.kind {
+            AnchorKind::Intel => QuoteVerifier::new_prod(),
+            AnchorKind::Custom { der, .. } => QuoteVerifier::new(der.clone()),
+        };
+        // Debug enclaves are decided by the measurement policy (step 5), which names the knob.
+        verifier.allow_debug(true)
+    }
+}
+
+impl Default for TrustAnchor {
+    fn default() -> Self {
+        Self::intel()
+    }
+}
+
+impl fmt::Debug for TrustAnchor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// A peer whose evidence passed every check. Only this module constructs it.
+#[derive(Debug, Clone)]
+pub struct VerifiedPeer {
+    body: ReportBody,
+    tcb_status: String,
+    advisory_ids: Vec<String>,
+    matched: PolicyMatch,
+    evidence_format: Option<cert::EvidenceFormat>,
+    valid_until: u64,
+    anchor_is_intel: bool,
+}
+
+impl VerifiedPeer {
+    /// The peer enclave's report body (measurements, SVNs, report data).
+    pub fn report_body(&self) -> &ReportBody {
+        &self.body
+    }
+
+    /// The platform's TCB status as DCAP reported it (accepted by the policy).
+    pub fn tcb_status(&self) -> &str {
+        &self.tcb_status
+    }
+
+    /// Intel security advisories that apply to the platform's TCB level.
+    pub fn advisory_ids(&self) -> &[String] {
+        &self.advisory_ids
+    }
+
+    /// The `sgx_mrs` entry that matched.
+    pub fn matched(&self) -> &PolicyMatch {
+        &self.matched
+    }
+
+    /// The RA-TLS certificate format, when the evidence came in a certificate.
+    pub fn evidence_format(&self) -> Option<cert::EvidenceFormat> {
+        self.evidence_format
+    }
+
+    /// Unix time after which this verification must be redone.
+    pub fn valid_until(&self) -> u64 {
+        self.valid_until
+    }
+
+    /// False when the quote chained to a non-Intel (simulated or test) root.
+    pub fn anchored_at_intel(&self) -> bool {
+        self.anchor_is_intel
+    }
+}
+
+/// What DCAP said about a quote, before any policy. Carries no authority by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DcapVerdict {
+    /// TCB status string as in Intel's TCB info (`UpToDate`, `OutOfDate`, …).
+    pub tcb_status: String,
+    /// Advisory IDs for the platform's TCB level.
+    pub advisory_ids: Vec<String>,
+    /// Unix time the collateral goes stale (earliest nextUpdate).
+    pub collateral_next_update: u64,
+    /// The time DCAP verified at: `now`, or the collateral's end when inside the grace period.
+    pub verified_at: u64,
+}
+
+/// Which check rejected the evidence, with the details a person needs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The certificate or its evidence could not be read, or its binding failed.
+    Evidence(CertError),
+    /// The quote is not a v3 SGX quote.
+    Quote(QuoteError),
+    /// No collateral could be obtained.
+    Collateral(CollateralError),
+    /// The collateral is outside its validity window.
+    CollateralWindow { detail: String, grace_secs: u64 },
+    /// A certificate in the chain is revoked, or the TCB status is Revoked.
+    Revoked { detail: String },
+    /// DCAP rejected the quote: chain, signature, TCB info or QE identity.
+    Dcap { detail: String, anchor: String },
+    /// The TCB status is not in the accepted list.
+    TcbStatus {
+        status: String,
+        accepted: Vec<String>,
+    },
+    /// The platform is affected by an advisory the policy rejects.
+    Advisory { id: String, status: String },
+    /// No `sgx_mrs` entry matched the report body.
+    Policy(PolicyRejection),
+}
+
+impl VerifyError {
+    /// The name of the failing check, stable for logs and tests.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::Evidence(e) => cert_check(e),
+            Self::Quote(_) => "quote-format",
+            Self::Collateral(_) => "collateral",
+            Self::CollateralWindow { .. } => "collateral-expiry",
+            Self::Revoked { .. } => "revocation",
+            Self::Dcap { .. } => "dcap-signature",
+            Self::TcbStatus { .. } => "tcb-status",
+            Self::Advisory { .. } => "advisory",
+            Self::Policy(_) => "measurement-policy",
+        }
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attestation check `{}` failed: ", self.check())?;
+        match self {
+            Self::Evidence(e) => write!(f, "{e}"),
+            Self::Quote(e) => write!(f, "{e}"),
+            Self::Collateral(e) => write!(f, "{e}"),
+            Self::CollateralWindow { detail, grace_secs } => write!(
+                f,
+                "{detail} (grace period {grace_secs} s; refresh the collateral, or raise ra_config \"collateral_grace_secs\")"
+            ),
+            Self::Revoked { detail } => write!(f, "{detail}"),
+            Self::Dcap { detail, anchor } => {
+                write!(f, "{detail} (trust anchor: {anchor})")
+            }
+            Self::TcbStatus { status, accepted } => write!(
+                f,
+                "TCB status {status} is not accepted (accepted: {}; knob: ra_config \"tcb_statuses\")",
+                accepted.join(", ")
+            ),
+            Self::Advisory { id, status } => write!(
+                f,
+                "platform (TCB status {status}) is affected by {id}, which ra_config \"reject_advisories\" rejects"
+            ),
+            Self::Policy(rejection) => write!(f, "{rejection} (knob: ra_config \"sgx_mrs\")"),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+impl From<CertError> for VerifyError {
+    fn from(e: CertError) -> Self {
+        Self::Evidence(e)
+    }
+}
+
+impl From<QuoteError> for VerifyError {
+    fn from(e: QuoteError) -> Self {
+        Self::Quote(e)
+    }
+}
+
+impl From<CollateralError> for VerifyError {
+    fn from(e: CollateralError) -> Self {
+        Self::Collateral(e)
+    }
+}
+
+impl From<PolicyRejection> for VerifyError {
+    fn from(e: PolicyRejection) -> Self {
+        Self::Policy(e)
+    }
+}
+
+/// The verifier: a trust anchor, a collateral source, a policy and a cache of results.
+pub struct Verifier {
+    anchor: TrustAnchor,
+    qvl: QuoteVerifier,
+    collateral: Arc<dyn CollateralSource>,
+    policy: RaPolicy,
+    cache: Mutex<PeerCache>,
+}
+
+impl Verifier {
+    /// A verifier that trusts `anchor`, gets collateral from `collateral` and applies `policy`.
+    pub fn new(
+        anchor: TrustAnchor,
+        collateral: Arc<dyn CollateralSource>,
+        policy: RaPolicy,
+    ) -> Self {
+        let qvl = anchor.quote_verifier();
+        Self {
+            anchor,
+            qvl,
+            collateral,
+            policy,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The policy this verifier applies.
+    pub fn policy(&self) -> &RaPolicy {
+        &self.policy
+    }
+
+    /// The trust anchor quotes must chain to.
+    pub fn trust_anchor(&self) -> &TrustAnchor {
+        &self.anchor
+    }
+
+    /// The collateral source.
+    pub fn collateral_source(&self) -> &Arc<dyn CollateralSource> {
+        &self.collateral
+    }
+
+    /// Runs the whole pipeline on an RA-TLS certificate (DER), or returns the cached result
+    /// for the same certificate while it is still valid.
+    pub fn verify_certificate(
+        &self,
+        cert_der: &[u8],
+        now: u64,
+    ) -> Result<VerifiedPeer, VerifyError> {
+        let key: [u8; 32] = Sha256::digest(cert_der).into();
+        if let Some(peer) = lock(&self.cache).get(&key, now) {
+            return Ok(peer);
+        }
+        let evidence = cert::extract_bound(cert_der)?;
+        evidence.check_validity(now)?;
+        let mut peer = self.verify_parsed(
+            &evidence.quote_bytes,
+            &evidence.quote,
+            Some(evidence.format),
+            now,
+        )?;
+        let not_after = u64::try_from(evidence.not_after_unix).unwrap_or(0);
+        peer.valid_until = peer.valid_until.min(not_after);
+        lock(&self.cache).insert(key, peer.clone(), now);
+        Ok(peer)
+    }
+
+    /// The cached result for a certificate verified earlier, if still valid at `now`.
+    pub fn cached(&self, cert_der: &[u8], now: u64) -> Option<VerifiedPeer> {
+        let key: [u8; 32] = Sha256::digest(cert_der).into();
+        lock(&self.cache).get(&key, now)
+    }
+
+    /// Runs steps 2 to 5 on a bare quote (no certificate, so no key binding).
+    pub fn verify_quote(&self, quote_bytes: &[u8], now: u64) -> Result<VerifiedPeer, VerifyError> {
+        let quote = Quote::parse(quote_bytes)?;
+        self.verify_parsed(quote_bytes, &quote, None, now)
+    }
+
+    fn verify_parsed(
+        &self,
+        quote_bytes: &[u8],
+        quote: &Quote,
+        evidence_format: Option<cert::EvidenceFormat>,
+        now: u64,
+    ) -> Result<VerifiedPeer, VerifyError> {
+        let tcb = self.policy.tcb();
+        let collateral = self.collateral.collateral(quote, now)?;
+        let verdict = dcap_verify_with(
+            &self.qvl,
+            &self.anchor,
+            quote_bytes,
+            &collateral,
+            now,
+            tcb.grace_secs(),
+        )?;
+        check_tcb(tcb, &verdict)?;
+        let matched = self.policy.evaluate(&quote.body)?;
+        Ok(VerifiedPeer {
+            body: quote.body.clone(),
+            tcb_status: verdict.tcb_status,
+            advisory_ids: verdict.advisory_ids,
+            matched,
+            evidence_format,
+            valid_until: verdict
+                .collateral_next_update
+                .max(now)
+                .min(now + MAX_PEER_CACHE_SECS),
+            anchor_is_intel: self.anchor.is_intel(),
+        })
+    }
+}
+
+/// Steps 2 and 3 on their own: the collateral window, then dcap-qvl. No policy is applied;
+/// the result unlocks nothing. Used by the verifier and by `ratls inspect`.
+pub fn dcap_verify(
+    anchor: &TrustAnchor,
+    quote_bytes: &[u8],
+    collateral: &QuoteCollateralV3,
+    now: u64,
+    grace_secs: u64,
+) -> Result<DcapVerdict, VerifyError> {
+    dcap_verify_with(
+        &anchor.quote_verifier(),
+        anchor,
+        quote_bytes,
+        collateral,
+        now,
+        grace_secs,
+    )
+}
+
+/// Step 4 on its own: the accepted TCB statuses and rejected advisories.
+pub fn check_tcb(tcb: &TcbPolicy, verdict: &DcapVerdict) -> Result<(), VerifyError> {
+    if verdict.tcb_status == "Revoked" {
+        return Err(VerifyError::Revoked {
+            detail: "the platform's TCB status is Revoked".into(),
+        });
+    }
+    if !tcb.accepts_status(&verdict.tcb_status) {
+        return Err(VerifyError::TcbStatus {
+            status: verdict.tcb_status.clone(),
+            accepted: tcb
+                .accepted_statuses()
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+        });
+    }
+    if let Some(id) = tcb.rejected_advisory(&verdict.advisory_ids) {
+        return Err(VerifyError::Advisory {
+            id: id.to_owned(),
+            status: verdict.tcb_status.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn dcap_verify_with(
+    qvl: &QuoteVerifier,
+    anchor: &TrustAnchor,
+    quote_bytes: &[u8],
+    collateral: &QuoteCollateralV3,
+    now: u64,
+    grace_secs: u64,
+) -> Result<DcapVerdict, VerifyError> {
+    let (at, next_update) = verification_time(collateral, now, grace_secs)?;
+    let report = qvl
+        .verify(quote_bytes, collateral, at)
+        .map_err(|e| classify(&e, anchor))?;
+    Ok(DcapVerdict {
+        tcb_status: report.status,
+        advisory_ids: report.advisory_ids,
+        collateral_next_update: next_update,
+        verified_at: at,
+    })
+}
+
+/// The time to verify at, and the collateral's end. Inside the grace period after the
+/// collateral's `nextUpdate`, verification happens as of that `nextUpdate`; outside, it fails.
+fn verification_time(
+    c: &QuoteCollateralV3,
+    now: u64,
+    grace_secs: u64,
+) -> Result<(u64, u64), VerifyError> {
+    let window = |json: &str, what: &str| {
+        collateral::json_window(json, what)
+            .map_err(|detail| VerifyError::CollateralWindow { detail, grace_secs })
+    };
+    let (tcb_issue, tcb_next) = window(&c.tcb_info, "TCB info")?;
+    let (qe_issue, qe_next) = window(&c.qe_identity, "QE identity")?;
+    let (what, issue) = if tcb_issue >= qe_issue {
+        ("TCB info", tcb_issue)
+    } else {
+        ("QE identity", qe_issue)
+    };
+    if now < issue {
+        return Err(VerifyError::CollateralWindow {
+            detail: format!("{what} is not yet valid: issued at {issue}, now {now}"),
+            grace_secs,
+        });
+    }
+    let (what, next) = if tcb_next <= qe_next {
+        ("TCB info", tcb_next)
+    } else {
+        ("QE identity", qe_next)
+    };
+    if now <= next {
+        return Ok((now, next));
+    }
+    if now - next <= grace_secs {
+        return Ok((next, next));
+    }
+    Err(VerifyError::CollateralWindow {
+        detail: format!(
+            "{what} expired: nextUpdate {next}, now {now} ({} s late)",
+            now - next
+        ),
+        grace_secs,
+    })
+}
+
+/// The check a certificate error belongs to.
+fn cert_check(e: &CertError) -> &'static str {
+    match e {
+        CertError::Evidence { .. } => "quote-format",
+        CertError::Binding { .. } | CertError::Disagreement { .. } | CertError::KeyMismatch => {
+            "binding"
+        }
+        CertError::SelfSignature { .. } => "self-signature",
+        CertError::Validity { .. } => "certificate-validity",
+        CertError::TooLarge { .. }
+        | CertError::Parse { .. }
+        | CertError::NoEvidence
+        | CertError::CriticalExtension { .. }
+        | CertError::UnsupportedKey { .. }
+        | CertError::Encoding { .. }
+        | CertError::QuoteSource(_)
+        | CertError::Mint { .. }
+        | CertError::Pem { .. } => "evidence",
+    }
+}
+
+fn classify(e: &impl fmt::Display, anchor: &TrustAnchor) -> VerifyError {
+    let detail = format!("{e:#}");
+    if detail.to_ascii_lowercase().contains("revoked") {
+        VerifyError::Revoked { detail }
+    } else {
+        VerifyError::Dcap {
+            detail,
+            anchor: anchor.describe(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct PeerCache {
+    peers: HashMap<[u8; 32], VerifiedPeer>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl PeerCache {
+    fn get(&self, key: &[u8; 32], now: u64) -> Option<VerifiedPeer> {
+        self.peers.get(key).filter(|p| p.valid_until > now).cloned()
+    }
+
+    fn insert(&mut self, key: [u8; 32], peer: VerifiedPeer, now: u64) {
+        if self.peers.len() >= MAX_CACHED_PEERS {
+            self.peers.retain(|_, p| p.valid_until > now);
+            self.order.retain(|k| self.peers.contains_key(k));
+        }
+        while self.peers.len() >= MAX_CACHED_PEERS {
+            match self.order.pop_front() {
+                Some(oldest) => self.peers.remove(&oldest),
+                None => break,
+            };
+        }
+        if self.peers.insert(key, peer).is_none() {
+            self.order.push_back(key);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every cache update is a single insert/remove, so a poisoned lock still guards a
+    // consistent map.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
