@@ -24,7 +24,10 @@ cargo build --release --workspace --bins --locked
 ./init/build-musl.sh
 
 step "shellcheck"
-shellcheck ./*.sh fuzz/*.sh bench/*.sh init/*.sh
+shellcheck ./*.sh .ci/run fuzz/*.sh bench/*.sh init/*.sh tests/*.sh
 
 step "cargo test"
 cargo test --release --workspace --locked --no-fail-fast
+
+step "end to end: ./build.sh && ./run.sh, the seed's curl commands, client restart"
+tests/demo_e2e.sh
