@@ -24,7 +24,7 @@ cargo build --release --workspace --bins --locked
 ./init/build-musl.sh
 
 step "shellcheck"
-shellcheck ./*.sh .ci/run fuzz/*.sh bench/*.sh init/*.sh tests/*.sh
+shellcheck ./*.sh .ci/run fuzz/*.sh bench/*.sh init/*.sh tests/*.sh occlum-configs/*.sh
 
 step "cargo test"
 cargo test --release --workspace --locked --no-fail-fast
