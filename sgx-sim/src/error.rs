@@ -26,6 +26,11 @@ pub enum SimError {
     TooLarge { path: PathBuf, len: u64, max: u64 },
     /// A file's content is not what the simulator wrote there.
     Corrupt { path: PathBuf, detail: String },
+    /// An enclave identity file is invalid.
+    Identity {
+        path: PathBuf,
+        source: crate::IdentityError,
+    },
     /// `create` was pointed at a directory that already holds a platform.
     AlreadyInitialized { path: PathBuf },
     /// An option or argument is out of range or inconsistent.
@@ -59,6 +64,9 @@ impl fmt::Display for SimError {
                     path.display()
                 )
             }
+            Self::Identity { path, .. } => {
+                write!(f, "reading enclave identity failed: {}", path.display())
+            }
             Self::AlreadyInitialized { path } => write!(
                 f,
                 "refusing to create a simulated platform: {} already holds one",
@@ -78,6 +86,7 @@ impl std::error::Error for SimError {
             Self::Io { source, .. } => Some(source),
             Self::Json { source, .. } => Some(source),
             Self::Certificate { source, .. } => Some(source),
+            Self::Identity { source, .. } => Some(source),
             _ => None,
         }
     }

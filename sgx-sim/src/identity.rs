@@ -93,9 +93,9 @@ impl Identity {
     pub fn load(path: &Path) -> Result<Self, SimError> {
         let bytes =
             crate::files::read_bounded(path, MAX_IDENTITY_FILE_LEN, "reading enclave identity")?;
-        Self::from_json(&bytes).map_err(|e| SimError::Corrupt {
+        Self::from_json(&bytes).map_err(|source| SimError::Identity {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source,
         })
     }
 

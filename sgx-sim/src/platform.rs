@@ -191,33 +191,18 @@ impl SimPlatform {
                 path: platform_path.clone(),
                 source,
             })?;
-        let corrupt = |detail: String| SimError::Corrupt {
-            path: platform_path.clone(),
-            detail,
-        };
-        let fixed_hex = |field: &'static str, text: &str| -> Result<Vec<u8>, SimError> {
-            hex::decode(text).map_err(|e| corrupt(format!("{field}: {e}")))
-        };
-        let qe_report = to_array(
-            fixed_hex("qe_report", &params.qe_report)?,
-            "qe_report",
-            &corrupt,
-        )?;
-        let qe_report_signature = to_array(
-            fixed_hex("qe_report_signature", &params.qe_report_signature)?,
+        let qe_report = hex_array(&platform_path, "qe_report", &params.qe_report)?;
+        let qe_report_signature = hex_array(
+            &platform_path,
             "qe_report_signature",
-            &corrupt,
+            &params.qe_report_signature,
         )?;
-        let qe_auth_data = to_array(
-            fixed_hex("qe_auth_data", &params.qe_auth_data)?,
-            "qe_auth_data",
-            &corrupt,
-        )?;
-        let qe_id = to_array(fixed_hex("qe_id", &params.qe_id)?, "qe_id", &corrupt)?;
-        let attestation_public: [u8; 64] = to_array(
-            fixed_hex("attestation_public_key", &params.attestation_public_key)?,
+        let qe_auth_data = hex_array(&platform_path, "qe_auth_data", &params.qe_auth_data)?;
+        let qe_id = hex_array(&platform_path, "qe_id", &params.qe_id)?;
+        let attestation_public: [u8; 64] = hex_array(
+            &platform_path,
             "attestation_public_key",
-            &corrupt,
+            &params.attestation_public_key,
         )?;
 
         let key_path = path(files::ATTESTATION_KEY);
@@ -620,12 +605,16 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-fn to_array<const N: usize>(
-    bytes: Vec<u8>,
-    field: &'static str,
-    corrupt: &dyn Fn(String) -> SimError,
+/// Exactly `N` bytes of hex from field `name` of platform.json at `path`.
+fn hex_array<const N: usize>(
+    path: &Path,
+    name: &'static str,
+    text: &str,
 ) -> Result<[u8; N], SimError> {
-    let len = bytes.len();
-    <[u8; N]>::try_from(bytes)
-        .map_err(|_| corrupt(format!("{field}: expected {N} bytes, found {len}")))
+    let mut out = [0u8; N];
+    hex::decode_to_slice(text, &mut out).map_err(|e| SimError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("{name}: expected {} hex digits: {e}", 2 * N),
+    })?;
+    Ok(out)
 }

@@ -434,3 +434,43 @@ fn the_pccs_serves_exactly_what_collateral_json_holds() {
     assert_eq!(request_lines, 9, "{stderr}");
     assert!(stderr.lines().all(|l| l.contains("SIMULATED")), "{stderr}");
 }
+
+#[test]
+fn ratls_pccs_client_fetches_the_same_collateral_and_it_verifies() {
+    use ratls::collateral::{CollateralSource, PccsClient};
+    let tmp = TempDir::new("pccs-client");
+    let platform = tmp.path("platform");
+    let p = platform.to_str().unwrap();
+    ok(&["init", p, "--tcb-status", "ConfigurationNeeded"]);
+    let id = tmp.path("id.json");
+    ok(&["identity", "--out", id.to_str().unwrap()]);
+    let quote_path = tmp.path("quote");
+    ok(&[
+        "quote",
+        p,
+        "--identity",
+        id.to_str().unwrap(),
+        "--report-data",
+        "01",
+        "--out",
+        quote_path.to_str().unwrap(),
+    ]);
+    let quote = std::fs::read(&quote_path).unwrap();
+
+    let pccs = Pccs::start(&platform);
+    let client = PccsClient::new(&format!("http://{}", pccs.addr));
+    let parsed = ratls::quote::Quote::parse(&quote).unwrap();
+    let fetched = client.collateral(&parsed, now()).unwrap();
+    assert_eq!(*fetched, collateral(&platform));
+    let report = QuoteVerifier::new(root_der(&platform))
+        .verify(&quote, &fetched, now())
+        .unwrap();
+    assert_eq!(report.status, "ConfigurationNeeded");
+    let (status, stderr) = pccs.stop();
+    assert!(status.success(), "{stderr}");
+    // The client asked for the Processor CA's CRL: the PCK CA's name says "Processor".
+    assert!(
+        stderr.contains("pckcrl?ca=processor&encoding=der"),
+        "{stderr}"
+    );
+}
