@@ -66,10 +66,17 @@
 //! over 8 KiB or more than 32 header fields, `500` database failure, `503` all workers and
 //! the waiting queue busy. `Expect: 100-continue` is honoured (curl sends it for large bodies).
 //!
-//! Differences from Flask on purpose: an unknown id is a 404 instead of Flask's 500 (the
-//! original raises `KeyError`); JSON bodies are accepted; error bodies use `error`, not
-//! Flask-RESTful's `message`; a form value that is not UTF-8 is a 400 where Werkzeug would
-//! substitute U+FFFD.
+//! Compared with the original `rest_api.py` under Flask 3 and Flask-RESTful: every success
+//! body is byte-identical (escapes, repeated fields, invalid `%` escapes kept literally).
+//! Differences on purpose: an unknown id is `404` (Flask raises `KeyError`: `500
+//! {"message": "Internal Server Error"}`); errors are `{"error": ...}` (Flask-RESTful says
+//! `message`; unknown routes get Flask's HTML page); JSON bodies are accepted (Flask: 400); a
+//! form value whose escapes decode to invalid UTF-8 is a 400 (Werkzeug 3 stores the escape
+//! text, e.g. `%FF`); `%2F` inside an id is part of the id (Flask: 404); `OPTIONS` is a 405.
+//!
+//! Connections are kept alive (HTTP/1.1 default, HTTP/1.0 with `Connection: keep-alive`) until
+//! the client closes, the idle timeout passes, or accepted connections are waiting with no
+//! idle worker: then the response carries `Connection: close`, so every client is served.
 //!
 //! # Why SQLite (rusqlite, bundled)
 //!
