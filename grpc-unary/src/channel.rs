@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,7 +99,7 @@ fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
         addr: addr.to_owned(),
         source,
     };
-    let addrs = addr.to_socket_addrs().map_err(connect_error)?;
+    let addrs = resolve(addr).map_err(connect_error)?;
     let mut last = None;
     for sa in addrs {
         let left = budget.remaining()?;
@@ -126,6 +126,29 @@ fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
             "name resolved to no addresses",
         ))),
     }
+}
+
+/// Resolves `host:port`. `localhost` (and `*.localhost`, RFC 6761 section 6.3) maps to the
+/// loopback addresses without asking a resolver: Occlum's `--init-ra grpc_ratls` initfs has no
+/// `/etc/hosts`, so musl's getaddrinfo cannot resolve `localhost` there, and `localhost:50051`
+/// is what Occlum's `init_ra_conf.json` template names.
+fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
+    if let Some((host, port)) = addr.rsplit_once(':') {
+        let host = host.to_ascii_lowercase();
+        if host == "localhost" || host.ends_with(".localhost") {
+            let port: u16 = port.parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid port in {addr:?}"),
+                )
+            })?;
+            return Ok(vec![
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+            ]);
+        }
+    }
+    addr.to_socket_addrs().map(Iterator::collect)
 }
 
 /// The caller's config if it offers `h2`, else a clone offering exactly `h2`.
@@ -208,5 +231,28 @@ impl Transport for TlsTransport {
         self.0.conn.send_close_notify();
         self.0.flush()?;
         self.0.sock.shutdown(Shutdown::Write)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod resolve_tests {
+    use super::*;
+
+    #[test]
+    fn localhost_resolves_to_loopback_without_a_resolver() {
+        let addrs = resolve("localhost:50051").unwrap();
+        assert_eq!(addrs[0], SocketAddr::from((Ipv4Addr::LOCALHOST, 50051)));
+        assert_eq!(addrs[1], SocketAddr::from((Ipv6Addr::LOCALHOST, 50051)));
+        assert_eq!(resolve("KMS.localhost:1").unwrap()[0].port(), 1);
+    }
+
+    #[test]
+    fn a_bad_port_on_localhost_is_an_error_and_ip_literals_still_work() {
+        assert!(resolve("localhost:99999").is_err());
+        assert_eq!(
+            resolve("127.0.0.1:9").unwrap(),
+            vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 9))]
+        );
     }
 }
