@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds init for x86_64-unknown-linux-musl as the ELF Occlum's loader accepts, and checks it.
+#
+# Occlum refuses executables without an interpreter segment, and its initfs carries only musl's
+# loader, libc.so and libgcc_s.so.1. So init must be a dynamically linked PIE with interpreter
+# /lib/ld-musl-x86_64.so.1 whose NEEDED list is libc.so alone. Recipe (Debian's musl-tools):
+# musl-gcc links, `-crt-static` makes the binary dynamic, and a `libgcc_s.so` linker script on
+# the -L path points at Rust's own self-contained musl libunwind.a, so unwinding is linked in
+# statically instead of needing libgcc_s at run time. All flags are scoped to the musl target,
+# so host builds in the same target directory are untouched.
+#
+# Usage: init/build-musl.sh            (prints the binary's path on the last line)
+# Env:   INIT_MAX_BYTES  size limit checked after the build (default 6 MiB)
+#        CARGO_TARGET_DIR as usual
+set -euo pipefail
+
+target=x86_64-unknown-linux-musl
+interpreter=/lib/ld-musl-x86_64.so.1
+max_bytes=${INIT_MAX_BYTES:-$((6 * 1024 * 1024))}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+workspace=$(cd "$here/.." && pwd)
+target_dir=${CARGO_TARGET_DIR:-$workspace/target}
+
+die() {
+    echo "build-musl: $*" >&2
+    exit 1
+}
+
+command -v musl-gcc >/dev/null || die "musl-gcc not found (Debian: apt-get install musl-tools)"
+command -v readelf >/dev/null || die "readelf not found (Debian: apt-get install binutils)"
+rustup target list --installed 2>/dev/null | grep -qx "$target" ||
+    die "Rust target $target not installed (rustup target add $target)"
+
+unwind="$(rustc --print sysroot)/lib/rustlib/$target/lib/self-contained/libunwind.a"
+[ -f "$unwind" ] || die "missing $unwind"
+
+shim="$target_dir/musl-shim"
+mkdir -p "$shim"
+printf 'INPUT(%s)\n' "$unwind" >"$shim/libgcc_s.so"
+
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=-crt-static -L native=$shim"
+export CC_x86_64_unknown_linux_musl=musl-gcc
+
+(cd "$workspace" && cargo build --release --target "$target" -p init --bin init) >&2
+
+bin="$target_dir/$target/release/init"
+[ -f "$bin" ] || die "no binary at $bin"
+
+fail=0
+check() {
+    if [ "$2" = "$3" ]; then
+        echo "build-musl: ok   $1: $2" >&2
+    else
+        echo "build-musl: FAIL $1: got '$2', want '$3'" >&2
+        fail=1
+    fi
+}
+
+elf_type=$(readelf -h "$bin" | awk -F: '/^ *Type:/ { gsub(/^ +/, "", $2); print $2 }')
+check "ELF type" "${elf_type%% *}" "DYN"
+interp=$(readelf -l "$bin" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
+check "interpreter" "$interp" "$interpreter"
+needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ' | sed 's/ $//')
+check "NEEDED" "$needed" "libc.so"
+pie=$(readelf -d "$bin" | grep -c 'FLAGS_1.*PIE' || true)
+check "PIE flag" "$pie" "1"
+symtab=$(readelf -S "$bin" | grep -c '\.symtab' || true)
+check "stripped (.symtab sections)" "$symtab" "0"
+
+size=$(stat -c %s "$bin")
+if [ "$size" -le "$max_bytes" ]; then
+    echo "build-musl: ok   size: $size bytes ($((size / 1024)) KiB, limit $((max_bytes / 1024)) KiB)" >&2
+else
+    echo "build-musl: FAIL size: $size bytes, over the $max_bytes-byte limit" >&2
+    fail=1
+fi
+
+if [ -e "$interpreter" ]; then
+    if version=$("$bin" --version 2>&1); then
+        echo "build-musl: ok   runs under $interpreter: $version" >&2
+    else
+        echo "build-musl: FAIL does not run under $interpreter: $version" >&2
+        fail=1
+    fi
+else
+    echo "build-musl: skip run check: $interpreter absent (Debian: apt-get install musl)" >&2
+fi
+
+[ "$fail" = 0 ] || die "checks failed for $bin"
+echo "$bin"

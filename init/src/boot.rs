@@ -1,0 +1,314 @@
+//! The boot sequence, identical in both modes: one quote, one RA-TLS certificate, ONE attested
+//! connection, every secret over it, mount, write, hand over.
+//!
+//! Only [`Platform`] differs between modes: where quotes come from, which root quotes must
+//! chain to (with the collateral that goes with it), and how the rootfs is mounted. Secrets
+//! are fetched completely before anything is mounted or written, and the mount happens
+//! before any secret is written, so the secrets land in the new rootfs (Occlum's contract);
+//! any failure returns before the app could start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use occlum_dcap::QuoteSource;
+use ratls::cert::RaTlsIdentity;
+use ratls::collateral::{CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral};
+use ratls::verify::{TrustAnchor, VerifiedPeer, Verifier};
+
+use crate::config::{self, CollateralChoice, IMAGE_KEY_SECRET, ImageType, InitRaConf};
+use crate::error::{InitError, Stage};
+use crate::fsutil;
+use crate::image_key::ImageKey;
+use crate::kms::{self, KmsError, Secret};
+use crate::steplog::{StepLog, timed};
+
+/// What differs between Occlum mode and host mode.
+pub struct Platform {
+    /// Produces this enclave's quote.
+    pub quotes: Box<dyn QuoteSource>,
+    /// The root the KMS's quote must chain to.
+    pub anchor: TrustAnchor,
+    /// Collateral to use when the configuration names none (host mode: the simulated
+    /// platform's own; Occlum: none, so `sgx_default_qcnl.conf` or Intel's PCS).
+    pub default_collateral: Option<CollateralChoice>,
+    /// Mounts the rootfs.
+    pub mounter: Box<dyn Mounter>,
+}
+
+/// Mounts (or unpacks) the rootfs, unlocking it with `image_key` when it is encrypted.
+pub trait Mounter {
+    /// Mounts; returns the directory secrets are written under and a line for the log.
+    fn mount(
+        &mut self,
+        image_type: ImageType,
+        key: Option<&ImageKey>,
+    ) -> Result<Mounted, InitError>;
+}
+
+/// A mounted rootfs.
+#[derive(Debug, Clone)]
+pub struct Mounted {
+    /// The rootfs root: `/` in Occlum, the unpacked directory in host mode.
+    pub root: PathBuf,
+    /// What was mounted, for the log.
+    pub detail: String,
+}
+
+/// The configuration a boot runs on.
+pub struct BootConfig {
+    /// The initfs root the config came from (`/` in Occlum): resolves `sgx_default_qcnl.conf`.
+    pub initfs: PathBuf,
+    /// `init_ra_conf.json`, validated.
+    pub conf: InitRaConf,
+    /// `image_config.json`.
+    pub image_type: ImageType,
+}
+
+/// Runs the boot sequence; returns the mounted rootfs with every secret written.
+pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mounted, InitError> {
+    let Platform {
+        quotes,
+        anchor,
+        default_collateral,
+        mut mounter,
+    } = platform;
+    let BootConfig {
+        initfs,
+        conf,
+        image_type,
+    } = config;
+    warn_if_simulated(quotes.as_ref(), &anchor, log);
+
+    let identity = timed(
+        log,
+        "quote",
+        || {
+            RaTlsIdentity::mint(quotes.as_ref()).map_err(|e| {
+                InitError::new(
+                    Stage::Quote,
+                    format!(
+                        "minting this enclave's RA-TLS certificate ({})",
+                        quotes.describe()
+                    ),
+                    e,
+                )
+            })
+        },
+        |id| {
+            format!(
+                "{}-byte quote from {}; ECDSA P-256 RA-TLS certificate",
+                id.quote().len(),
+                quotes.describe()
+            )
+        },
+    )?;
+
+    let collateral =
+        collateral_source(conf.collateral.clone().or(default_collateral), &initfs, log)?;
+    let verifier = Arc::new(Verifier::new(anchor, collateral, conf.policy));
+    let tls = ratls::tls::client_config(Arc::clone(&verifier), &identity)
+        .map_err(|e| InitError::new(Stage::Internal, "building the TLS client configuration", e))?;
+    drop(identity);
+
+    let server = &conf.kms_server;
+    let (mut session, _) = timed(
+        log,
+        "handshake",
+        || {
+            kms::connect(
+                server,
+                Arc::new(tls),
+                &verifier,
+                conf.connect_deadline,
+                |attempt, error, pause| {
+                    log.note(format_args!(
+                        "kms {}: attempt {attempt} failed ({error}); retrying in {} ms",
+                        server.addr,
+                        pause.as_millis()
+                    ));
+                },
+            )
+            .map_err(kms_failure)
+        },
+        |(session, connected)| {
+            format!(
+                "KMS {} ({}) attested in attempt {}: {}",
+                server.addr,
+                server.origin,
+                connected.attempts,
+                describe_peer(session.peer())
+            )
+        },
+    )?;
+
+    let fetched = (|| {
+        let image_key = match image_type {
+            ImageType::Encrypted => {
+                let secret = fetch(&mut session, IMAGE_KEY_SECRET, log)?;
+                Some(
+                    ImageKey::parse(secret.bytes())
+                        .map_err(|e| InitError::new(Stage::Secrets, "secret \"image_key\"", e))?,
+                )
+            }
+            ImageType::IntegrityOnly => None,
+        };
+        let mut secrets = Vec::with_capacity(conf.kms_keys.len());
+        for key in &conf.kms_keys {
+            secrets.push((key, fetch(&mut session, &key.name, log)?));
+        }
+        Ok((image_key, secrets))
+    })();
+    session.close();
+    let (image_key, secrets) = fetched?;
+
+    let mounted = timed(
+        log,
+        "mount",
+        || mounter.mount(image_type, image_key.as_ref()),
+        |m| m.detail.clone(),
+    )?;
+    drop(image_key);
+
+    for (key, secret) in secrets {
+        let shown = format!("/{}", key.path.display());
+        timed(
+            log,
+            "write",
+            || {
+                write_secret(&mounted.root, &key.path, &secret).map_err(|e| {
+                    InitError::new(
+                        Stage::Write,
+                        format!("writing secret {:?} to {shown}", key.name),
+                        e,
+                    )
+                })
+            },
+            |()| {
+                format!(
+                    "{} -> {shown} ({} bytes, mode 0600)",
+                    key.name,
+                    secret.bytes().len()
+                )
+            },
+        )?;
+    }
+    Ok(mounted)
+}
+
+/// Fetches one secret and logs its name and size.
+fn fetch(session: &mut kms::Session, name: &str, log: &StepLog) -> Result<Secret, InitError> {
+    timed(
+        log,
+        "secret",
+        || {
+            session
+                .get_secret(name)
+                .map_err(|e| InitError::new(Stage::Secrets, format!("KMS {}", session.addr()), e))
+        },
+        |secret| format!("{name} ({} bytes)", secret.bytes().len()),
+    )
+}
+
+fn write_secret(root: &Path, relative: &Path, secret: &Secret) -> std::io::Result<()> {
+    let path = fsutil::prepare_parents(root, relative)?;
+    fsutil::write_secret_file(&path, secret.bytes())
+}
+
+fn kms_failure(e: KmsError) -> InitError {
+    let stage = if e.is_attestation() {
+        Stage::Attestation
+    } else if e.is_unreachable() {
+        Stage::Unreachable
+    } else {
+        Stage::Secrets
+    };
+    InitError::new(stage, "connecting to the KMS", e)
+}
+
+/// Picks the collateral source: the configured one, else `sgx_default_qcnl.conf`'s PCCS in
+/// the initfs, else Intel's PCS.
+fn collateral_source(
+    choice: Option<CollateralChoice>,
+    initfs: &Path,
+    log: &StepLog,
+) -> Result<Arc<dyn CollateralSource>, InitError> {
+    let choice = match choice {
+        Some(choice) => choice,
+        None => {
+            let qcnl = initfs.join(config::QCNL_CONF);
+            let text = config::read_optional_text(&qcnl)
+                .map_err(|e| InitError::new(Stage::Config, "collateral", e))?;
+            match text.as_deref().and_then(config::pccs_url_from_qcnl) {
+                Some(url) => CollateralChoice::Pccs {
+                    url,
+                    origin: qcnl.display().to_string(),
+                },
+                None => CollateralChoice::Pccs {
+                    url: INTEL_PCS_URL.to_owned(),
+                    origin: "default (Intel PCS)".into(),
+                },
+            }
+        }
+    };
+    let source: Arc<dyn CollateralSource> = match &choice {
+        CollateralChoice::Pccs { url, .. } => Arc::new(PccsClient::new(url)),
+        CollateralChoice::File { path, .. } => Arc::new(
+            StaticCollateral::from_file(path)
+                .map_err(|e| InitError::new(Stage::Config, "loading the collateral file", e))?,
+        ),
+    };
+    let origin = match &choice {
+        CollateralChoice::Pccs { origin, .. } | CollateralChoice::File { origin, .. } => origin,
+    };
+    log.note(format_args!(
+        "collateral for the KMS's quote: {} (from {origin})",
+        source.describe()
+    ));
+    Ok(source)
+}
+
+fn warn_if_simulated(quotes: &dyn QuoteSource, anchor: &TrustAnchor, log: &StepLog) {
+    if quotes.is_simulated() {
+        log.note(format_args!(
+            "WARNING: SIMULATED SGX platform ({}): this enclave's quote is NOT from hardware and proves nothing",
+            quotes.describe()
+        ));
+    }
+    if !anchor.is_intel() {
+        log.note(format_args!(
+            "WARNING: trusting {} instead of Intel's SGX Root CA: the KMS's attestation is SIMULATED",
+            anchor.describe()
+        ));
+    }
+}
+
+fn describe_peer(peer: &VerifiedPeer) -> String {
+    let body = peer.report_body();
+    let matched = peer.matched();
+    let entry = match &matched.name {
+        Some(name) => format!("sgx_mrs[{}] {name:?}", matched.index),
+        None => format!("sgx_mrs[{}]", matched.index),
+    };
+    format!(
+        "mr_enclave {} mr_signer {} isv_prod_id {} isv_svn {} config_svn {}{}, TCB {}, matched {entry}{}",
+        short_hex(&body.mr_enclave),
+        short_hex(&body.mr_signer),
+        body.isv_prod_id,
+        body.isv_svn,
+        body.config_svn,
+        if body.debuggable() { " DEBUG" } else { "" },
+        peer.tcb_status(),
+        if peer.anchored_at_intel() {
+            ""
+        } else {
+            " (SIMULATED root)"
+        },
+    )
+}
+
+/// The first 8 bytes in hex, enough to recognise a measurement in a log.
+fn short_hex(bytes: &[u8; 32]) -> String {
+    let mut out: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    out.push('…');
+    out
+}

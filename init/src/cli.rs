@@ -1,0 +1,291 @@
+//! Command-line parsing in two stages: raw words into a validated [`Command`]; nothing past
+//! this module sees an unparsed argument.
+//!
+//! With no arguments init runs in Occlum mode, exactly as Occlum starts `/bin/init` (argv is
+//! `["init"]`); everything else is a subcommand.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::MAX_CONNECT_DEADLINE_SECS;
+
+/// `init --help`.
+pub const USAGE: &str = "\
+init: Occlum's first process. Attests to the KMS over ONE mutually attested TLS connection,
+fetches image_key and every kms_keys secret, mounts the rootfs, writes the secrets, hands over.
+
+usage:
+  init
+      Occlum mode (how Occlum runs /bin/init): quote via /dev/sgx, trust Intel's SGX root,
+      mount the rootfs with SYS_MOUNT_FS, write secrets, exit 0 so Occlum starts the app.
+      Reads /etc/init_ra_conf.json and /etc/image_config.json from the initfs.
+  init host --config-dir DIR --sim-platform DIR --sim-identity FILE --image FILE --rootfs DIR
+            [--collateral FILE | --pccs-url URL] [--kms-server HOST:PORT]
+            [--connect-deadline SECS] [-- APP [ARGS...]]
+      Host mode, for machines without SGX: the same steps with a SIMULATED platform (quotes
+      from sgx-sim, trust in its simulated root). Reads DIR/etc/init_ra_conf.json and
+      DIR/etc/image_config.json; unpacks the sealed --image into --rootfs only if it fully
+      authenticates; writes secrets below it (mode 0600); then execs APP, with `{rootfs}` in
+      APP and ARGS replaced by the rootfs path (without APP: exits 0).
+      Collateral defaults to the simulated platform's collateral.json.
+  init pack-image (--key IMAGE_KEY_FILE | --integrity-only) --in DIR --out FILE
+      Seals DIR into a host-mode rootfs image (AES-128-GCM STREAM under image_key).
+  init --help | --version
+
+environment:
+  OCCLUM_INIT_RA_KMS_SERVER   overrides kms_server (host mode: --kms-server wins)
+  OCCLUM_INIT_RA_PCCS_URL     overrides pccs_url (host mode: --pccs-url/--collateral win)
+
+exit codes:
+  0 success  1 internal  2 usage  3 config  4 quote  5 KMS unreachable
+  6 KMS attestation/policy failed  7 secret refused or malformed  8 mount/image refused
+  9 writing a secret failed  10 starting the app failed  11 pack-image failed";
+
+/// A validated command line.
+#[derive(Debug)]
+pub enum Command {
+    /// No arguments: Occlum mode.
+    Occlum,
+    /// `init host ...`.
+    Host(HostArgs),
+    /// `init pack-image ...`.
+    PackImage(PackArgs),
+    /// `--help`.
+    Help,
+    /// `--version`.
+    Version,
+}
+
+/// Host-mode arguments.
+#[derive(Debug, Default)]
+pub struct HostArgs {
+    pub config_dir: PathBuf,
+    pub sim_platform: PathBuf,
+    pub sim_identity: PathBuf,
+    pub image: PathBuf,
+    pub rootfs: PathBuf,
+    pub collateral: Option<PathBuf>,
+    pub pccs_url: Option<String>,
+    pub kms_server: Option<String>,
+    pub connect_deadline: Option<Duration>,
+    /// The app and its arguments (after `--`); empty: exit 0 after the secrets.
+    pub app: Vec<OsString>,
+}
+
+/// `pack-image` arguments.
+#[derive(Debug)]
+pub struct PackArgs {
+    /// The image_key file; `None` for an integrity-only image.
+    pub key_file: Option<PathBuf>,
+    pub input: PathBuf,
+    pub output: PathBuf,
+}
+
+/// What was wrong with the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (see init --help)", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses the arguments after argv[0].
+pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut words = args.into_iter();
+    let Some(first) = words.next() else {
+        return Ok(Command::Occlum);
+    };
+    match first.to_str() {
+        Some("-h" | "--help" | "help") => Ok(Command::Help),
+        Some("-V" | "--version") => Ok(Command::Version),
+        Some("host") => parse_host(words).map(Command::Host),
+        Some("pack-image") => parse_pack(words).map(Command::PackImage),
+        _ => Err(UsageError(format!("unknown command {first:?}"))),
+    }
+}
+
+fn parse_host(mut words: impl Iterator<Item = OsString>) -> Result<HostArgs, UsageError> {
+    let mut raw = HostArgs::default();
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(word) = words.next() {
+        let flag = word
+            .to_str()
+            .ok_or_else(|| UsageError(format!("unexpected argument {word:?}")))?
+            .to_owned();
+        if flag == "--" {
+            raw.app = words.by_ref().collect();
+            if raw.app.is_empty() {
+                return Err(UsageError(
+                    "`--` must be followed by the app to start".into(),
+                ));
+            }
+            break;
+        }
+        if seen.contains(&flag) {
+            return Err(UsageError(format!("{flag} given twice")));
+        }
+        let mut value = || {
+            words
+                .next()
+                .ok_or_else(|| UsageError(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--config-dir" => raw.config_dir = value()?.into(),
+            "--sim-platform" => raw.sim_platform = value()?.into(),
+            "--sim-identity" => raw.sim_identity = value()?.into(),
+            "--image" => raw.image = value()?.into(),
+            "--rootfs" => raw.rootfs = value()?.into(),
+            "--collateral" => raw.collateral = Some(value()?.into()),
+            "--pccs-url" => raw.pccs_url = Some(utf8(&flag, value()?)?),
+            "--kms-server" => raw.kms_server = Some(utf8(&flag, value()?)?),
+            "--connect-deadline" => {
+                let text = utf8(&flag, value()?)?;
+                let secs: u64 = text
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=MAX_CONNECT_DEADLINE_SECS).contains(s))
+                    .ok_or_else(|| UsageError(format!("--connect-deadline {text:?}: expected seconds, 1..={MAX_CONNECT_DEADLINE_SECS}")))?;
+                raw.connect_deadline = Some(Duration::from_secs(secs));
+            }
+            _ => return Err(UsageError(format!("unknown flag {flag:?} for init host"))),
+        }
+        seen.push(flag);
+    }
+    for (name, path) in [
+        ("--config-dir", &raw.config_dir),
+        ("--sim-platform", &raw.sim_platform),
+        ("--sim-identity", &raw.sim_identity),
+        ("--image", &raw.image),
+        ("--rootfs", &raw.rootfs),
+    ] {
+        if path.as_os_str().is_empty() {
+            return Err(UsageError(format!("init host needs {name}")));
+        }
+    }
+    if raw.collateral.is_some() && raw.pccs_url.is_some() {
+        return Err(UsageError(
+            "--collateral and --pccs-url exclude each other".into(),
+        ));
+    }
+    Ok(raw)
+}
+
+fn parse_pack(mut words: impl Iterator<Item = OsString>) -> Result<PackArgs, UsageError> {
+    let (mut key_file, mut input, mut output, mut integrity_only) = (None, None, None, false);
+    while let Some(word) = words.next() {
+        let flag = word
+            .to_str()
+            .ok_or_else(|| UsageError(format!("unexpected argument {word:?}")))?
+            .to_owned();
+        let mut value = || {
+            words
+                .next()
+                .map(PathBuf::from)
+                .ok_or_else(|| UsageError(format!("{flag} needs a value")))
+        };
+        let slot = match flag.as_str() {
+            "--key" => &mut key_file,
+            "--in" => &mut input,
+            "--out" => &mut output,
+            "--integrity-only" if !integrity_only => {
+                integrity_only = true;
+                continue;
+            }
+            _ => {
+                return Err(UsageError(format!(
+                    "unknown or repeated flag {flag:?} for init pack-image"
+                )));
+            }
+        };
+        if slot.replace(value()?).is_some() {
+            return Err(UsageError(format!("{flag} given twice")));
+        }
+    }
+    if key_file.is_some() == integrity_only {
+        return Err(UsageError(
+            "pack-image needs exactly one of --key FILE and --integrity-only".into(),
+        ));
+    }
+    Ok(PackArgs {
+        key_file,
+        input: input.ok_or_else(|| UsageError("pack-image needs --in DIR".into()))?,
+        output: output.ok_or_else(|| UsageError("pack-image needs --out FILE".into()))?,
+    })
+}
+
+fn utf8(flag: &str, value: OsString) -> Result<String, UsageError> {
+    value
+        .into_string()
+        .map_err(|v| UsageError(format!("{flag} {v:?}: not UTF-8")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    const HOST: &str =
+        "host --config-dir c --sim-platform p --sim-identity i --image img --rootfs r";
+
+    #[test]
+    fn no_arguments_is_occlum_mode() {
+        assert!(matches!(parse(Vec::new()), Ok(Command::Occlum)));
+    }
+
+    #[test]
+    fn host_mode_takes_its_flags_and_the_app() {
+        let Command::Host(args) = parse(words(&format!(
+            "{HOST} --connect-deadline 5 -- /bin/app {{rootfs}} -x"
+        )))
+        .unwrap() else {
+            panic!("not host mode")
+        };
+        assert_eq!(args.rootfs, PathBuf::from("r"));
+        assert_eq!(args.connect_deadline, Some(Duration::from_secs(5)));
+        assert_eq!(args.app, words("/bin/app {rootfs} -x"));
+    }
+
+    #[test]
+    fn host_mode_refuses_missing_repeated_and_conflicting_flags() {
+        assert!(parse(words("host --config-dir c")).is_err());
+        assert!(parse(words(&format!("{HOST} --rootfs again"))).is_err());
+        assert!(
+            parse(words(&format!(
+                "{HOST} --collateral c.json --pccs-url http://x"
+            )))
+            .is_err()
+        );
+        assert!(parse(words(&format!("{HOST} --connect-deadline 0"))).is_err());
+        assert!(parse(words(&format!("{HOST} --"))).is_err());
+        assert!(parse(words(&format!("{HOST} --frobnicate"))).is_err());
+    }
+
+    #[test]
+    fn pack_image_needs_one_seal_and_both_paths() {
+        assert!(matches!(
+            parse(words("pack-image --key k --in d --out f")),
+            Ok(Command::PackImage(_))
+        ));
+        assert!(matches!(
+            parse(words("pack-image --integrity-only --in d --out f")),
+            Ok(Command::PackImage(PackArgs { key_file: None, .. }))
+        ));
+        assert!(parse(words("pack-image --key k --integrity-only --in d --out f")).is_err());
+        assert!(parse(words("pack-image --in d --out f")).is_err());
+        assert!(parse(words("pack-image --key k --in d")).is_err());
+    }
+
+    #[test]
+    fn unknown_commands_are_usage_errors() {
+        assert!(parse(words("serve")).is_err());
+    }
+}

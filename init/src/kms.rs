@@ -1,0 +1,483 @@
+//! The KMS session: ONE mutually attested TLS connection, then every GetSecret over it.
+//!
+//! Guarantees: connection attempts are retried with capped exponential backoff until the
+//! deadline, but attestation and policy failures are final and name the failing check; a
+//! session exists only with the [`VerifiedPeer`] the handshake produced; every reply is
+//! decoded strictly into a zeroizing buffer; errors name secrets, never their values.
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use grpc_unary::{Channel, ClientConfig, Code};
+use ratls::verify::{VerifiedPeer, Verifier};
+use rustls_pki_types::ServerName;
+use zeroize::Zeroizing;
+
+use crate::config::KmsAddress;
+
+/// gRPC method of Occlum's secret service.
+pub const GET_SECRET: &str = "/ratls.GrSecret/GetSecret";
+/// Largest decoded secret accepted (Occlum's client caps secrets at 10 KiB; certificates and
+/// keys fit easily, and anything near this is not a secret file).
+pub const MAX_SECRET_LEN: usize = 1024 * 1024;
+/// Largest reply message accepted: base64 of [`MAX_SECRET_LEN`], quotes and framing.
+pub const MAX_REPLY_LEN: usize = MAX_SECRET_LEN / 3 * 4 + 64;
+/// First pause after a failed connection attempt; it doubles up to [`MAX_BACKOFF`].
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Budget of one TCP connect (never more than the time left before the deadline).
+pub const ATTEMPT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Budget of one TLS + HTTP/2 handshake; it includes fetching the KMS's collateral.
+pub const ATTEMPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Deadline of each GetSecret call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open, attested session with the KMS.
+pub struct Session {
+    channel: Channel,
+    peer: VerifiedPeer,
+    addr: String,
+}
+
+/// How the connection came about, for the log.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// Attempts made (1 when the KMS answered at once).
+    pub attempts: u32,
+}
+
+/// A decoded secret. Never printed; zeroized on drop.
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// The secret's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
+}
+
+/// Why the KMS session failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KmsError {
+    /// No connection before the deadline; `last` is the last attempt's error.
+    Unreachable {
+        addr: String,
+        attempts: u32,
+        waited: Duration,
+        last: Box<grpc_unary::Error>,
+    },
+    /// The KMS's evidence failed a check of the pipeline. Not retried.
+    Attestation {
+        addr: String,
+        check: &'static str,
+        detail: String,
+    },
+    /// The connection failed in a way retrying cannot fix (TLS alert, protocol error).
+    Connection {
+        addr: String,
+        source: Box<grpc_unary::Error>,
+    },
+    /// The handshake completed without a verified peer (must not happen; fail closed).
+    Unverified { addr: String },
+    /// GetSecret failed.
+    Secret {
+        name: String,
+        source: Box<grpc_unary::Error>,
+    },
+    /// The reply does not hold (JSON-quoted) base64 of a non-empty secret.
+    BadReply { name: String, detail: String },
+}
+
+impl KmsError {
+    /// True for failures of the KMS's attestation or of our policy.
+    pub fn is_attestation(&self) -> bool {
+        matches!(self, Self::Attestation { .. } | Self::Unverified { .. })
+    }
+
+    /// True when the KMS never answered.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+impl fmt::Display for KmsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable {
+                addr,
+                attempts,
+                waited,
+                last,
+            } => write!(
+                f,
+                "KMS {addr} unreachable: {attempts} attempts in {:.1} s (deadline reached; raise \
+                 connect_deadline_secs to wait longer); last error: {last}",
+                waited.as_secs_f64()
+            ),
+            Self::Attestation {
+                addr,
+                check,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "KMS {addr} failed attestation, check `{check}` (not retried): {detail}"
+                )
+            }
+            Self::Connection { addr, source } => match source.as_ref() {
+                grpc_unary::Error::Tls {
+                    source: rustls::Error::AlertReceived(alert),
+                    ..
+                } => write!(
+                    f,
+                    "KMS {addr} ended the TLS handshake with alert {alert:?}: it probably refused this \
+                     enclave's certificate, see the KMS's log"
+                ),
+                other => write!(f, "connection to KMS {addr} failed (not retried): {other}"),
+            },
+            Self::Unverified { addr } => {
+                write!(
+                    f,
+                    "KMS {addr}: handshake completed without a verified RA-TLS peer; refusing to continue"
+                )
+            }
+            Self::Secret { name, source } => match source.as_ref() {
+                grpc_unary::Error::Status {
+                    code: Code::NotFound,
+                    message,
+                } => {
+                    write!(
+                        f,
+                        "the KMS has no secret named {name:?} (NOT_FOUND: {message})"
+                    )
+                }
+                grpc_unary::Error::Status {
+                    code: Code::Unauthenticated,
+                    message,
+                } => {
+                    write!(
+                        f,
+                        "the KMS refused this enclave's attestation when asked for {name:?} (UNAUTHENTICATED): {message}"
+                    )
+                }
+                grpc_unary::Error::Status {
+                    code: Code::PermissionDenied,
+                    message,
+                } => {
+                    write!(
+                        f,
+                        "the KMS does not let this enclave read {name:?} (PERMISSION_DENIED): {message}"
+                    )
+                }
+                other => write!(f, "GetSecret {name:?} failed: {other}"),
+            },
+            Self::BadReply { name, detail } => {
+                write!(f, "the KMS's reply for {name:?} is unusable: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KmsError {}
+
+/// Connects to `server`, retrying until `deadline` elapses; the handshake runs `verifier`.
+pub fn connect(
+    server: &KmsAddress,
+    tls: Arc<rustls::ClientConfig>,
+    verifier: &Verifier,
+    deadline: Duration,
+    mut on_retry: impl FnMut(u32, &grpc_unary::Error, Duration),
+) -> Result<(Session, Connected), KmsError> {
+    let addr = server.addr.clone();
+    let name = ServerName::try_from(server.host.clone()).unwrap_or_else(|_| {
+        // RA-TLS ignores the name (trust comes from the quote); any valid one will do.
+        ServerName::try_from("kms")
+            .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+    });
+    let started = Instant::now();
+    let end = started + deadline;
+    let mut backoff = INITIAL_BACKOFF;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let left = end.saturating_duration_since(Instant::now());
+        let cfg = ClientConfig::builder()
+            .connect_timeout(left.min(ATTEMPT_CONNECT_TIMEOUT))
+            .handshake_timeout(
+                left.min(ATTEMPT_HANDSHAKE_TIMEOUT)
+                    .max(Duration::from_millis(100)),
+            )
+            .call_timeout(CALL_TIMEOUT)
+            .max_message_size(MAX_REPLY_LEN)
+            .build();
+        let error = match Channel::connect(&addr, name.clone(), Arc::clone(&tls), &cfg) {
+            Ok(channel) => return open(channel, verifier, addr, attempts),
+            Err(e) => e,
+        };
+        if let Some(failure) = attestation_failure(&error) {
+            return Err(KmsError::Attestation {
+                addr,
+                check: failure.0,
+                detail: failure.1,
+            });
+        }
+        if !retryable(&error) {
+            return Err(KmsError::Connection {
+                addr,
+                source: Box::new(error),
+            });
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KmsError::Unreachable {
+                addr,
+                attempts,
+                waited: started.elapsed(),
+                last: Box::new(error),
+            });
+        }
+        let pause = backoff.min(left);
+        on_retry(attempts, &error, pause);
+        thread::sleep(pause);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl Session {
+    /// The KMS enclave as the handshake verified it.
+    pub fn peer(&self) -> &VerifiedPeer {
+        &self.peer
+    }
+
+    /// Fetches and decodes the secret `name`.
+    pub fn get_secret(&mut self, name: &str) -> Result<Secret, KmsError> {
+        let request = grpc_unary::proto::encode_string_field1(name);
+        let reply =
+            self.channel
+                .unary(GET_SECRET, &request)
+                .map_err(|source| KmsError::Secret {
+                    name: name.to_owned(),
+                    source: Box::new(source),
+                })?;
+        let text =
+            grpc_unary::proto::decode_string_field1(&reply).map_err(|source| KmsError::Secret {
+                name: name.to_owned(),
+                source: Box::new(source),
+            })?;
+        decode_secret(text.as_bytes())
+            .map(Secret)
+            .map_err(|detail| KmsError::BadReply {
+                name: name.to_owned(),
+                detail,
+            })
+    }
+
+    /// Closes the connection politely; errors are irrelevant once every secret is in hand.
+    pub fn close(self) {
+        let _ = self.channel.close();
+    }
+
+    /// The KMS address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+/// Decodes `SecretReply.secret`: base64 (standard alphabet, canonical padding), optionally
+/// inside one pair of JSON quotes as Occlum's server sends it. Empty secrets are refused, as
+/// Occlum's client does.
+pub fn decode_secret(text: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    let inner = match text {
+        [b'"', inner @ .., b'"'] => inner,
+        [b'"', ..] | [.., b'"'] => {
+            return Err("unbalanced JSON quotes around the base64 text".into());
+        }
+        bare => bare,
+    };
+    if inner.is_empty() {
+        return Err("the secret is empty".into());
+    }
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let estimate = base64::decoded_len_estimate(inner.len());
+    if estimate > MAX_SECRET_LEN + 3 {
+        return Err(format!(
+            "about {estimate} bytes, more than the {MAX_SECRET_LEN}-byte limit"
+        ));
+    }
+    // Reserve first, so decoding never reallocates and leaves an unzeroized copy behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(estimate));
+    engine
+        .decode_vec(inner, &mut out)
+        .map_err(|e| format!("not canonical base64 ({})", describe_base64_error(&e)))?;
+    if out.len() > MAX_SECRET_LEN {
+        return Err(format!(
+            "{} bytes, more than the {MAX_SECRET_LEN}-byte limit",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// The position and kind of a base64 error, without the offending byte (it is secret material).
+fn describe_base64_error(e: &base64::DecodeError) -> String {
+    match e {
+        base64::DecodeError::InvalidByte(at, _) => format!("invalid character at offset {at}"),
+        base64::DecodeError::InvalidLength(len) => format!("invalid length {len}"),
+        base64::DecodeError::InvalidLastSymbol(at, _) => {
+            format!("non-canonical last symbol at offset {at}")
+        }
+        base64::DecodeError::InvalidPadding => "invalid padding".into(),
+    }
+}
+
+fn open(
+    channel: Channel,
+    verifier: &Verifier,
+    addr: String,
+    attempts: u32,
+) -> Result<(Session, Connected), KmsError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let peer = channel
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| verifier.cached(cert, now))
+        .ok_or_else(|| KmsError::Unverified { addr: addr.clone() })?;
+    Ok((
+        Session {
+            channel,
+            peer,
+            addr,
+        },
+        Connected { attempts },
+    ))
+}
+
+/// The failing check and message, when a handshake failed attestation.
+fn attestation_failure(error: &grpc_unary::Error) -> Option<(&'static str, String)> {
+    match error {
+        grpc_unary::Error::Tls { source, .. } => {
+            ratls::tls::attestation_error(source).map(|v| (v.check(), v.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// Failures a KMS that is still starting (or briefly overloaded) produces.
+fn retryable(error: &grpc_unary::Error) -> bool {
+    use grpc_unary::Error as E;
+    matches!(
+        error,
+        E::Connect { .. }
+            | E::Io { .. }
+            | E::ConnectionClosed { .. }
+            | E::Timeout { .. }
+            | E::GoAway { .. }
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_and_bare_base64_decode_to_the_same_secret() {
+        assert_eq!(
+            &*decode_secret(b"\"dGVzdCBzYW1wbGUga2V5Cg==\"").unwrap(),
+            b"test sample key\n"
+        );
+        assert_eq!(
+            &*decode_secret(b"dGVzdCBzYW1wbGUga2V5Cg==").unwrap(),
+            b"test sample key\n"
+        );
+    }
+
+    #[test]
+    fn malformed_replies_are_refused() {
+        for bad in [
+            &b""[..],
+            b"\"\"",
+            b"\"dGVzdA==",
+            b"dGVzdA==\"",
+            b"dGVzdA",
+            b"dGVzdA=",
+            b"dGV zdA==",
+            b"dGVzdB==",
+            b"\"dGVzdA==\"\n",
+            b"dGVz\ndA==",
+        ] {
+            assert!(
+                decode_secret(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn decode_errors_do_not_echo_the_reply() {
+        let err = decode_secret(b"c2VjcmV0!").unwrap_err();
+        assert!(!err.contains("c2Vj") && !err.contains('!'), "{err}");
+    }
+
+    #[test]
+    fn oversized_secrets_are_refused() {
+        let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_SECRET_LEN + 1]);
+        assert!(decode_secret(big.as_bytes()).is_err());
+        let max = base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_SECRET_LEN]);
+        assert_eq!(decode_secret(max.as_bytes()).unwrap().len(), MAX_SECRET_LEN);
+        assert!(format!("\"{max}\"").len() <= MAX_REPLY_LEN);
+    }
+
+    #[test]
+    fn status_errors_name_the_secret_and_the_kms_reason() {
+        let status = |code, message: &str| KmsError::Secret {
+            name: "flask_key".into(),
+            source: Box::new(grpc_unary::Error::Status {
+                code,
+                message: message.into(),
+            }),
+        };
+        let text = status(Code::NotFound, "no such secret").to_string();
+        assert!(
+            text.contains("\"flask_key\"") && text.contains("NOT_FOUND"),
+            "{text}"
+        );
+        let text = status(
+            Code::Unauthenticated,
+            "measurement-policy: mr_enclave differs",
+        )
+        .to_string();
+        assert!(
+            text.contains("measurement-policy: mr_enclave differs"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let refused = grpc_unary::Error::Connect {
+            addr: "x:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(retryable(&refused));
+        let alert = grpc_unary::Error::Tls {
+            phase: grpc_unary::Phase::Handshake,
+            source: rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+        };
+        assert!(!retryable(&alert));
+    }
+}
