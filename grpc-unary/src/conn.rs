@@ -189,16 +189,40 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Sends GOAWAY(NO_ERROR), then closes TLS and TCP.
+    /// A peer that already hung up is not an error here: the connection is closed either way.
     pub(crate) fn close(&mut self, budget: &Budget) -> Result<(), Error> {
+        let gone = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::NotConnected
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+            )
+        };
+        let mut result = Ok(());
         if self.st.dead.is_none() {
             frame::put_goaway(&mut self.st.out, 0, ErrorCode::NO_ERROR);
-            self.flush(budget)?;
+            let t = budget.remaining()?;
+            let written = self
+                .io
+                .set_write_timeout(t)
+                .and_then(|()| self.io.write_all(&self.st.out))
+                .and_then(|()| self.io.flush());
+            self.st.out.zeroize();
+            result = written;
         }
+        self.st.dead = Some("channel closed".into());
         let t = budget.remaining()?;
-        self.io
-            .set_write_timeout(t)
-            .and_then(|()| self.io.shutdown())
-            .map_err(|e| budget.io_error(e))
+        result = result.and_then(|()| {
+            self.io
+                .set_write_timeout(t)
+                .and_then(|()| self.io.shutdown())
+        });
+        match result {
+            Err(e) if !gone(&e) => Err(budget.io_error(e)),
+            _ => Ok(()),
+        }
     }
 
     fn run_call(

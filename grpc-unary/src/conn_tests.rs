@@ -849,3 +849,19 @@ fn arbitrary_server_bytes_never_panic_the_client() {
         drive(&bytes);
     }
 }
+
+#[test]
+fn close_sends_goaway_no_error_and_ends_the_channel() {
+    let mut server = Server::new();
+    server.ok_response(1, b"a");
+    let mut conn = connect(&server);
+    call(&mut conn, b"").unwrap();
+    let budget = Budget::new(Phase::Close, Duration::from_secs(1));
+    conn.close(&budget).unwrap();
+    let goaway = client_frames(&conn)
+        .into_iter()
+        .find(|f| f.0 == kind::GOAWAY)
+        .expect("GOAWAY sent");
+    assert_eq!(goaway.3, [0, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(matches!(call(&mut conn, b""), Err(Error::Unusable { .. })));
+}

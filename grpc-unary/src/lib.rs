@@ -25,6 +25,9 @@ mod config;
 mod conn;
 mod error;
 mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod hpack;
 pub mod proto;

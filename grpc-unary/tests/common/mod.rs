@@ -280,7 +280,10 @@ pub mod tonic_server {
                 .tls_config(tls)
                 .unwrap()
                 .add_service(GrSecret);
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // As grpc-core servers do: without it, Nagle holds the server's small writes
+            // until the client's delayed ACK (40 ms on Linux).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             runtime.spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, async {
