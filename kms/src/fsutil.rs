@@ -1,0 +1,97 @@
+//! File helpers with the guarantees the KMS needs: bounded reads into zeroizing buffers, and
+//! private (0600) writes that are atomic (temp file, fsync, rename) or refuse to overwrite.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+/// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
+pub fn read_limited(path: &Path, limit: usize) -> io::Result<Zeroizing<Vec<u8>>> {
+    let file = File::open(path)?;
+    let mut buf = Zeroizing::new(Vec::new());
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap).read_to_end(&mut buf)?;
+    if buf.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("file larger than the {limit}-byte limit"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Writes `bytes` to `path` with mode 0600.
+///
+/// `replace = true`: atomically, via a temporary file in the same directory and a rename, so
+/// readers see the old or the new content, never a mix. `replace = false`: the file must not
+/// exist yet (keys are never silently overwritten).
+pub fn create_private(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
+    if !replace {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(bytes)?;
+        return file.sync_all();
+    }
+    write_atomic(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename) with
+/// permission bits `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_path(path);
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".tmp.{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn reads_over_the_limit_fail_and_writes_are_private() {
+        let dir = std::env::temp_dir().join(format!("kms-fsutil-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        create_private(&path, b"0123456789", true).unwrap();
+        create_private(&path, b"abcdef", true).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(read_limited(&path, 6).unwrap().as_slice(), b"abcdef");
+        assert!(read_limited(&path, 5).is_err());
+        assert!(create_private(&path, b"x", false).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
