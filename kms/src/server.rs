@@ -1,0 +1,423 @@
+//! `kms serve`: wires the quote source, trust anchor, collateral, configuration, RA-TLS
+//! identity and gRPC server together, then handles SIGHUP (reload) and SIGTERM/SIGINT
+//! (graceful stop).
+//!
+//! Production defaults: quotes from Occlum's `/dev/sgx`, Intel's root, collateral from the
+//! configured PCCS. The simulated platform is used only with `--sim-platform` and
+//! `--sim-identity`, and then the process says so loudly on stderr and in the audit log.
+
+use std::fmt;
+use std::future::Future;
+use std::io::Write as _;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::Duration;
+
+use grpcio::{ChannelBuilder, EnvBuilder, ServerBuilder, ServerCredentials};
+use occlum_dcap::{OcclumDevice, QuoteSource};
+use ratls::collateral::{CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral};
+use ratls::verify::TrustAnchor;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::audit::{AuditLog, Event, Record, Verdict};
+use crate::cli::{CollateralSpec, KeySpec, SecretsSource, ServeConfig};
+use crate::enclave::OcclumEnclaveKeys;
+use crate::proto::MAX_REQUEST_LEN;
+use crate::rotation::{self, Rotator};
+use crate::runtime::{Loader, SecretsFile};
+use crate::seal::FileKey;
+use crate::service::{self, Shared};
+
+/// DCAP's QCNL configuration, where a PCCS URL is usually configured on SGX hosts.
+pub const QCNL_CONF: &str = "/etc/sgx_default_qcnl.conf";
+/// Largest QCNL configuration file read.
+const MAX_QCNL_LEN: usize = 64 * 1024;
+/// A TLS handshake (including the client's certificate) must finish within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful stop waits for calls in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A failure that stops the server from starting, with context.
+#[derive(Debug)]
+pub struct ServeError(String);
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+fn err(context: impl fmt::Display, e: impl fmt::Display) -> ServeError {
+    ServeError(format!("{context}: {e}"))
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
+    let audit = match &cfg.audit_log {
+        Some(path) => AuditLog::file(path)
+            .map_err(|e| err(format_args!("opening audit log {}", path.display()), e))?,
+        None => AuditLog::stderr(),
+    };
+    // Register before anything slow, so an early SIGTERM is not lost.
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|e| err("installing signal handlers", e))?;
+
+    let platform = Platform::open(cfg)?;
+    let collateral = collateral_source(cfg, &platform)?;
+    let loader = Loader {
+        ra_config: cfg.ra_config.clone(),
+        secrets: secrets_file(&cfg.secrets)?,
+        anchor: platform.anchor.clone(),
+        collateral: Arc::clone(&collateral),
+    };
+    let runtime = loader.load().map_err(|e| err("loading configuration", e))?;
+    for warning in runtime.verifier.policy().warnings() {
+        eprintln!("kms: policy warning: {warning}");
+    }
+    let secret_count = runtime.secrets.len();
+
+    let audit = Arc::new(audit);
+    let rotator = Rotator::start(
+        Arc::clone(&platform.quotes),
+        cfg.cert_out.clone(),
+        Arc::clone(&audit),
+    )
+    .map_err(|e| {
+        err(
+            format_args!(
+                "minting the KMS's RA-TLS certificate from {}",
+                platform.quotes.describe()
+            ),
+            e,
+        )
+    })?;
+
+    let shared = Arc::new(Shared::new(runtime, audit, cfg.reply_form));
+    let env = Arc::new(
+        EnvBuilder::new()
+            .cq_count(cfg.threads)
+            .name_prefix("kms-grpc")
+            .build(),
+    );
+    let (secrets_service, health_service) = service::services(&shared);
+    let args = ChannelBuilder::new(Arc::clone(&env))
+        // Requests are one short name; the service reads at most MAX_REQUEST_LEN + 1 bytes.
+        .max_receive_message_len(i32::try_from(MAX_REQUEST_LEN * 2).unwrap_or(i32::MAX))
+        .raw_cfg_int(
+            c"grpc.server_handshake_timeout_ms".into(),
+            HANDSHAKE_TIMEOUT.as_millis() as i32,
+        )
+        .build_args();
+    let mut server = ServerBuilder::new(Arc::clone(&env))
+        .channel_args(args)
+        .register_service(secrets_service)
+        .register_service(health_service)
+        .build()
+        .map_err(|e| err("building the gRPC server", e))?;
+    let credentials =
+        ServerCredentials::with_fetcher(rotator.fetcher(), rotation::CLIENT_CERT_MODE);
+    let port = server
+        .add_listening_port(cfg.listen.as_str(), credentials)
+        .map_err(|e| err(format_args!("binding {}", cfg.listen), e))?;
+    server.start();
+
+    let mut start = Record::new(Event::Start, Verdict::Ok);
+    start.reason = Some(format!(
+        "{} secrets; policy {}; trust anchor {}; collateral {}; quotes {}",
+        secret_count,
+        cfg.ra_config.display(),
+        platform.anchor.describe(),
+        collateral.describe(),
+        platform.quotes.describe()
+    ));
+    shared.audit().write(&start);
+    println!("listening on {}", with_port(&cfg.listen, port));
+    let _ = std::io::stdout().flush();
+
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => reload(&shared, &loader),
+            _ => break,
+        }
+    }
+    let mut stop = Record::new(Event::Stop, Verdict::Ok);
+    stop.reason = Some("signal received, shutting down".into());
+    shared.audit().write(&stop);
+    let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+    Ok(())
+}
+
+/// Reloads policy and secrets together; keeps the running configuration on any error.
+fn reload(shared: &Shared, loader: &Loader) {
+    let mut rec = Record::new(Event::Reload, Verdict::Ok);
+    match loader.load() {
+        Ok(runtime) => {
+            rec.reason = Some(format!("{} secrets loaded", runtime.secrets.len()));
+            shared.replace(runtime);
+            eprintln!("kms: configuration reloaded");
+        }
+        Err(e) => {
+            rec.verdict = Verdict::Rejected;
+            rec.reason = Some(format!("{e}; keeping the running configuration"));
+            eprintln!("kms: reload failed, keeping the running configuration: {e}");
+        }
+    }
+    shared.audit().write(&rec);
+}
+
+/// Where quotes come from and which root they must chain to.
+struct Platform {
+    quotes: Arc<dyn QuoteSource>,
+    anchor: TrustAnchor,
+    /// The simulated platform's own collateral, the default source in simulation.
+    sim_collateral: Option<Arc<dyn CollateralSource>>,
+}
+
+impl Platform {
+    fn open(cfg: &ServeConfig) -> Result<Platform, ServeError> {
+        let Some(sim) = &cfg.sim else {
+            let device = OcclumDevice::open()
+                .map_err(|e| err("opening the SGX quote device (not inside Occlum? use --sim-platform for a simulated platform)", e))?;
+            return Ok(Platform {
+                quotes: Arc::new(device),
+                anchor: TrustAnchor::intel(),
+                sim_collateral: None,
+            });
+        };
+        let platform = sgx_sim::SimPlatform::open(&sim.platform).map_err(|e| {
+            err(
+                format_args!("opening simulated platform {}", sim.platform.display()),
+                e,
+            )
+        })?;
+        let identity = sgx_sim::Identity::load(&sim.identity).map_err(|e| {
+            err(
+                format_args!(
+                    "reading simulated enclave identity {}",
+                    sim.identity.display()
+                ),
+                e,
+            )
+        })?;
+        let label = format!(
+            "SIMULATED root of {}",
+            sim.platform.join(sgx_sim::files::ROOT_CA_PEM).display()
+        );
+        let anchor = ratls::danger::simulated_root(platform.root_ca_der().to_vec(), label);
+        let collateral: Arc<dyn CollateralSource> = Arc::new(StaticCollateral::new(
+            platform.collateral(),
+            format!("SIMULATED platform {}", sim.platform.display()),
+        ));
+        let quotes = sgx_sim::SimQuoteSource::new(platform, identity);
+        warn_simulated(&quotes.describe());
+        Ok(Platform {
+            quotes: Arc::new(quotes),
+            anchor,
+            sim_collateral: Some(collateral),
+        })
+    }
+}
+
+fn warn_simulated(what: &str) {
+    let bar = "!".repeat(78);
+    eprintln!(
+        "{bar}\n!!! WARNING: THE SGX PLATFORM IS SIMULATED. NOTHING HERE IS ATTESTED BY HARDWARE."
+    );
+    eprintln!("!!! {what}");
+    eprintln!("!!! Clients are verified against a SIMULATED root CA, not Intel's. Tests only.");
+    eprintln!("!!! {}\n{bar}", sgx_sim::SIMULATED_NOTICE);
+}
+
+fn collateral_source(
+    cfg: &ServeConfig,
+    platform: &Platform,
+) -> Result<Arc<dyn CollateralSource>, ServeError> {
+    let pccs = |url: &str| -> Arc<dyn CollateralSource> {
+        let client = PccsClient::new(&pccs_base(url));
+        match &cfg.collateral_cache {
+            Some(dir) => Arc::new(client.with_disk_cache(dir.clone())),
+            None => Arc::new(client),
+        }
+    };
+    Ok(match &cfg.collateral {
+        CollateralSpec::File(path) => {
+            Arc::new(StaticCollateral::from_file(path).map_err(|e| err("reading --collateral", e))?)
+        }
+        CollateralSpec::Pccs(url) => pccs(url),
+        CollateralSpec::DefaultPccs => match &platform.sim_collateral {
+            Some(sim) => Arc::clone(sim),
+            None => pccs(&default_pccs_url()),
+        },
+    })
+}
+
+/// `$PCCS_URL`, else `pccs_url` from the QCNL configuration, else Intel's PCS.
+pub fn default_pccs_url() -> String {
+    if let Some(url) = std::env::var("PCCS_URL").ok().filter(|u| !u.is_empty()) {
+        return url;
+    }
+    crate::fsutil::read_limited(Path::new(QCNL_CONF), MAX_QCNL_LEN)
+        .ok()
+        .and_then(|bytes| qcnl_pccs_url(&String::from_utf8_lossy(&bytes)))
+        .unwrap_or_else(|| INTEL_PCS_URL.to_owned())
+}
+
+/// The PCCS URL in a QCNL configuration: the JSON form (DCAP 1.14+, `//` comment lines
+/// allowed) with `"pccs_url"`, or the older `PCCS_URL=` line form.
+pub fn qcnl_pccs_url(text: &str) -> Option<String> {
+    let json: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&json) {
+        return value
+            .get("pccs_url")
+            .and_then(|u| u.as_str())
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned);
+    }
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("PCCS_URL"))
+        .filter_map(|rest| rest.trim_start().strip_prefix('='))
+        .map(|url| url.trim().to_owned())
+        .find(|url| !url.is_empty())
+}
+
+fn secrets_file(source: &SecretsSource) -> Result<SecretsFile, ServeError> {
+    Ok(match source {
+        SecretsSource::Plain(path) => SecretsFile::Plain(path.clone()),
+        SecretsSource::Sealed {
+            path,
+            key: KeySpec::File(key),
+        } => SecretsFile::SealedWithFile {
+            path: path.clone(),
+            key: FileKey::read_file(key).map_err(|e| err("reading --seal-key-file", e))?,
+        },
+        SecretsSource::Sealed {
+            path,
+            key: KeySpec::Enclave(policy),
+        } => SecretsFile::SealedWithEnclave {
+            path: path.clone(),
+            keys: Box::new(OcclumEnclaveKeys::open().map_err(|e| err("--seal-key enclave", e))?),
+            policy: *policy,
+        },
+    })
+}
+
+/// The PCCS base URL without an API suffix: QCNL configurations often name the v3 API
+/// (`…/sgx/certification/v3/`), while collateral is always fetched through v4.
+pub fn pccs_base(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    for suffix in ["/sgx/certification/v3", "/sgx/certification/v4"] {
+        if let Some(base) = trimmed.strip_suffix(suffix) {
+            return base.to_owned();
+        }
+    }
+    trimmed.to_owned()
+}
+
+/// `host:0` with the bound port: `localhost:0` -> `localhost:41234`, `[::1]:0` -> `[::1]:41234`.
+pub fn with_port(listen: &str, port: u16) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => format!("{listen}:{port}"),
+    }
+}
+
+/// Blocks the calling thread on `fut` for at most `timeout`; `None` on timeout.
+fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_port_replaces_port_zero() {
+        assert_eq!(with_port("localhost:0", 41234), "localhost:41234");
+        assert_eq!(with_port("[::1]:0", 7), "[::1]:7");
+        assert_eq!(with_port("0.0.0.0:50051", 50051), "0.0.0.0:50051");
+    }
+
+    #[test]
+    fn pccs_urls_lose_their_api_suffix() {
+        assert_eq!(
+            pccs_base("https://a.example/sgx/certification/v3/"),
+            "https://a.example"
+        );
+        assert_eq!(
+            pccs_base("https://a.example:8081/sgx/certification/v4"),
+            "https://a.example:8081"
+        );
+        assert_eq!(pccs_base("https://a.example/"), "https://a.example");
+    }
+
+    #[test]
+    fn qcnl_json_with_comments_gives_the_pccs_url() {
+        let conf = r#"{
+  // *** ATTENTION : This file is in JSON format so the keys are case sensitive. Don't change them.
+  //PCCS server address
+  "pccs_url": "https://pccs.example:8081/sgx/certification/v4/",
+  "use_secure_cert": true
+}"#;
+        assert_eq!(
+            qcnl_pccs_url(conf).unwrap(),
+            "https://pccs.example:8081/sgx/certification/v4/"
+        );
+    }
+
+    #[test]
+    fn the_legacy_qcnl_line_form_gives_the_pccs_url() {
+        let conf = "# PCCS server address\nPCCS_URL=https://localhost:8081/sgx/certification/v3/\nUSE_SECURE_CERT=FALSE\n";
+        assert_eq!(
+            qcnl_pccs_url(conf).unwrap(),
+            "https://localhost:8081/sgx/certification/v3/"
+        );
+    }
+
+    #[test]
+    fn a_qcnl_file_without_a_url_gives_none() {
+        assert_eq!(qcnl_pccs_url("{\"use_secure_cert\": true}"), None);
+        assert_eq!(qcnl_pccs_url(""), None);
+    }
+
+    #[test]
+    fn block_on_times_out_on_a_pending_future() {
+        assert_eq!(
+            block_on_timeout(std::future::pending::<()>(), Duration::from_millis(20)),
+            None
+        );
+        assert_eq!(
+            block_on_timeout(async { 7 }, Duration::from_millis(20)),
+            Some(7)
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! The gRPC services: `ratls.GrSecret/GetSecret` and `grpc.health.v1.Health/Check`, with raw
+//! marshallers (no protoc) and the release decision.
+//!
+//! Order of a GetSecret call, fail-closed at each step:
+//! 1. the client certificate from the TLS session (`x509_pem_cert`) — UNAUTHENTICATED if none;
+//! 2. the verification pipeline (`ratls::verify`, cached per certificate) — UNAUTHENTICATED
+//!    naming the failing check;
+//! 3. the request — INVALID_ARGUMENT if malformed;
+//! 4. the secret by name — NOT_FOUND; the ACL — PERMISSION_DENIED;
+//! 5. the reply (`"<base64>"` by default, as Occlum's server sends it).
+//!
+//! No secret is looked up before step 2 succeeded, and only a [`VerifiedPeer`] reaches the
+//! release decision. Every answer is audited; no value ever reaches a status message or a log.
+
+use std::io::Read as _;
+use std::sync::{Arc, RwLock};
+
+use grpcio::{
+    GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext, RpcStatus, RpcStatusCode,
+    Service, ServiceBuilder, UnarySink,
+};
+use ratls::verify::VerifiedPeer;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditLog, Event, Identity, Record, Verdict};
+use crate::proto::{self, MAX_REQUEST_LEN};
+use crate::runtime::Runtime;
+use crate::secrets::ReplyForm;
+use crate::timefmt;
+
+/// The auth-context property under which gRPC core exposes the peer's certificate.
+pub const PEER_CERT_PROPERTY: &str = "x509_pem_cert";
+
+/// A raw request: at most [`MAX_REQUEST_LEN`] + 1 bytes of the message (one more than allowed,
+/// so an oversized message is detected without reading all of it).
+pub struct RawRequest(Vec<u8>);
+
+/// A raw reply; it may hold a secret, so it is wiped on drop.
+pub struct RawReply(Zeroizing<Vec<u8>>);
+
+const REQ_MARSHALLER: Marshaller<RawRequest> = Marshaller {
+    ser: ser_request,
+    de: de_request,
+};
+const REPLY_MARSHALLER: Marshaller<RawReply> = Marshaller {
+    ser: ser_reply,
+    de: de_reply,
+};
+
+/// `ratls.GrSecret/GetSecret`, wire-compatible with Occlum's `ratls.proto`.
+pub const METHOD_GET_SECRET: Method<RawRequest, RawReply> = Method {
+    ty: MethodType::Unary,
+    name: "/ratls.GrSecret/GetSecret",
+    req_mar: REQ_MARSHALLER,
+    resp_mar: REPLY_MARSHALLER,
+};
+
+/// `grpc.health.v1.Health/Check`.
+pub const METHOD_HEALTH_CHECK: Method<RawRequest, RawReply> = Method {
+    ty: MethodType::Unary,
+    name: "/grpc.health.v1.Health/Check",
+    req_mar: REQ_MARSHALLER,
+    resp_mar: REPLY_MARSHALLER,
+};
+
+/// Service names the health check reports as SERVING ("" is the whole server).
+const HEALTH_SERVICES: &[&str] = &["", "ratls.GrSecret"];
+
+/// State shared by every call.
+pub struct Shared {
+    runtime: RwLock<Arc<Runtime>>,
+    audit: Arc<AuditLog>,
+    reply_form: ReplyForm,
+}
+
+impl Shared {
+    pub fn new(runtime: Runtime, audit: Arc<AuditLog>, reply_form: ReplyForm) -> Shared {
+        Shared {
+            runtime: RwLock::new(Arc::new(runtime)),
+            audit,
+            reply_form,
+        }
+    }
+
+    /// The configuration calls use now.
+    pub fn current(&self) -> Arc<Runtime> {
+        // Replacing the Arc cannot panic half-way, so a poisoned lock still holds a whole one.
+        Arc::clone(
+            &self
+                .runtime
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Swaps in a new configuration; calls in flight finish with the old one.
+    pub fn replace(&self, runtime: Runtime) {
+        *self
+            .runtime
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(runtime);
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+}
+
+/// Builds the two services around `shared`.
+pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
+    let s = Arc::clone(shared);
+    let secrets = ServiceBuilder::new()
+        .add_unary_handler(&METHOD_GET_SECRET, move |ctx, req: RawRequest, sink| {
+            let peer = ctx.peer();
+            let cert_pem = peer_cert_pem(&ctx);
+            let outcome = get_secret(&s, &peer, cert_pem.as_deref(), &req.0);
+            respond(&ctx, sink, outcome);
+        })
+        .build();
+    let health = ServiceBuilder::new()
+        .add_unary_handler(&METHOD_HEALTH_CHECK, move |ctx, req: RawRequest, sink| {
+            respond(&ctx, sink, health_check(&req.0));
+        })
+        .build();
+    (secrets, health)
+}
+
+/// The release decision for one GetSecret call, independent of gRPC plumbing so it can be
+/// unit-tested: returns the reply bytes or the status to fail with.
+pub fn get_secret(
+    shared: &Shared,
+    peer_addr: &str,
+    cert_pem: Option<&[u8]>,
+    request: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, RpcStatus> {
+    let runtime = shared.current();
+    let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
+    rec.peer = Some(peer_addr);
+
+    // 1 + 2: who is calling, verified before anything else.
+    let verified = match authenticate(shared, &runtime, peer_addr, cert_pem) {
+        Ok(peer) => peer,
+        Err(refused) => {
+            let Refused { identity, status } = *refused;
+            rec.identity = identity;
+            return Err(refuse(shared, rec, status));
+        }
+    };
+    rec.identity = identity_of(&verified);
+
+    // 3: the request.
+    let name = match proto::decode_name(request) {
+        Ok(name) => name,
+        Err(e) => {
+            return Err(refuse(
+                shared,
+                rec,
+                RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, e.to_string()),
+            ));
+        }
+    };
+    rec.secret = Some(&name);
+
+    // 4: the secret and its ACL.
+    let Some(secret) = runtime.secrets.get(&name) else {
+        let msg = format!("no secret named {name:?}");
+        return Err(refuse(
+            shared,
+            rec,
+            RpcStatus::with_message(RpcStatusCode::NOT_FOUND, msg),
+        ));
+    };
+    let matched = verified.matched().name.as_deref();
+    if !secret.is_released_to(matched) {
+        let msg = match matched {
+            Some(entry) => format!("secret {name:?} is not released to sgx_mrs entry {entry:?}"),
+            None => format!(
+                "secret {name:?} is released only to named sgx_mrs entries; the peer matched unnamed entry #{}",
+                verified.matched().index
+            ),
+        };
+        return Err(refuse(
+            shared,
+            rec,
+            RpcStatus::with_message(RpcStatusCode::PERMISSION_DENIED, msg),
+        ));
+    }
+
+    // 5: release.
+    let reply = proto::encode_reply(&secret.reply_text(shared.reply_form));
+    rec.event = Event::Release;
+    rec.verdict = Verdict::Ok;
+    rec.status = Some("OK");
+    shared.audit.write(&rec);
+    Ok(reply)
+}
+
+/// `grpc.health.v1.Health/Check`: SERVING for the whole server and `ratls.GrSecret`.
+pub fn health_check(request: &[u8]) -> Result<Zeroizing<Vec<u8>>, RpcStatus> {
+    let service = proto::decode_name(request)
+        .map_err(|e| RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
+    if HEALTH_SERVICES.contains(&service.as_str()) {
+        Ok(Zeroizing::new(proto::HEALTH_SERVING.to_vec()))
+    } else {
+        Err(RpcStatus::with_message(
+            RpcStatusCode::NOT_FOUND,
+            format!("unknown service {service:?}"),
+        ))
+    }
+}
+
+/// Steps 1 and 2. A cache hit costs a hash; a miss runs the pipeline and is audited.
+fn authenticate(
+    shared: &Shared,
+    runtime: &Runtime,
+    peer_addr: &str,
+    cert_pem: Option<&[u8]>,
+) -> Result<VerifiedPeer, Box<Refused>> {
+    let unauthenticated =
+        |msg: String| RpcStatus::with_message(RpcStatusCode::UNAUTHENTICATED, msg);
+    let Some(pem) = cert_pem else {
+        let msg = "no client certificate: RA-TLS client authentication is required".to_owned();
+        return Err(Refused::new(Identity::default(), unauthenticated(msg)));
+    };
+    let der = match CertificateDer::from_pem_slice(pem) {
+        Ok(der) => der,
+        Err(e) => {
+            let msg = format!("client certificate unreadable: {e}");
+            return Err(Refused::new(Identity::default(), unauthenticated(msg)));
+        }
+    };
+    let now = timefmt::now_unix();
+    if let Some(peer) = runtime.verifier.cached(&der, now) {
+        return Ok(peer);
+    }
+    let mut rec = Record::new(Event::Attestation, Verdict::Ok);
+    rec.peer = Some(peer_addr);
+    match runtime.verifier.verify_certificate(&der, now) {
+        Ok(peer) => {
+            rec.identity = identity_of(&peer);
+            shared.audit.write(&rec);
+            Ok(peer)
+        }
+        Err(e) => {
+            // Best effort: say which enclave tried, if the certificate carries a readable quote.
+            let identity = ratls::cert::extract(&der)
+                .map(|ev| Identity::from_body(&ev.quote.body))
+                .unwrap_or_default();
+            rec.verdict = Verdict::Rejected;
+            rec.identity = identity.clone();
+            rec.status = Some("UNAUTHENTICATED");
+            rec.reason = Some(e.to_string());
+            shared.audit.write(&rec);
+            Err(Refused::new(identity, unauthenticated(e.to_string())))
+        }
+    }
+}
+
+/// An authentication failure: who tried (as far as known) and the status to answer with.
+struct Refused {
+    identity: Identity,
+    status: RpcStatus,
+}
+
+impl Refused {
+    fn new(identity: Identity, status: RpcStatus) -> Box<Refused> {
+        Box::new(Refused { identity, status })
+    }
+}
+
+fn identity_of(peer: &VerifiedPeer) -> Identity {
+    let mut identity = Identity::from_body(peer.report_body());
+    identity.tcb_status = Some(peer.tcb_status().to_owned());
+    let matched = peer.matched();
+    identity.matched = Some(
+        matched
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("#{}", matched.index)),
+    );
+    identity
+}
+
+fn refuse(shared: &Shared, mut rec: Record<'_>, status: RpcStatus) -> RpcStatus {
+    rec.status = Some(code_name(status.code()));
+    rec.reason = Some(status.message().to_owned());
+    shared.audit.write(&rec);
+    status
+}
+
+fn code_name(code: RpcStatusCode) -> &'static str {
+    match code {
+        RpcStatusCode::OK => "OK",
+        RpcStatusCode::INVALID_ARGUMENT => "INVALID_ARGUMENT",
+        RpcStatusCode::NOT_FOUND => "NOT_FOUND",
+        RpcStatusCode::PERMISSION_DENIED => "PERMISSION_DENIED",
+        RpcStatusCode::UNAUTHENTICATED => "UNAUTHENTICATED",
+        _ => "OTHER",
+    }
+}
+
+/// The client certificate gRPC core put in the call's auth context, if any.
+fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
+    let auth = ctx.auth_context()?;
+    (&auth)
+        .into_iter()
+        .find(|p| p.name() == PEER_CERT_PROPERTY)
+        .map(|p| p.value().to_vec())
+}
+
+fn respond(
+    ctx: &RpcContext<'_>,
+    sink: UnarySink<RawReply>,
+    outcome: Result<Zeroizing<Vec<u8>>, RpcStatus>,
+) {
+    let sent = match outcome {
+        Ok(bytes) => sink.success(RawReply(bytes)),
+        Err(status) => sink.fail(status),
+    };
+    ctx.spawn(async move {
+        // The client may have gone away; nothing useful to do about it here.
+        let _ = sent.await;
+    });
+}
+
+fn de_request(reader: MessageReader) -> grpcio::Result<RawRequest> {
+    let mut buf = Vec::new();
+    // Read one byte past the limit so the decoder can report an oversized message.
+    reader
+        .take(MAX_REQUEST_LEN as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
+    Ok(RawRequest(buf))
+}
+
+fn ser_request(req: &RawRequest, buf: &mut GrpcSlice) -> grpcio::Result<()> {
+    *buf = GrpcSlice::from(req.0.as_slice());
+    Ok(())
+}
+
+fn ser_reply(reply: &RawReply, buf: &mut GrpcSlice) -> grpcio::Result<()> {
+    // gRPC core copies the bytes into its own slice, which it frees (not wipes) after sending:
+    // the one copy of a released secret this process cannot zeroize.
+    *buf = GrpcSlice::from(reply.0.as_slice());
+    Ok(())
+}
+
+fn de_reply(mut reader: MessageReader) -> grpcio::Result<RawReply> {
+    let mut buf = Zeroizing::new(Vec::new());
+    reader
+        .read_to_end(&mut buf)
+        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
+    Ok(RawReply(buf))
+}
