@@ -1,0 +1,603 @@
+//! Test harness: a simulated SGX platform, RA-TLS client certificates made on it, the real
+//! `kms` binary on a loopback port, and a grpcio client speaking the raw GrSecret protocol.
+//!
+//! Every helper fails the test loudly (these are tests: `unwrap` is the assertion).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    dead_code
+)]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use grpcio::{
+    CallOption, ChannelBuilder, ChannelCredentialsBuilder, Client, Environment, GrpcSlice,
+    Marshaller, MessageReader, Method, MethodType, RpcStatusCode,
+};
+use ratls::cert::RaTlsIdentity;
+use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource, TcbStatus};
+
+/// The KMS certificate's common name (`ratls` mints every RA-TLS certificate with it), which
+/// clients use as the TLS target name.
+pub const KMS_TARGET_NAME: &str = "Occlum RA-TLS";
+
+pub const KMS: &str = env!("CARGO_BIN_EXE_kms");
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("kms-it-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A simulated platform in its own directory.
+pub struct Sim {
+    pub dir: PathBuf,
+    pub platform: Arc<SimPlatform>,
+}
+
+impl Sim {
+    pub fn new(root: &TempDir, name: &str, customize: impl FnOnce(&mut PlatformOptions)) -> Sim {
+        let dir = root.path(name);
+        let mut opts = PlatformOptions::default();
+        customize(&mut opts);
+        let platform = SimPlatform::create(&dir, &opts).unwrap();
+        Sim {
+            dir,
+            platform: Arc::new(platform),
+        }
+    }
+
+    pub fn good(root: &TempDir) -> Sim {
+        Sim::new(root, "platform", |_| {})
+    }
+
+    pub fn with_status(root: &TempDir, status: TcbStatus) -> Sim {
+        Sim::new(root, "platform", |o| o.tcb_status = status)
+    }
+
+    /// Mints an RA-TLS certificate whose quote claims `identity`.
+    pub fn client(&self, identity: &Identity) -> ClientCert {
+        let source = SimQuoteSource {
+            platform: Arc::clone(&self.platform),
+            identity: identity.clone(),
+        };
+        let minted = RaTlsIdentity::mint(&source).unwrap();
+        ClientCert {
+            cert_pem: minted.cert_pem(),
+            key_pem: minted.key_pem().to_string(),
+        }
+    }
+
+    /// Writes an identity file for the KMS itself.
+    pub fn kms_identity(&self, root: &TempDir) -> PathBuf {
+        let mut id = Identity::random(None).unwrap();
+        id.name = Some("kms".into());
+        let path = root.path("kms-identity.json");
+        if !path.exists() {
+            std::fs::write(&path, id.to_json()).unwrap();
+        }
+        path
+    }
+}
+
+/// A client certificate and key (PEM).
+#[derive(Clone)]
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The app enclave identity the tests' policy allows.
+pub fn app_identity() -> Identity {
+    let mut id = Identity::random(Some(7)).unwrap();
+    id.name = Some("app".into());
+    id.isv_prod_id = 3;
+    id.isv_svn = 88;
+    id.config_svn = 1234;
+    id.debuggable = false;
+    id
+}
+
+/// A second allowed enclave ("tool") with its own measurements.
+pub fn tool_identity() -> Identity {
+    let mut id = Identity::random(Some(8)).unwrap();
+    id.name = Some("tool".into());
+    id.isv_prod_id = 9;
+    id.isv_svn = 5;
+    id.config_svn = 0;
+    id
+}
+
+/// The policy: `app` pinned exactly, `tool` with a minimum isv_svn.
+pub fn policy_json(app: &Identity, tool: &Identity) -> String {
+    serde_json::json!({
+        "verify_mr_enclave": "on",
+        "verify_mr_signer": "on",
+        "verify_isv_prod_id": "on",
+        "verify_isv_svn": "on",
+        "verify_config_svn": "on",
+        "verify_enclave_debuggable": "on",
+        "sgx_mrs": [
+            {
+                "name": "app",
+                "mr_enclave": hex::encode(app.mr_enclave),
+                "mr_signer": hex::encode(app.mr_signer),
+                "isv_prod_id": app.isv_prod_id,
+                "isv_svn": app.isv_svn,
+                "config_svn": app.config_svn,
+                "debuggable": false
+            },
+            {
+                "name": "tool",
+                "mr_enclave": hex::encode(tool.mr_enclave),
+                "mr_signer": hex::encode(tool.mr_signer),
+                "isv_prod_id": tool.isv_prod_id,
+                "isv_svn_min": tool.isv_svn,
+                "config_svn": tool.config_svn,
+                "debuggable": false
+            }
+        ]
+    })
+    .to_string()
+}
+
+/// The test secrets: (name, raw value, allow list).
+/// A test secret: name, raw value, `allow` list.
+pub type TestSecret = (&'static str, Vec<u8>, Option<Vec<&'static str>>);
+
+pub fn secrets() -> Vec<TestSecret> {
+    vec![
+        (
+            "flask_cert",
+            b"-----BEGIN CERTIFICATE-----\nMIIBsecret-cert-7f3a\n-----END CERTIFICATE-----\n"
+                .to_vec(),
+            None,
+        ),
+        (
+            "flask_key",
+            b"-----BEGIN PRIVATE KEY-----\nMIGHsecret-key-91c2\n-----END PRIVATE KEY-----\n"
+                .to_vec(),
+            None,
+        ),
+        (
+            "image_key",
+            b"a5-6d-7f-cf-ae-93-e2-1f-5b-8a-83-3f-79-78-29-ff\n".to_vec(),
+            Some(vec!["app"]),
+        ),
+        (
+            "binary_blob",
+            (0u8..=255).rev().chain(0u8..=255).collect(),
+            None,
+        ),
+        (
+            "tool_only",
+            b"zq-tool-only-secret-5521".to_vec(),
+            Some(vec!["tool"]),
+        ),
+    ]
+}
+
+pub fn secrets_json(secrets: &[TestSecret]) -> String {
+    let mut map = serde_json::Map::new();
+    for (name, value, allow) in secrets {
+        let encoded = B64.encode(value);
+        let v = match allow {
+            None => serde_json::Value::String(encoded),
+            Some(allow) => serde_json::json!({ "value": encoded, "allow": allow }),
+        };
+        map.insert((*name).to_owned(), v);
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// A running `kms` process.
+pub struct Kms {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub cert_pem: String,
+    pub audit_log: PathBuf,
+    pub stderr_log: PathBuf,
+    pub stdout_text: String,
+}
+
+/// What to start the KMS with.
+pub struct KmsSetup<'a> {
+    pub dir: &'a TempDir,
+    pub sim: &'a Sim,
+    pub policy: String,
+    pub secrets: String,
+    pub extra: Vec<String>,
+}
+
+impl Kms {
+    /// Writes `policy` and `secrets` and starts `kms serve` on 127.0.0.1:0.
+    pub fn start(setup: KmsSetup<'_>) -> Kms {
+        let dir = setup.dir;
+        std::fs::write(dir.path("ra_config.json"), &setup.policy).unwrap();
+        std::fs::write(dir.path("secret_config.json"), &setup.secrets).unwrap();
+        let identity = setup.sim.kms_identity(dir);
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--ra-config".into(),
+            dir.path("ra_config.json").display().to_string(),
+            "--sim-platform".into(),
+            setup.sim.dir.display().to_string(),
+            "--sim-identity".into(),
+            identity.display().to_string(),
+        ];
+        if !setup.extra.iter().any(|a| a == "--sealed-secrets") {
+            args.push("--secrets".into());
+            args.push(dir.path("secret_config.json").display().to_string());
+        }
+        args.extend(setup.extra);
+        Kms::spawn(dir, &args)
+    }
+
+    /// Starts `kms` with exactly `args` (plus `--cert-out` and `--audit-log`) in `dir`.
+    pub fn spawn(dir: &TempDir, args: &[String]) -> Kms {
+        Kms::try_spawn(dir, args).unwrap_or_else(|stderr| panic!("kms did not start:\n{stderr}"))
+    }
+
+    /// Like [`Kms::spawn`], returning stderr if the process exits before listening.
+    pub fn try_spawn(dir: &TempDir, args: &[String]) -> Result<Kms, String> {
+        let cert_out = dir.path("kms-cert.pem");
+        let audit_log = dir.path("audit.log");
+        let stderr_log = dir.path("kms.stderr");
+        let _ = std::fs::remove_file(&cert_out);
+        let mut full: Vec<String> = args.to_vec();
+        full.extend(["--cert-out".into(), cert_out.display().to_string()]);
+        full.extend(["--audit-log".into(), audit_log.display().to_string()]);
+        let mut child = Command::new(KMS)
+            .args(&full)
+            .current_dir(&dir.0)
+            .env_remove("PCCS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.starts_with("listening on ") => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                return Err(format!("first stdout line {other:?}\nstderr:\n{stderr}"));
+            }
+        };
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        assert!(
+            !addr.ends_with(":0"),
+            "port 0 must be replaced by the bound port: {addr}"
+        );
+        let cert_pem = std::fs::read_to_string(&cert_out).unwrap();
+        Ok(Kms {
+            child: Some(child),
+            addr,
+            cert_pem,
+            audit_log,
+            stderr_log,
+            stdout_text: line,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // No unsafe in this workspace's tests: kill(1) sends the signal.
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The audit log as parsed JSON lines.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Waits until an audit record satisfies `pred` (records are flushed per line).
+    pub fn wait_audit(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(rec) = self.audit().into_iter().find(|r| pred(r)) {
+                return rec;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching audit record in:\n{:#?}",
+                self.audit()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts no secret value, raw or base64, appears in stdout, stderr or the audit log.
+    pub fn assert_logs_clean(&self, secrets: &[TestSecret]) {
+        let mut logs = std::fs::read(&self.audit_log).unwrap_or_default();
+        logs.extend(std::fs::read(&self.stderr_log).unwrap_or_default());
+        logs.extend(self.stdout_text.as_bytes());
+        assert!(!logs.is_empty());
+        for (name, value, _) in secrets {
+            for needle in [value.clone(), B64.encode(value).into_bytes()] {
+                let needle = if needle.len() > 24 {
+                    needle[..24].to_vec()
+                } else {
+                    needle
+                };
+                assert!(
+                    !logs.windows(needle.len()).any(|w| w == needle.as_slice()),
+                    "secret {name} appears in the logs"
+                );
+            }
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(15);
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("kms did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Kms {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ----- a grpcio client with raw marshallers -----
+
+pub struct Raw(pub Vec<u8>);
+
+fn ser(m: &Raw, buf: &mut GrpcSlice) -> grpcio::Result<()> {
+    *buf = GrpcSlice::from(m.0.as_slice());
+    Ok(())
+}
+
+fn de(mut reader: MessageReader) -> grpcio::Result<Raw> {
+    let mut v = Vec::new();
+    reader.read_to_end(&mut v).unwrap();
+    Ok(Raw(v))
+}
+
+pub const GET_SECRET: Method<Raw, Raw> = Method {
+    ty: MethodType::Unary,
+    name: "/ratls.GrSecret/GetSecret",
+    req_mar: Marshaller { ser, de },
+    resp_mar: Marshaller { ser, de },
+};
+
+pub const HEALTH_CHECK: Method<Raw, Raw> = Method {
+    ty: MethodType::Unary,
+    name: "/grpc.health.v1.Health/Check",
+    req_mar: Marshaller { ser, de },
+    resp_mar: Marshaller { ser, de },
+};
+
+/// One gRPC channel (one TLS connection) to the KMS.
+pub struct GrpcClient {
+    pub client: Client,
+    _env: Arc<Environment>,
+}
+
+impl GrpcClient {
+    /// Connects with `cert` as the client certificate (or none), pinning the KMS certificate.
+    pub fn connect(kms: &Kms, cert: Option<&ClientCert>) -> GrpcClient {
+        let env = Arc::new(Environment::new(1));
+        let mut creds =
+            ChannelCredentialsBuilder::new().root_cert(kms.cert_pem.clone().into_bytes());
+        if let Some(c) = cert {
+            creds = creds.cert(
+                c.cert_pem.clone().into_bytes(),
+                c.key_pem.clone().into_bytes(),
+            );
+        }
+        let channel = ChannelBuilder::new(Arc::clone(&env))
+            .override_ssl_target(KMS_TARGET_NAME)
+            .set_credentials(creds.build())
+            .connect(&kms.addr);
+        GrpcClient {
+            client: Client::new(channel),
+            _env: env,
+        }
+    }
+
+    pub fn call_raw(
+        &self,
+        method: &Method<Raw, Raw>,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, (RpcStatusCode, String)> {
+        let opt = CallOption::default().timeout(Duration::from_secs(20));
+        match self.client.unary_call(method, &Raw(body), opt) {
+            Ok(Raw(v)) => Ok(v),
+            Err(grpcio::Error::RpcFailure(status)) => {
+                Err((status.code(), status.message().to_owned()))
+            }
+            Err(e) => Err((RpcStatusCode::UNKNOWN, e.to_string())),
+        }
+    }
+
+    /// GetSecret; returns the `secret` field's text.
+    pub fn get(&self, name: &str) -> Result<Vec<u8>, (RpcStatusCode, String)> {
+        self.call_raw(&GET_SECRET, encode_field1(name.as_bytes()))
+            .map(|reply| decode_field1(&reply))
+    }
+
+    /// GetSecret, then strip Occlum's quotes and decode the base64.
+    pub fn get_decoded(&self, name: &str) -> Result<Vec<u8>, (RpcStatusCode, String)> {
+        let text = self.get(name)?;
+        let text = std::str::from_utf8(&text).unwrap();
+        let inner = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .expect("Occlum's quoted form");
+        Ok(B64.decode(inner).unwrap())
+    }
+}
+
+pub fn encode_field1(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x0a];
+    let mut len = bytes.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(bytes);
+    out
+}
+
+pub fn decode_field1(msg: &[u8]) -> Vec<u8> {
+    assert_eq!(
+        msg.first(),
+        Some(&0x0a),
+        "reply must be field 1, length-delimited"
+    );
+    let mut len = 0usize;
+    let mut shift = 0;
+    let mut i = 1;
+    loop {
+        let b = msg[i];
+        len |= ((b & 0x7f) as usize) << shift;
+        shift += 7;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    assert_eq!(msg.len(), i + len, "reply has exactly one field");
+    msg[i..].to_vec()
+}
+
+/// A standard setup: one good platform, the app/tool policy and the test secrets.
+pub struct Fixture {
+    pub dir: TempDir,
+    pub sim: Sim,
+    pub app: Identity,
+    pub tool: Identity,
+    pub kms: Kms,
+}
+
+impl Fixture {
+    pub fn start(tag: &str) -> Fixture {
+        Fixture::start_with(tag, |_| {}, Vec::new())
+    }
+
+    pub fn start_with(
+        tag: &str,
+        platform: impl FnOnce(&mut PlatformOptions),
+        extra: Vec<String>,
+    ) -> Fixture {
+        let dir = TempDir::new(tag);
+        let sim = Sim::new(&dir, "platform", platform);
+        let app = app_identity();
+        let tool = tool_identity();
+        let kms = Kms::start(KmsSetup {
+            dir: &dir,
+            sim: &sim,
+            policy: policy_json(&app, &tool),
+            secrets: secrets_json(&secrets()),
+            extra,
+        });
+        Fixture {
+            dir,
+            sim,
+            app,
+            tool,
+            kms,
+        }
+    }
+
+    pub fn client(&self, identity: &Identity) -> GrpcClient {
+        GrpcClient::connect(&self.kms, Some(&self.sim.client(identity)))
+    }
+}
+
+/// Asserts `result` is a refusal with `code` whose message contains `needle`.
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, (RpcStatusCode, String)>,
+    code: RpcStatusCode,
+    needle: &str,
+) {
+    match result {
+        Ok(v) => panic!("expected {code:?}, got a reply {v:?}"),
+        Err((got, msg)) => {
+            assert_eq!(got, code, "message: {msg}");
+            assert!(
+                msg.contains(needle),
+                "message {msg:?} should mention {needle:?}"
+            );
+        }
+    }
+}
+
+pub fn kms_path() -> &'static Path {
+    Path::new(KMS)
+}
