@@ -20,8 +20,9 @@ TCB_STATUSES=${TCB_STATUSES:-'"UpToDate"'}
 CLIENT_ISV_SVN=88      # Occlum.json version_number, as in the seed
 CLIENT_CONFIG_SVN=1234 # occlum run --config-svn 1234 (KSS), as in the seed
 KMS_ISV_PROD_ID=1      # the KMS enclave's product id; init's policy requires it
-RELEASE=$ROOT/target/release
-MUSL_INIT=$ROOT/target/x86_64-unknown-linux-musl/release/init
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RELEASE=$TARGET/release
+MUSL_INIT=$TARGET/x86_64-unknown-linux-musl/release/init
 
 STEP="start"
 step() { STEP=$*; printf '\n==> %s\n' "$*"; }

@@ -16,8 +16,9 @@ DEMO=${DEMO_DIR:-$ROOT/demo}
 KMS_PORT=${KMS_PORT:-50051}
 APP_PORT=${APP_PORT:-4996}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
-RELEASE=$ROOT/target/release
-MUSL_INIT=$ROOT/target/x86_64-unknown-linux-musl/release/init
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RELEASE=$TARGET/release
+MUSL_INIT=$TARGET/x86_64-unknown-linux-musl/release/init
 LOGS=$DEMO/logs
 PIDS=$DEMO/run
 
