@@ -212,6 +212,24 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bodies_never_panic_the_decoders() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 24) as usize;
+            let body: Vec<u8> = (0..len)
+                .map(|i| b"data=%+&{}\"\\:\xff\xc3\xa9aZ0"[((state >> (i % 56)) % 18) as usize])
+                .collect();
+            if let Ok(data) = form_data(&body) {
+                assert!(data.len() <= body.len());
+            }
+            let _ = json_data(&body);
+        }
+    }
+
+    #[test]
     fn the_content_type_selects_the_decoder() {
         let json = request(
             "PUT",
