@@ -13,10 +13,7 @@ pub const ALLOWED: &str = "GET, HEAD, PUT";
 
 /// Answers one request.
 pub fn handle(req: &Request, store: &Store) -> Response {
-    let path = req
-        .target
-        .split_once('?')
-        .map_or(req.target.as_str(), |(p, _)| p);
+    let path = origin_path(&req.target);
     let Some(raw_id) = path.strip_prefix(CUSTOMER_PREFIX) else {
         return Response::error(404, "not found");
     };
@@ -35,6 +32,24 @@ pub fn handle(req: &Request, store: &Store) -> Response {
             response
         }
     }
+}
+
+/// The path of a request target without its query; the absolute form (`https://host/path`,
+/// RFC 9112 §3.2.2) is reduced to its path.
+fn origin_path(target: &str) -> &str {
+    let without_scheme = ["https://", "http://"].iter().find_map(|scheme| {
+        target
+            .get(..scheme.len())
+            .filter(|head| head.eq_ignore_ascii_case(scheme))
+            .map(|_| target.get(scheme.len()..).unwrap_or_default())
+    });
+    let path = match without_scheme {
+        Some(rest) => rest
+            .find('/')
+            .map_or("/", |at| rest.get(at..).unwrap_or("/")),
+        None => target,
+    };
+    path.split_once('?').map_or(path, |(p, _)| p)
 }
 
 fn get(store: &Store, id: &str) -> Response {
@@ -256,6 +271,18 @@ mod tests {
         assert_eq!((get.status, get.body.as_str()), (200, "{\"1\": \"Tom\"}\n"));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn targets_are_reduced_to_their_path() {
+        assert_eq!(origin_path("/customer/1?x=y"), "/customer/1");
+        assert_eq!(
+            origin_path("https://localhost:4996/customer/1?x"),
+            "/customer/1"
+        );
+        assert_eq!(origin_path("HTTP://h/customer/2"), "/customer/2");
+        assert_eq!(origin_path("https://localhost"), "/");
+        assert_eq!(origin_path("*"), "*");
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! The data directory defaults to `/var/lib/app` because, like the certificate paths, it lives
 //! in the rootfs: under Occlum that is the encrypted, integrity-protected SEFS whose writable
 //! layer persists between runs of the same instance. Outside Occlum pass `--data-dir`.
-//! Occlum's `resource_limits.max_num_of_threads` must allow `workers + 3` threads.
+//! The process runs `workers + 2` threads (the workers, the accept loop, the busy responder):
+//! Occlum's `resource_limits.max_num_of_threads` must allow at least that many.
 //!
 //! Once the socket is bound the app prints exactly one line to stdout,
 //! `listening on https://ADDR`, with the real port when `--listen` asked for port 0.
