@@ -170,12 +170,12 @@ struct RawSecret {
 }
 
 fn decode(name: &str, raw: RawSecret) -> Result<Secret, SecretsError> {
-    let compact: Zeroizing<String> = Zeroizing::new(
-        raw.text
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect(),
-    );
+    // Sized up front: growing by reallocation would leave unwiped copies behind.
+    let mut compact = Zeroizing::new(String::with_capacity(raw.text.len()));
+    raw.text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .for_each(|c| compact.push(c));
     // Decoded only to validate; the decoded bytes are wiped at once (replies carry base64).
     let decoded = STANDARD
         .decode(compact.as_bytes())
