@@ -426,3 +426,71 @@ fn run_ok(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn collateral_is_fetched_from_a_pccs_and_cached_on_disk() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let dir = TempDir::new("pccs");
+    let sim = Sim::good(&dir);
+    let pccs = Arc::new(sgx_sim::pccs::Pccs::for_platform(&sim.platform));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/sgx/certification/v4/",
+        listener.local_addr().unwrap()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (stop, requests) = (Arc::clone(&stop), Arc::clone(&requests));
+        std::thread::spawn(move || {
+            let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |_: &str| {
+                requests.fetch_add(1, Ordering::SeqCst);
+            });
+            pccs.serve(listener, &stop, log).unwrap();
+        })
+    };
+    let cache = dir.path("collateral-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let app = app_identity();
+    let kms = Kms::start(KmsSetup {
+        dir: &dir,
+        sim: &sim,
+        policy: policy_json(&app, &tool_identity()),
+        secrets: secrets_json(&secrets()),
+        extra: vec![
+            "--pccs-url".into(),
+            url,
+            "--collateral-cache".into(),
+            cache.display().to_string(),
+        ],
+    });
+    let client = GrpcClient::connect(&kms, Some(&sim.client(&app)));
+    assert_eq!(client.get_decoded("flask_key").unwrap(), secrets()[1].1);
+    let fetched = requests.load(Ordering::SeqCst);
+    assert!(
+        fetched >= 4,
+        "PCK CRL, TCB info, QE identity, root CRL: {fetched} requests"
+    );
+    // A second client on the same platform is verified from the in-memory cache.
+    let second = GrpcClient::connect(&kms, Some(&sim.client(&app)));
+    assert_eq!(second.get_decoded("image_key").unwrap(), secrets()[2].1);
+    assert_eq!(requests.load(Ordering::SeqCst), fetched);
+    assert!(
+        std::fs::read_dir(&cache).unwrap().next().is_some(),
+        "collateral cached on disk"
+    );
+    let start = kms
+        .audit()
+        .into_iter()
+        .find(|r| r["event"] == "start")
+        .unwrap();
+    assert!(
+        start["reason"].as_str().unwrap().contains("127.0.0.1"),
+        "{start}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    kms.assert_logs_clean(&secrets());
+}
