@@ -29,6 +29,8 @@ pub const MAX_REPLY_LEN: usize = MAX_SECRET_LEN / 3 * 4 + 64;
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Smallest budget an attempt gets, even at the deadline.
+pub const MIN_ATTEMPT_BUDGET: Duration = Duration::from_millis(100);
 /// Budget of one TCP connect (never more than the time left before the deadline).
 pub const ATTEMPT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Budget of one TLS + HTTP/2 handshake; it includes fetching the KMS's collateral.
@@ -77,12 +79,9 @@ pub enum KmsError {
         waited: Duration,
         last: Box<grpc_unary::Error>,
     },
-    /// The KMS's evidence failed a check of the pipeline. Not retried.
-    Attestation {
-        addr: String,
-        check: &'static str,
-        detail: String,
-    },
+    /// The KMS's evidence failed a check of the pipeline; `detail` names the check (its
+    /// [`ratls::verify::VerifyError`] message). Not retried.
+    Attestation { addr: String, detail: String },
     /// The connection failed in a way retrying cannot fix (TLS alert, protocol error).
     Connection {
         addr: String,
@@ -125,15 +124,8 @@ impl fmt::Display for KmsError {
                  connect_deadline_secs to wait longer); last error: {last}",
                 waited.as_secs_f64()
             ),
-            Self::Attestation {
-                addr,
-                check,
-                detail,
-            } => {
-                write!(
-                    f,
-                    "KMS {addr} failed attestation, check `{check}` (not retried): {detail}"
-                )
+            Self::Attestation { addr, detail } => {
+                write!(f, "KMS {addr} failed attestation (not retried): {detail}")
             }
             Self::Connection { addr, source } => match source.as_ref() {
                 grpc_unary::Error::Tls {
@@ -211,13 +203,14 @@ pub fn connect(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let left = end.saturating_duration_since(Instant::now());
+        // Every attempt gets at least MIN_ATTEMPT_BUDGET, so the last one (made when the
+        // backoff reaches the deadline) is a real attempt, not an instant timeout.
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(MIN_ATTEMPT_BUDGET);
         let cfg = ClientConfig::builder()
             .connect_timeout(left.min(ATTEMPT_CONNECT_TIMEOUT))
-            .handshake_timeout(
-                left.min(ATTEMPT_HANDSHAKE_TIMEOUT)
-                    .max(Duration::from_millis(100)),
-            )
+            .handshake_timeout(left.min(ATTEMPT_HANDSHAKE_TIMEOUT))
             .call_timeout(CALL_TIMEOUT)
             .max_message_size(MAX_REPLY_LEN)
             .build();
@@ -225,12 +218,8 @@ pub fn connect(
             Ok(channel) => return open(channel, verifier, addr, attempts),
             Err(e) => e,
         };
-        if let Some(failure) = attestation_failure(&error) {
-            return Err(KmsError::Attestation {
-                addr,
-                check: failure.0,
-                detail: failure.1,
-            });
+        if let Some(detail) = attestation_failure(&error) {
+            return Err(KmsError::Attestation { addr, detail });
         }
         if !retryable(&error) {
             return Err(KmsError::Connection {
@@ -365,11 +354,12 @@ fn open(
     ))
 }
 
-/// The failing check and message, when a handshake failed attestation.
-fn attestation_failure(error: &grpc_unary::Error) -> Option<(&'static str, String)> {
+/// The verifier's message (`attestation check `<check>` failed: ...`), when a handshake
+/// failed attestation.
+fn attestation_failure(error: &grpc_unary::Error) -> Option<String> {
     match error {
         grpc_unary::Error::Tls { source, .. } => {
-            ratls::tls::attestation_error(source).map(|v| (v.check(), v.to_string()))
+            ratls::tls::attestation_error(source).map(ToString::to_string)
         }
         _ => None,
     }
