@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# init boot-time benchmark: builds the musl init (init/build-musl.sh, which also checks the ELF),
+# then runs bench/init_boot.rs: median of >= 20 host-mode boots with 3 secrets against the real
+# KMS on loopback, a per-phase breakdown from init's log lines, and the reference protocol's
+# cost model (a new RSA-2048 key, quote and TLS handshake per secret) for the ratio.
+#
+# Env: BENCH_RUNS (default 25), E2E_KMS_BIN (else target/release/kms, built if missing).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+init=$("$root/init/build-musl.sh" | tail -n 1)
+export E2E_INIT_BIN="$init"
+cd "$root"
+exec cargo bench -p e2e-tests --bench init_boot
