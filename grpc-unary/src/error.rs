@@ -168,7 +168,13 @@ impl fmt::Display for Error {
             Error::Connect { addr, source } => write!(f, "connect to {addr}: {source}"),
             Error::Io { phase, source } => write!(f, "{phase}: i/o error: {source}"),
             Error::ConnectionClosed { phase } => {
-                write!(f, "{phase}: connection closed by peer")
+                write!(f, "{phase}: connection closed by peer")?;
+                if *phase == Phase::Handshake {
+                    // TLS 1.3 servers judge the client certificate after the client's
+                    // handshake is done; some then hang up without an alert.
+                    f.write_str(" (it may have rejected the client certificate)")?;
+                }
+                Ok(())
             }
             Error::Tls { phase, source } => write!(f, "{phase}: tls: {source}"),
             Error::Handshake { detail } => write!(f, "http2 handshake: {detail}"),

@@ -290,6 +290,10 @@ fn serve(
             "client SETTINGS first"
         );
         scenario(&mut peer);
+        // Linger until the client hangs up: closing with unread client bytes (a late
+        // WINDOW_UPDATE) would make the kernel send RST and discard the client's unread
+        // response.
+        while peer.read_frame().is_ok() {}
     });
     (addr, handle)
 }
@@ -378,6 +382,7 @@ fn the_request_carries_the_grpc_headers_and_a_huge_path_uses_continuation() {
         channel.unary(&long_path, b"").unwrap().as_slice(),
         b"second"
     );
+    drop(channel);
     done.join().unwrap();
 }
 
@@ -420,6 +425,7 @@ fn a_tiny_stream_window_makes_the_client_wait_for_window_update() {
         b"thanks"
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
+    drop(channel);
     done.join().unwrap();
 }
 
@@ -462,6 +468,7 @@ fn the_connection_window_and_a_larger_max_frame_size_are_honoured() {
     let mut channel = connect(&addr, client, &ClientConfig::default());
     let request = vec![1u8; 200 * 1024];
     assert_eq!(channel.unary(PATH, &request).unwrap().as_slice(), b"got it");
+    drop(channel);
     done.join().unwrap();
 }
 
@@ -484,6 +491,7 @@ fn a_200_kib_reply_needs_the_clients_window_updates() {
     });
     let mut channel = connect(&addr, client, &ClientConfig::default());
     assert_eq!(channel.unary(PATH, b"").unwrap().as_slice(), expected);
+    drop(channel);
     done.join().unwrap();
 }
 
@@ -511,6 +519,7 @@ fn a_trailers_only_response_is_a_status() {
         other => panic!("{other}"),
     }
     assert_eq!(channel.unary(PATH, b"").unwrap().as_slice(), b"still fine");
+    drop(channel);
     done.join().unwrap();
 }
 
@@ -576,6 +585,7 @@ fn rst_stream_fails_only_that_call() {
     );
     assert_eq!(err.code(), Some(Code::ResourceExhausted));
     assert_eq!(channel.unary(PATH, b"").unwrap().as_slice(), b"ok");
+    drop(channel);
     done.join().unwrap();
 }
 
@@ -609,11 +619,12 @@ fn an_oversize_frame_is_answered_with_goaway_frame_size_error() {
         ),
         "{err}"
     );
-    done.join().unwrap();
     assert!(matches!(
         channel.unary(PATH, b""),
         Err(Error::Unusable { .. })
     ));
+    drop(channel);
+    done.join().unwrap();
 }
 
 #[test]
@@ -630,6 +641,7 @@ fn a_server_hanging_up_mid_call_is_connection_closed() {
         matches!(err, Error::ConnectionClosed { .. } | Error::Io { .. }),
         "{err}"
     );
+    drop(channel);
     done.join().unwrap();
 }
 
@@ -659,6 +671,7 @@ fn a_silent_server_hits_the_call_deadline() {
     }
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(1200), "{elapsed:?}");
+    drop(channel);
     done.join().unwrap();
 }
 

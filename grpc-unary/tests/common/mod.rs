@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
 pub const PATH: &str = "/ratls.GrSecret/GetSecret";
@@ -29,19 +29,26 @@ pub struct Pki {
 
 pub fn pki() -> Pki {
     let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    // Distinct subject names: OpenSSL/BoringSSL take issuer == subject for self-signed.
+    let params = |sans: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p
+    };
+    let mut ca_params = params(Vec::new(), "grpc-unary test CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
+    let server = params(
+        vec!["localhost".to_string(), "127.0.0.1".to_string()],
+        "test server",
+    )
+    .signed_by(&server_key, &issuer)
+    .unwrap();
     let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["init.client".to_string()])
-        .unwrap()
+    let client = params(vec!["init.client".to_string()], "test client")
         .signed_by(&client_key, &issuer)
         .unwrap();
     Pki {
