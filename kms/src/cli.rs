@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::seal::EnclavePolicy;
 use crate::secrets::ReplyForm;
@@ -15,6 +16,8 @@ use crate::secrets::ReplyForm;
 pub const OCCLUM_RA_CONFIG: &str = "dynamic_config.json";
 /// The secrets file Occlum's `server` reads from the working directory.
 pub const OCCLUM_SECRETS: &str = "secret_config.json";
+/// Shortest `--cert-lifetime` accepted, in seconds.
+pub const MIN_CERT_LIFETIME_SECS: u64 = 10;
 /// Default gRPC completion-queue threads.
 pub const DEFAULT_THREADS: usize = 2;
 
@@ -44,6 +47,8 @@ SERVE OPTIONS:
     --reply-form quoted|bare  SecretReply.secret as Occlum's server sends it (\"<base64>\", the
                               default) or bare base64
     --threads <N>             gRPC worker threads (default 2)
+    --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
+                              a new key, quote and certificate are minted at half-life
     --sim-platform <DIR>      SIMULATED SGX: trust the simulated root in DIR instead of Intel's,
     --sim-identity <FILE>     and quote as the enclave identity in FILE. Never in production.
 
@@ -57,7 +62,7 @@ EXIT CODES:
 /// A validated command.
 #[derive(Debug)]
 pub enum Command {
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     Seal {
         key: KeySpec,
         input: PathBuf,
@@ -96,6 +101,8 @@ pub struct ServeConfig {
     pub cert_out: Option<PathBuf>,
     pub reply_form: ReplyForm,
     pub threads: usize,
+    /// Validity of the KMS's own RA-TLS certificate; it is re-minted at half-life.
+    pub cert_lifetime: Duration,
 }
 
 /// Where the secrets come from.
@@ -173,6 +180,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--cert-out",
     "--reply-form",
     "--threads",
+    "--cert-lifetime",
     "--in",
     "--out",
     "--cn",
@@ -255,12 +263,12 @@ impl LowArgs {
                     ));
                 }
                 let cfg = self.serve_config(listen)?;
-                Command::Serve(cfg)
+                Command::Serve(Box::new(cfg))
             }
             Some("serve") => {
                 self.no_positional("serve")?;
                 let listen = self.required("--listen")?;
-                Command::Serve(self.serve_config(listen)?)
+                Command::Serve(Box::new(self.serve_config(listen)?))
             }
             Some(which @ ("seal" | "unseal")) => {
                 self.no_positional(which)?;
@@ -403,6 +411,23 @@ impl LowArgs {
                 _ => return Err(UsageError(format!("--threads {n}: expected 1 to 64"))),
             },
         };
+        let cert_lifetime = match self.optional("--cert-lifetime")? {
+            None => ratls::cert::DEFAULT_VALIDITY,
+            Some(n) => match n.parse::<u64>() {
+                Ok(secs)
+                    if (MIN_CERT_LIFETIME_SECS..=ratls::cert::MAX_VALIDITY.as_secs())
+                        .contains(&secs) =>
+                {
+                    Duration::from_secs(secs)
+                }
+                _ => {
+                    return Err(UsageError(format!(
+                        "--cert-lifetime {n}: expected {MIN_CERT_LIFETIME_SECS} to {} seconds",
+                        ratls::cert::MAX_VALIDITY.as_secs()
+                    )));
+                }
+            },
+        };
         Ok(ServeConfig {
             listen,
             ra_config: ra_config.into(),
@@ -414,6 +439,7 @@ impl LowArgs {
             cert_out: self.optional("--cert-out")?.map(PathBuf::from),
             reply_form,
             threads,
+            cert_lifetime,
         })
     }
 
@@ -499,7 +525,7 @@ mod tests {
 
     fn serve(args: &[&str]) -> ServeConfig {
         match parse_str(args).unwrap() {
-            Command::Serve(cfg) => cfg,
+            Command::Serve(cfg) => *cfg,
             other => panic!("not serve: {other:?}"),
         }
     }
@@ -603,6 +629,8 @@ mod tests {
             &["a:1", "--sim-identity", "i"],
             &["a:1", "--reply-form", "json"],
             &["a:1", "--threads", "0"],
+            &["a:1", "--cert-lifetime", "9"],
+            &["a:1", "--cert-lifetime", "forever"],
             &["a:1", "--pccs-url", "ftp://x"],
             &["a:1", "--audit-log", "x", "--audit-log", "y"],
             &["a:1", "--bogus", "x"],

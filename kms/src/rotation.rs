@@ -1,7 +1,7 @@
 //! The KMS's own RA-TLS certificate, re-minted before it expires.
 //!
-//! A minted certificate is valid for [`ratls::cert::DEFAULT_VALIDITY`] (24 h); a KMS runs for
-//! months. A background thread mints a fresh key, quote and certificate at half-life, and gRPC
+//! A minted certificate is valid for `--cert-lifetime` (default
+//! [`ratls::cert::DEFAULT_VALIDITY`], 24 h); a KMS runs for months. A background thread mints a fresh key, quote and certificate at half-life, and gRPC
 //! core picks it up through [`ServerCredentialsFetcher`] at the next handshake, so the server
 //! never presents an expired certificate and never restarts. `--cert-out` is rewritten
 //! atomically each time.
@@ -28,6 +28,8 @@ pub const CLIENT_CERT_MODE: CertificateRequestType =
 
 /// When minting fails, try again after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Never re-mint more often than this.
+const MIN_RENEWAL: Duration = Duration::from_secs(1);
 
 /// The current certificate and, when a new one is ready, the credentials gRPC should switch to.
 pub struct Rotator {
@@ -43,10 +45,14 @@ impl Rotator {
     /// Mints the first identity (so startup fails if quoting fails) and writes `cert_out`.
     pub fn start(
         source: Arc<dyn QuoteSource>,
+        lifetime: Duration,
         cert_out: Option<PathBuf>,
         audit: Arc<AuditLog>,
     ) -> Result<Arc<Rotator>, CertError> {
-        let identity = RaTlsIdentity::mint(source.as_ref())?;
+        let mint = move |source: &dyn QuoteSource| {
+            RaTlsIdentity::mint_valid_for(source, SystemTime::now(), lifetime)
+        };
+        let identity = mint(source.as_ref())?;
         let rotator = Arc::new(Rotator {
             state: Mutex::new(State { pending: None }),
         });
@@ -60,7 +66,7 @@ impl Rotator {
                 loop {
                     sleep_until(next);
                     let Some(rotator) = weak.upgrade() else { return };
-                    match RaTlsIdentity::mint(source.as_ref()) {
+                    match mint(source.as_ref()) {
                         Ok(identity) => {
                             rotator.install(&identity, cert_out.as_ref(), &audit, true);
                             next = renewal_time(&identity);
@@ -131,7 +137,7 @@ impl ServerCredentialsFetcher for Fetcher {
 fn renewal_time(identity: &RaTlsIdentity) -> SystemTime {
     let now = SystemTime::now();
     let left = identity.not_after().duration_since(now).unwrap_or_default();
-    now + (left / 2).max(RETRY_AFTER)
+    now + (left / 2).max(MIN_RENEWAL)
 }
 
 fn sleep_until(when: SystemTime) {

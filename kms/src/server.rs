@@ -85,6 +85,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     let audit = Arc::new(audit);
     let rotator = Rotator::start(
         Arc::clone(&platform.quotes),
+        cfg.cert_lifetime,
         cfg.cert_out.clone(),
         Arc::clone(&audit),
     )

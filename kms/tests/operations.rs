@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use grpcio::RpcStatusCode;
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -493,4 +494,36 @@ fn collateral_is_fetched_from_a_pccs_and_cached_on_disk() {
     stop.store(true, Ordering::SeqCst);
     server.join().unwrap();
     kms.assert_logs_clean(&secrets());
+}
+
+#[test]
+fn the_kms_certificate_is_re_minted_at_half_life() {
+    let fx = Fixture::start_with(
+        "rotation",
+        |_| {},
+        vec!["--cert-lifetime".into(), "10".into()],
+    );
+    let before = GrpcClient::connect(&fx.kms, Some(&fx.sim.client(&fx.app)));
+    assert_eq!(before.get_decoded("flask_key").unwrap(), secrets()[1].1);
+    let old_pem = fx.kms.cert_pem.clone();
+    let rotated = fx
+        .kms
+        .wait_audit_for(Duration::from_secs(15), |r| r["event"] == "rotation");
+    assert_eq!(rotated["verdict"], "ok");
+    let new_pem = std::fs::read_to_string(fx.dir.path("kms-cert.pem")).unwrap();
+    assert_ne!(
+        new_pem, old_pem,
+        "--cert-out is rewritten with the new certificate"
+    );
+
+    // New connections get the new certificate: pinning it works, pinning the old one fails.
+    let mut renewed = Kms::view(&fx.kms);
+    renewed.cert_pem = new_pem;
+    let after = GrpcClient::connect(&renewed, Some(&fx.sim.client(&fx.app)));
+    assert_eq!(after.get_decoded("image_key").unwrap(), secrets()[2].1);
+    let stale = GrpcClient::connect(&fx.kms, Some(&fx.sim.client(&fx.app)));
+    assert_refused(stale.get("flask_key"), RpcStatusCode::UNAVAILABLE, "");
+    // The connection made before the rotation keeps working.
+    assert_eq!(before.get_decoded("flask_key").unwrap(), secrets()[1].1);
+    fx.kms.assert_logs_clean(&secrets());
 }

@@ -324,6 +324,18 @@ impl Kms {
         })
     }
 
+    /// A handle to the same server (address, certificate, logs) that does not own the process.
+    pub fn view(other: &Kms) -> Kms {
+        Kms {
+            child: None,
+            addr: other.addr.clone(),
+            cert_pem: other.cert_pem.clone(),
+            audit_log: other.audit_log.clone(),
+            stderr_log: other.stderr_log.clone(),
+            stdout_text: other.stdout_text.clone(),
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
@@ -350,7 +362,16 @@ impl Kms {
 
     /// Waits until an audit record satisfies `pred` (records are flushed per line).
     pub fn wait_audit(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_audit_for(Duration::from_secs(10), pred)
+    }
+
+    /// [`Kms::wait_audit`] with an explicit timeout.
+    pub fn wait_audit_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(rec) = self.audit().into_iter().find(|r| pred(r)) {
                 return rec;
