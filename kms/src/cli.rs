@@ -51,6 +51,7 @@ SERVE OPTIONS:
                               a new key, quote and certificate are minted at half-life
     --sim-platform <DIR>      SIMULATED SGX: trust the simulated root in DIR instead of Intel's,
     --sim-identity <FILE>     and quote as the enclave identity in FILE. Never in production.
+                              Collateral then defaults to the simulated platform's own.
 
 SIGNALS:
     SIGHUP reloads the policy and the secrets (both or neither); SIGTERM/SIGINT stop gracefully.
