@@ -220,3 +220,47 @@ fn one_tls_handshake_serves_every_secret() {
     assert_eq!(attestations.len(), 2, "{records:#?}");
     assert_ne!(attestations[0]["peer"], attestations[1]["peer"]);
 }
+
+#[test]
+fn an_integrity_only_image_boots_without_fetching_image_key() {
+    let d = deployment();
+    std::fs::write(
+        d.path("initfs/etc/image_config.json"),
+        br#"{"image_type": "integrity-only"}"#,
+    )
+    .unwrap();
+    e2e_tests::run_ok(
+        std::process::Command::new(e2e_tests::init_bin())
+            .args(["pack-image", "--integrity-only", "--in"])
+            .arg(d.path("image-src"))
+            .arg("--out")
+            .arg(d.path("rootfs.img")),
+    );
+    let kms = d.start_kms("127.0.0.1:0");
+    d.run_init(&kms.addr, &[], &[]).expect_code(0);
+    assert_eq!(
+        std::fs::read(d.rootfs().join("etc/flask.key")).unwrap(),
+        KEY
+    );
+    let released: Vec<_> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r["event"] == "release")
+        .collect();
+    assert_eq!(
+        released.len(),
+        d.kms_keys.len(),
+        "no image_key for an integrity-only image"
+    );
+    assert!(released.iter().all(|r| r["secret"] != "image_key"));
+
+    // The same image under image_config "encrypted" is refused: the seal must match.
+    std::fs::write(
+        d.path("initfs/etc/image_config.json"),
+        br#"{"image_type": "encrypted"}"#,
+    )
+    .unwrap();
+    let out = d.run_init(&kms.addr, &[], &[]);
+    out.expect_code(8);
+    assert!(out.stderr.contains("integrity-only"), "{}", out.stderr);
+}
