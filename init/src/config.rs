@@ -344,29 +344,8 @@ pub fn parse_image_config(bytes: &[u8], path: &Path) -> Result<ImageType, Config
 /// The PCCS URL in Intel's `sgx_default_qcnl.conf`: JSON with `//` comment lines (DCAP 1.13
 /// and later) or `PCCS_URL=` lines (earlier), with any `/sgx/certification/vN` suffix removed.
 pub fn pccs_url_from_qcnl(text: &str) -> Option<String> {
-    let json: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let url = match serde_json::from_str::<serde_json::Value>(&json) {
-        Ok(value) => value.get("pccs_url")?.as_str()?.to_owned(),
-        Err(_) => text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                l.strip_prefix("PCCS_URL")
-                    .map(|rest| rest.trim_start().trim_start_matches('=').trim())
-            })?
-            .to_owned(),
-    };
-    let url = url.trim().trim_end_matches('/');
-    let base = ["/sgx/certification/v3", "/sgx/certification/v4"]
-        .iter()
-        .find_map(|suffix| url.strip_suffix(suffix))
-        .unwrap_or(url);
-    (!base.is_empty()).then(|| base.to_owned())
+    let base = ratls::collateral::normalize_base(&ratls::collateral::qcnl_pccs_url(text)?);
+    (!base.is_empty()).then_some(base)
 }
 
 /// Splits and checks `host:port` (`[v6]:port` for IPv6 literals).

@@ -269,27 +269,7 @@ pub fn default_pccs_url() -> String {
         .unwrap_or_else(|| INTEL_PCS_URL.to_owned())
 }
 
-/// The PCCS URL in a QCNL configuration: the JSON form (DCAP 1.14+, `//` comment lines
-/// allowed) with `"pccs_url"`, or the older `PCCS_URL=` line form.
-pub fn qcnl_pccs_url(text: &str) -> Option<String> {
-    let json: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&json) {
-        return value
-            .get("pccs_url")
-            .and_then(|u| u.as_str())
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned);
-    }
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("PCCS_URL"))
-        .filter_map(|rest| rest.trim_start().strip_prefix('='))
-        .map(|url| url.trim().to_owned())
-        .find(|url| !url.is_empty())
-}
+pub use ratls::collateral::qcnl_pccs_url;
 
 fn secrets_file(source: &SecretsSource) -> Result<SecretsFile, ServeError> {
     Ok(match source {

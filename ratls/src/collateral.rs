@@ -424,9 +424,36 @@ fn platform_key(quote: &Quote) -> Result<PlatformKey, CollateralError> {
     })
 }
 
-fn normalize_base(url: &str) -> String {
-    let url = url.trim_end_matches('/');
-    let url = url.strip_suffix("/sgx/certification/v4").unwrap_or(url);
+/// The PCCS URL in Intel's QCNL configuration (`sgx_default_qcnl.conf`): the JSON form (DCAP
+/// 1.13 and later; `//` and `#` comment lines allowed) with `"pccs_url"`, or the older
+/// `PCCS_URL=` line form. Returned as written; [`PccsClient::new`] accepts it as is.
+pub fn qcnl_pccs_url(text: &str) -> Option<String> {
+    let json: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&json) {
+        return value
+            .get("pccs_url")
+            .and_then(|u| u.as_str())
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned);
+    }
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("PCCS_URL"))
+        .filter_map(|rest| rest.trim_start().strip_prefix('='))
+        .map(|url| url.trim().to_owned())
+        .find(|url| !url.is_empty())
+}
+
+/// `url` without a trailing `/sgx/certification/v3` or `/v4` (QCNL files name either).
+pub fn normalize_base(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let url = ["/sgx/certification/v3", "/sgx/certification/v4"]
+        .iter()
+        .find_map(|suffix| url.strip_suffix(suffix))
+        .unwrap_or(url);
     url.trim_end_matches('/').to_owned()
 }
 
