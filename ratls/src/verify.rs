@@ -9,7 +9,9 @@
 //!    validity window (plus the policy's grace period, if any).
 //! 3. `dcap-signature`, `revocation`: dcap-qvl checks the PCK chain to the trust anchor (Intel's
 //!    SGX Root CA unless [`crate::danger`] says otherwise), the CRLs, the TCB info and QE
-//!    identity signatures, the QE report and the quote signature.
+//!    identity signatures, the QE report and the quote signature. A quote whose platform half
+//!    (everything but the report body and its signature) dcap-qvl already accepted against the
+//!    same collateral only has its report signature checked ([`platform`]).
 //! 4. `tcb-status`, `advisory`: dcap-qvl applies no TCB policy; the policy's accepted statuses
 //!    (default UpToDate only) and rejected advisories are applied here. Revoked is terminal.
 //! 5. `measurement-policy`: the report body against `ra_config` (`sgx_mrs`, debug).
@@ -30,6 +32,11 @@ use crate::cert::{self, CertError};
 use crate::collateral::{self, CollateralError, CollateralSource};
 use crate::policy::{PolicyMatch, PolicyRejection, RaPolicy, TcbPolicy};
 use crate::quote::{Quote, QuoteError, ReportBody};
+
+mod platform;
+
+use platform::{Lookup, PlatformCache};
+pub use platform::{MAX_CACHED_PLATFORMS, MAX_PLATFORM_CACHE_SECS};
 
 /// A verified peer stays cached at most this long, even if its collateral lives longer.
 pub const MAX_PEER_CACHE_SECS: u64 = 600;
@@ -266,6 +273,18 @@ pub struct Verifier {
     collateral: Arc<dyn CollateralSource>,
     policy: RaPolicy,
     cache: Mutex<PeerCache>,
+    platforms: Mutex<PlatformCache>,
+    stats: Mutex<VerifierStats>,
+}
+
+/// How often the verifier did the full DCAP work and how often it reused a platform verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifierStats {
+    /// Quotes dcap-qvl verified in full (chain, CRLs, collateral signatures, QE, ISV).
+    pub full_dcap: u64,
+    /// Quotes whose platform half was verified before: only the ISV signature was checked.
+    pub platform_hits: u64,
 }
 
 impl Verifier {
@@ -282,7 +301,14 @@ impl Verifier {
             collateral,
             policy,
             cache: Mutex::default(),
+            platforms: Mutex::default(),
+            stats: Mutex::default(),
         }
+    }
+
+    /// Counts of full DCAP verifications and platform-cache hits so far.
+    pub fn stats(&self) -> VerifierStats {
+        *lock(&self.stats)
     }
 
     /// The policy this verifier applies.
@@ -346,14 +372,7 @@ impl Verifier {
     ) -> Result<VerifiedPeer, VerifyError> {
         let tcb = self.policy.tcb();
         let collateral = self.collateral.collateral(quote, now)?;
-        let verdict = dcap_verify_with(
-            &self.qvl,
-            &self.anchor,
-            quote_bytes,
-            &collateral,
-            now,
-            tcb.grace_secs(),
-        )?;
+        let verdict = self.dcap_cached(quote_bytes, quote, &collateral, now, tcb.grace_secs())?;
         check_tcb(tcb, &verdict)?;
         let matched = self.policy.evaluate(&quote.body)?;
         Ok(VerifiedPeer {
@@ -368,6 +387,47 @@ impl Verifier {
                 .min(now + MAX_PEER_CACHE_SECS),
             anchor_is_intel: self.anchor.is_intel(),
         })
+    }
+}
+
+impl Verifier {
+    /// Step 3 through the platform cache ([`platform`]): a quote whose platform half dcap-qvl
+    /// already accepted against this collateral costs one ISV signature check.
+    fn dcap_cached(
+        &self,
+        quote_bytes: &[u8],
+        quote: &Quote,
+        collateral: &Arc<QuoteCollateralV3>,
+        now: u64,
+        grace_secs: u64,
+    ) -> Result<DcapVerdict, VerifyError> {
+        let key = platform::platform_key(quote_bytes);
+        match lock(&self.platforms).lookup(&key, quote_bytes, quote, collateral, now) {
+            Lookup::Hit(verdict) => {
+                lock(&self.stats).platform_hits += 1;
+                return Ok(verdict);
+            }
+            Lookup::BadIsvSignature => {
+                return Err(VerifyError::Dcap {
+                    detail: "ISV enclave report signature is invalid: the report body is not \
+                             signed by the platform's attestation key"
+                        .into(),
+                    anchor: self.anchor.describe(),
+                });
+            }
+            Lookup::Miss => {}
+        }
+        let verdict = dcap_verify_with(
+            &self.qvl,
+            &self.anchor,
+            quote_bytes,
+            collateral,
+            now,
+            grace_secs,
+        )?;
+        lock(&self.stats).full_dcap += 1;
+        lock(&self.platforms).insert(key, collateral, &verdict, now);
+        Ok(verdict)
     }
 }
 
@@ -535,9 +595,8 @@ impl PeerCache {
                 None => break,
             };
         }
-        if self.peers.insert(key, peer).is_none() {
-            self.order.push_back(key);
-        }
+        self.peers.insert(key, peer);
+        self.order.push_back(key);
     }
 }
 
