@@ -347,7 +347,7 @@ impl Verifier {
         )?;
         let not_after = u64::try_from(evidence.not_after_unix).unwrap_or(0);
         peer.valid_until = peer.valid_until.min(not_after);
-        lock(&self.cache).insert(key, peer.clone(), now);
+        lock(&self.cache).insert(key, peer.clone());
         Ok(peer)
     }
 
@@ -584,10 +584,13 @@ impl PeerCache {
         self.peers.get(key).filter(|p| p.valid_until > now).cloned()
     }
 
-    fn insert(&mut self, key: [u8; 32], peer: VerifiedPeer, now: u64) {
-        if self.peers.len() >= MAX_CACHED_PEERS {
-            self.peers.retain(|_, p| p.valid_until > now);
-            self.order.retain(|k| self.peers.contains_key(k));
+    /// Inserts in O(1): when full, the oldest entries go first (first in, first out). Expired
+    /// entries are never returned by [`PeerCache::get`] and leave in turn; scanning for them
+    /// on every insert would cost a pass over the whole cache per new client.
+    fn insert(&mut self, key: [u8; 32], peer: VerifiedPeer) {
+        if let Some(slot) = self.peers.get_mut(&key) {
+            *slot = peer;
+            return;
         }
         while self.peers.len() >= MAX_CACHED_PEERS {
             match self.order.pop_front() {
@@ -604,4 +607,61 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every cache update is a single insert/remove, so a poisoned lock still guards a
     // consistent map.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &[u8] = include_bytes!("../testdata/dcap-sample/sgx_quote");
+
+    fn peer(valid_until: u64) -> VerifiedPeer {
+        VerifiedPeer {
+            body: Quote::parse(SAMPLE).unwrap().body,
+            tcb_status: "UpToDate".into(),
+            advisory_ids: Vec::new(),
+            matched: PolicyMatch {
+                index: 0,
+                name: None,
+            },
+            evidence_format: None,
+            valid_until,
+            anchor_is_intel: false,
+        }
+    }
+
+    fn key(i: usize) -> [u8; 32] {
+        Sha256::digest(i.to_le_bytes()).into()
+    }
+
+    #[test]
+    fn a_full_peer_cache_drops_its_oldest_entries_first_and_stays_bounded() {
+        let mut cache = PeerCache::default();
+        for i in 0..MAX_CACHED_PEERS + 10 {
+            cache.insert(key(i), peer(100));
+        }
+        assert_eq!(cache.peers.len(), MAX_CACHED_PEERS);
+        assert_eq!(cache.order.len(), MAX_CACHED_PEERS);
+        assert!((0..10).all(|i| cache.get(&key(i), 1).is_none()));
+        assert!(cache.get(&key(10), 1).is_some());
+        assert!(cache.get(&key(MAX_CACHED_PEERS + 9), 1).is_some());
+    }
+
+    #[test]
+    fn re_caching_a_peer_replaces_it_without_growing_the_cache() {
+        let mut cache = PeerCache::default();
+        cache.insert(key(1), peer(10));
+        cache.insert(key(1), peer(20));
+        assert_eq!((cache.peers.len(), cache.order.len()), (1, 1));
+        assert_eq!(cache.get(&key(1), 15).unwrap().valid_until, 20);
+    }
+
+    #[test]
+    fn an_expired_peer_is_never_returned() {
+        let mut cache = PeerCache::default();
+        cache.insert(key(1), peer(10));
+        assert!(cache.get(&key(1), 9).is_some());
+        assert!(cache.get(&key(1), 10).is_none());
+    }
 }
