@@ -245,3 +245,28 @@ fn a_client_without_a_certificate_is_refused_by_the_server() {
     let (_, s) = handshake(client, server);
     assert!(s.is_err());
 }
+
+#[test]
+fn both_configs_offer_aes_128_gcm_sha256_first_and_keep_the_other_suites() {
+    let w = world();
+    let v = verifier(&w, sim_anchor(&w), policy_for(&w.server));
+    let client = client_config(Arc::clone(&v), &w.client.identity).unwrap();
+    let server = server_config(v, &w.server.identity).unwrap();
+    for suites in [
+        &client.crypto_provider().cipher_suites,
+        &server.crypto_provider().cipher_suites,
+    ] {
+        let names: Vec<_> = suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(names[0], rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        for kept in [
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            assert!(names.contains(&kept), "{kept:?} was dropped: {names:?}");
+        }
+        assert_eq!(
+            names.len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
+    }
+}
