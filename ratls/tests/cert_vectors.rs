@@ -62,6 +62,28 @@ fn pem_certificates_decode_to_the_same_der_as_x509_parser_reads() {
 }
 
 #[test]
+fn pem_with_crlf_indentation_or_inner_spaces_decodes_to_the_same_der() {
+    let expected = der(RATS_TLS);
+    let crlf = RATS_TLS.replace('\n', "\r\n");
+    let indented = RATS_TLS.replace('\n', "\n  ");
+    let inner: String = RATS_TLS
+        .lines()
+        .map(|l| {
+            if l.starts_with("-----") {
+                l.to_owned()
+            } else {
+                let (a, b) = l.split_at(l.len() / 2);
+                format!("{a} \t{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for pem in [crlf, indented, inner] {
+        assert_eq!(cert::der_from_pem(&pem).unwrap(), expected, "{pem}");
+    }
+}
+
+#[test]
 fn gramine_certificate_binds_through_dice_and_its_legacy_extension() {
     let ev = cert::extract_bound(&der(GRAMINE)).unwrap();
     assert_eq!(ev.format, EvidenceFormat::TcgDice);

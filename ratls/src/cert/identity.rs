@@ -264,11 +264,21 @@ pub(super) fn pem_decode(
         .and_then(|(_, rest)| rest.split_once(end.as_str()))
         .map(|(body, _)| body)
         .ok_or_else(|| fail(format!("no {begin} ... {end} block")))?;
-    let mut compact = Zeroizing::new(String::with_capacity(body.len()));
-    compact.extend(body.chars().filter(|c| !c.is_ascii_whitespace()));
+    // Bytes, not chars: base64 is ASCII, so any other byte fails the decode below anyway.
+    // Lines are copied whole unless they hold inner whitespace (PEM writers never put it there,
+    // RFC 7468's lax parsers accept it).
+    let mut compact = Zeroizing::new(Vec::with_capacity(body.len()));
+    for line in body.as_bytes().split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.iter().any(u8::is_ascii_whitespace) {
+            compact.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
+        } else {
+            compact.extend_from_slice(line);
+        }
+    }
     let mut der = Zeroizing::new(Vec::with_capacity(compact.len() / 4 * 3 + 3));
     BASE64
-        .decode_vec(compact.as_bytes(), &mut der)
+        .decode_vec(compact.as_slice(), &mut der)
         .map_err(|e| fail(format!("base64: {e}")))?;
     Ok(der)
 }
