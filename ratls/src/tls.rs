@@ -110,15 +110,23 @@ pub fn server_config(
     Ok(config)
 }
 
-/// ring's provider with the TLS 1.3 suites ordered AES-128-GCM/SHA-256 first.
+/// ring's provider with P-256 as the first key exchange group and TLS_AES_128_GCM_SHA256 as
+/// the first TLS 1.3 suite. Nothing is removed: a peer that only speaks another group or
+/// suite still connects.
 ///
-/// The key exchange and the signatures are P-256, a 128-bit security level, so AES-256 and
-/// SHA-384 add nothing to the connection's strength; TLS_AES_128_GCM_SHA256 is RFC 8446's
-/// mandatory suite, and SHA-256 has hardware support (SHA-NI) where SHA-384 has none. Every
-/// handshake hashes two certificates that carry quotes, on both ends. No suite is removed: a
-/// peer that only speaks another one still connects.
+/// - gRPC C-core servers (our KMS, Occlum's C++ server) offer only P-256 for key exchange
+///   (`SSL_CTX_set_tmp_ecdh` with prime256v1 in its TSI layer). With rustls's default X25519
+///   key share every handshake took a HelloRetryRequest: a second round trip and a second
+///   ClientHello, on every boot.
+/// - The signatures are P-256, a 128-bit security level, so AES-256 and SHA-384 add nothing to
+///   the connection's strength; TLS_AES_128_GCM_SHA256 is RFC 8446's mandatory suite, and
+///   SHA-256 has hardware support (SHA-NI) where SHA-384 has none. Every handshake hashes two
+///   certificates that carry quotes, on both ends.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .kx_groups
+        .sort_by_key(|group| group.name() != rustls::NamedGroup::secp256r1);
     provider
         .cipher_suites
         .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);

@@ -247,7 +247,7 @@ fn a_client_without_a_certificate_is_refused_by_the_server() {
 }
 
 #[test]
-fn both_configs_offer_aes_128_gcm_sha256_first_and_keep_the_other_suites() {
+fn both_configs_offer_p256_and_aes_128_gcm_sha256_first_and_keep_the_rest() {
     let w = world();
     let v = verifier(&w, sim_anchor(&w), policy_for(&w.server));
     let client = client_config(Arc::clone(&v), &w.client.identity).unwrap();
@@ -268,5 +268,13 @@ fn both_configs_offer_aes_128_gcm_sha256_first_and_keep_the_other_suites() {
             names.len(),
             rustls::crypto::ring::default_provider().cipher_suites.len()
         );
+    }
+    for groups in [
+        &client.crypto_provider().kx_groups,
+        &server.crypto_provider().kx_groups,
+    ] {
+        let names: Vec<_> = groups.iter().map(|g| g.name()).collect();
+        assert_eq!(names[0], rustls::NamedGroup::secp256r1, "{names:?}");
+        assert!(names.contains(&rustls::NamedGroup::X25519), "{names:?}");
     }
 }
