@@ -114,6 +114,10 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             c"grpc.server_handshake_timeout_ms".into(),
             HANDSHAKE_TIMEOUT.as_millis() as i32,
         )
+        // A client makes one connection and a few small calls: no bandwidth-delay probing
+        // (a PING round trip per connection) and no per-socket channelz bookkeeping.
+        .raw_cfg_int(c"grpc.http2.bdp_probe".into(), 0)
+        .raw_cfg_int(c"grpc.enable_channelz".into(), 0)
         .build_args();
     let mut server = ServerBuilder::new(Arc::clone(&env))
         .channel_args(args)

@@ -20,8 +20,6 @@ use grpcio::{
     Service, ServiceBuilder, UnarySink,
 };
 use ratls::verify::VerifiedPeer;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Identity, Record, Verdict};
@@ -225,7 +223,10 @@ fn authenticate(
         let msg = "no client certificate: RA-TLS client authentication is required".to_owned();
         return Err(Refused::new(Identity::default(), unauthenticated(msg)));
     };
-    let der = match CertificateDer::from_pem_slice(pem) {
+    let der = match std::str::from_utf8(pem)
+        .map_err(|e| e.to_string())
+        .and_then(|text| ratls::cert::der_from_pem(text).map_err(|e| e.to_string()))
+    {
         Ok(der) => der,
         Err(e) => {
             let msg = format!("client certificate unreadable: {e}");
