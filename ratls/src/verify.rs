@@ -35,7 +35,7 @@ use crate::quote::{Quote, QuoteError, ReportBody};
 
 mod platform;
 
-use platform::{Lookup, PlatformCache};
+use platform::PlatformCache;
 pub use platform::{MAX_CACHED_PLATFORMS, MAX_PLATFORM_CACHE_SECS};
 
 /// A verified peer stays cached at most this long, even if its collateral lives longer.
@@ -402,12 +402,10 @@ impl Verifier {
         grace_secs: u64,
     ) -> Result<DcapVerdict, VerifyError> {
         let key = platform::platform_key(quote_bytes);
-        match lock(&self.platforms).lookup(&key, quote_bytes, quote, collateral, now) {
-            Lookup::Hit(verdict) => {
-                lock(&self.stats).platform_hits += 1;
-                return Ok(verdict);
-            }
-            Lookup::BadIsvSignature => {
+        // One statement, so the lock is released before the signature check.
+        let candidate = lock(&self.platforms).candidate(&key, collateral, now);
+        if let Some(verdict) = candidate {
+            if !platform::isv_signature_valid(quote_bytes, quote) {
                 return Err(VerifyError::Dcap {
                     detail: "ISV enclave report signature is invalid: the report body is not \
                              signed by the platform's attestation key"
@@ -415,7 +413,8 @@ impl Verifier {
                     anchor: self.anchor.describe(),
                 });
             }
-            Lookup::Miss => {}
+            lock(&self.stats).platform_hits += 1;
+            return Ok(verdict);
         }
         let verdict = dcap_verify_with(
             &self.qvl,

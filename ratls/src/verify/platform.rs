@@ -44,16 +44,6 @@ const SIGNATURE_DATA_LEN_FIELD: usize = 4;
 /// Where the platform half resumes after the ISV signature.
 const AFTER_ISV_SIGNATURE: usize = SIGNED_LEN + SIGNATURE_DATA_LEN_FIELD + ISV_SIGNATURE_LEN;
 
-/// The outcome of a lookup.
-pub(super) enum Lookup {
-    /// No usable entry: run dcap-qvl.
-    Miss,
-    /// The platform half is known and the ISV signature verifies: this is the verdict.
-    Hit(DcapVerdict),
-    /// The platform half is known but the ISV signature does not verify under its key.
-    BadIsvSignature,
-}
-
 /// SHA-256 of a quote's platform half, the cache key.
 pub(super) type PlatformKey = [u8; 32];
 
@@ -71,31 +61,25 @@ pub(super) struct PlatformCache {
 }
 
 impl PlatformCache {
-    /// The verdict for `quote` if its platform half was verified against `collateral` and the
-    /// entry is live at `now`, after checking the ISV signature.
-    pub(super) fn lookup(
+    /// The verdict recorded for this platform half if it was made against `collateral` and is
+    /// live at `now`. It holds for a quote only once [`isv_signature_valid`] says so; the caller
+    /// checks that outside the cache's lock.
+    pub(super) fn candidate(
         &self,
         key: &PlatformKey,
-        quote_bytes: &[u8],
-        quote: &Quote,
         collateral: &Arc<QuoteCollateralV3>,
         now: u64,
-    ) -> Lookup {
-        let Some(entry) = self.entries.get(key) else {
-            return Lookup::Miss;
-        };
+    ) -> Option<DcapVerdict> {
+        let entry = self.entries.get(key)?;
         if !Arc::ptr_eq(&entry.collateral, collateral)
             || now < entry.verified_at
             || now > entry.expires
         {
-            return Lookup::Miss;
-        }
-        if !isv_signature_valid(quote_bytes, quote) {
-            return Lookup::BadIsvSignature;
+            return None;
         }
         let mut verdict = entry.verdict.clone();
         verdict.verified_at = now;
-        Lookup::Hit(verdict)
+        Some(verdict)
     }
 
     /// Records that dcap-qvl accepted a quote with this platform half at `now`.
@@ -156,7 +140,7 @@ pub(super) fn platform_key(quote_bytes: &[u8]) -> PlatformKey {
 
 /// dcap-qvl's step 7 on its own: the ISV signature over header and report body, under the
 /// quote's attestation key (raw P-256 r||s over SHA-256, as the quoting enclave signs).
-fn isv_signature_valid(quote_bytes: &[u8], quote: &Quote) -> bool {
+pub(super) fn isv_signature_valid(quote_bytes: &[u8], quote: &Quote) -> bool {
     let Some(signed) = quote_bytes.get(..SIGNED_LEN) else {
         return false;
     };
