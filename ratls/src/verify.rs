@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dcap_qvl::QuoteCollateralV3;
@@ -274,7 +275,8 @@ pub struct Verifier {
     policy: RaPolicy,
     cache: Mutex<PeerCache>,
     platforms: Mutex<PlatformCache>,
-    stats: Mutex<VerifierStats>,
+    full_dcap: AtomicU64,
+    platform_hits: AtomicU64,
 }
 
 /// How often the verifier did the full DCAP work and how often it reused a platform verdict.
@@ -302,13 +304,17 @@ impl Verifier {
             policy,
             cache: Mutex::default(),
             platforms: Mutex::default(),
-            stats: Mutex::default(),
+            full_dcap: AtomicU64::new(0),
+            platform_hits: AtomicU64::new(0),
         }
     }
 
     /// Counts of full DCAP verifications and platform-cache hits so far.
     pub fn stats(&self) -> VerifierStats {
-        *lock(&self.stats)
+        VerifierStats {
+            full_dcap: self.full_dcap.load(Ordering::Relaxed),
+            platform_hits: self.platform_hits.load(Ordering::Relaxed),
+        }
     }
 
     /// The policy this verifier applies.
@@ -413,7 +419,7 @@ impl Verifier {
                     anchor: self.anchor.describe(),
                 });
             }
-            lock(&self.stats).platform_hits += 1;
+            self.platform_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(verdict);
         }
         let verdict = dcap_verify_with(
@@ -424,7 +430,7 @@ impl Verifier {
             now,
             grace_secs,
         )?;
-        lock(&self.stats).full_dcap += 1;
+        self.full_dcap.fetch_add(1, Ordering::Relaxed);
         lock(&self.platforms).insert(key, collateral, &verdict, now);
         Ok(verdict)
     }

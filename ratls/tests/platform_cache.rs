@@ -29,18 +29,27 @@ fn collateral() -> QuoteCollateralV3 {
     serde_json::from_str(COLLATERAL).unwrap()
 }
 
-fn policy(mr_enclave: &str, extra: &str) -> RaPolicy {
+/// A policy for one enclave: `mr_enclave` always checked, `mr_signer` when given; `tail` adds
+/// fields (`, "tcb_statuses": ...`).
+fn policy_for(mr_enclave: &str, mr_signer: &str, tail: &str) -> RaPolicy {
+    let check_signer = if mr_signer.is_empty() { "off" } else { "on" };
     let json = format!(
         r#"{{
-            "verify_mr_enclave": "on", "verify_mr_signer": "off", "verify_isv_prod_id": "off",
+            "verify_mr_enclave": "on", "verify_mr_signer": "{check_signer}", "verify_isv_prod_id": "off",
             "verify_isv_svn": "off", "verify_config_svn": "off", "verify_enclave_debuggable": "on",
-            "sgx_mrs": [{{"mr_enclave": "{mr_enclave}", "mr_signer": "", "isv_prod_id": 0,
-                         "isv_svn": 0, "config_svn": 0, "debuggable": false}}],
-            "tcb_statuses": ["UpToDate", "ConfigurationAndSWHardeningNeeded"]
-            {extra}
+            "sgx_mrs": [{{"mr_enclave": "{mr_enclave}", "mr_signer": "{mr_signer}", "isv_prod_id": 0,
+                         "isv_svn": 0, "config_svn": 0, "debuggable": false}}]
+            {tail}
         }}"#
     );
     RaPolicy::from_json(json.as_bytes(), "test policy").unwrap()
+}
+
+/// A policy for the sample's enclave that accepts its TCB status.
+fn policy(mr_enclave: &str, extra: &str) -> RaPolicy {
+    let tail =
+        format!(r#", "tcb_statuses": ["UpToDate", "ConfigurationAndSWHardeningNeeded"] {extra}"#);
+    policy_for(mr_enclave, "", &tail)
 }
 
 fn sample_verifier() -> Verifier {
@@ -164,16 +173,10 @@ fn the_measurement_policy_runs_on_every_cache_hit() {
 
 #[test]
 fn the_tcb_policy_runs_on_every_cache_hit() {
-    let json = format!(
-        r#"{{"verify_mr_enclave": "on", "verify_mr_signer": "off", "verify_isv_prod_id": "off",
-            "verify_isv_svn": "off", "verify_config_svn": "off", "verify_enclave_debuggable": "on",
-            "sgx_mrs": [{{"mr_enclave": "{MR_ENCLAVE}", "mr_signer": "", "isv_prod_id": 0,
-                         "isv_svn": 0, "config_svn": 0, "debuggable": false}}]}}"#
-    );
     let v = Verifier::new(
         TrustAnchor::intel(),
         Arc::new(StaticCollateral::new(collateral(), "sample")),
-        RaPolicy::from_json(json.as_bytes(), "up-to-date only").unwrap(),
+        policy_for(MR_ENCLAVE, "", ""),
     );
     expect_check(v.verify_quote(QUOTE, NOW), "tcb-status");
     expect_check(v.verify_quote(QUOTE, NOW), "tcb-status");
@@ -263,18 +266,10 @@ fn enclaves_on_one_simulated_platform_share_the_verdict_and_keep_their_own_measu
         };
         RaTlsIdentity::mint(&source).unwrap()
     };
-    let json = format!(
-        r#"{{"verify_mr_enclave": "on", "verify_mr_signer": "on", "verify_isv_prod_id": "off",
-            "verify_isv_svn": "off", "verify_config_svn": "off", "verify_enclave_debuggable": "on",
-            "sgx_mrs": [{{"mr_enclave": "{}", "mr_signer": "{}", "isv_prod_id": 0, "isv_svn": 0,
-                         "config_svn": 0, "debuggable": false}}]}}"#,
-        hex::encode(a.mr_enclave),
-        hex::encode(a.mr_signer)
-    );
     let v = Verifier::new(
         ratls::danger::simulated_root(platform.root_ca_der().to_vec(), "test".into()),
         Arc::new(StaticCollateral::new(platform.collateral(), "sim")),
-        RaPolicy::from_json(json.as_bytes(), "p").unwrap(),
+        policy_for(&hex::encode(a.mr_enclave), &hex::encode(a.mr_signer), ""),
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
