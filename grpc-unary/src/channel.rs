@@ -1,9 +1,13 @@
 //! The public entry point: a [`Channel`] is one TCP + TLS + HTTP/2 connection to a gRPC
-//! server on which unary calls are made one after another.
+//! server on which unary calls are made, one at a time or several at once.
 //!
 //! Connect tries every resolved address within the connect budget, sets TCP_NODELAY,
 //! requires ALPN `h2`, and bounds the handshake and every later read and write by the phase's
 //! deadline (socket timeouts set from the time left before each operation).
+//!
+//! Round trips are what a boot pays for, so output is coalesced: the client's last TLS flight
+//! (certificate, CertificateVerify, Finished) is held back and leaves in one write with the
+//! HTTP/2 preface, SETTINGS and the first requests, and GOAWAY leaves with close_notify.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -11,7 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddr
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::{ClientConnection, StreamOwned};
+use rustls::ClientConnection;
 use rustls_pki_types::{CertificateDer, ServerName};
 use zeroize::Zeroizing;
 
@@ -22,7 +26,10 @@ use crate::error::{Error, Phase};
 /// ALPN protocol identifier of HTTP/2 over TLS (RFC 9113 section 3.2).
 const ALPN_H2: &[u8] = b"h2";
 
-/// One HTTP/2 connection to a gRPC server, for sequential unary calls.
+/// The results of [`Channel::unary_many`], one per request, in request order.
+pub type Replies = Vec<Result<Zeroizing<Vec<u8>>, Error>>;
+
+/// One HTTP/2 connection to a gRPC server, for unary calls.
 pub struct Channel {
     conn: Connection<TlsTransport>,
     addr: String,
@@ -31,7 +38,13 @@ pub struct Channel {
 
 impl Channel {
     /// Connects to `addr` (`host:port`), verifies the server as `server_name` with `tls`,
-    /// and completes the HTTP/2 connection preface.
+    /// and queues the HTTP/2 connection preface.
+    ///
+    /// The TLS handshake is complete on return, except that the client's last flight is
+    /// still queued: it is sent with the first call. A server that refuses this client's
+    /// certificate therefore says so in the first call's result (a TLS alert), not here.
+    /// The server's SETTINGS are not waited for (RFC 9113 section 3.4 lets a client send
+    /// requests right after its preface); they are applied when they arrive.
     ///
     /// If `tls` does not offer ALPN `h2`, a clone of it offering only `h2` is used; a server
     /// that does not select `h2` is refused. Name resolution uses the system resolver, which
@@ -49,7 +62,7 @@ impl Channel {
             max_message: cfg.max_message_size(),
             max_header_list: cfg.max_header_list_size(),
         };
-        let conn = Connection::handshake(TlsTransport(stream), limits, addr.to_owned(), &budget)?;
+        let conn = Connection::new(stream, limits, addr.to_owned());
         Ok(Channel {
             conn,
             addr: addr.to_owned(),
@@ -59,7 +72,7 @@ impl Channel {
 
     /// The server's certificate chain as verified during the handshake (end entity first).
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        self.conn.transport().0.conn.peer_certificates()
+        self.conn.transport().conn.peer_certificates()
     }
 
     /// Calls `path` (e.g. `/ratls.GrSecret/GetSecret`) with one serialized protobuf message
@@ -70,6 +83,19 @@ impl Channel {
     /// further calls return [`Error::Unusable`] or [`Error::GoAway`].
     pub fn unary(&mut self, path: &str, request: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         self.conn.unary(path, request, self.cfg.call_timeout())
+    }
+
+    /// Makes several unary calls at once, each on its own stream, and returns their results
+    /// in the order of `requests`: all requests leave in one write and the replies come back
+    /// in one round trip instead of one each. The call deadline covers the whole batch.
+    ///
+    /// The outer `Err` is a failure of the connection or of the batch as a whole (I/O,
+    /// deadline, GOAWAY, protocol violation, an invalid path); the inner ones are per call
+    /// (a non-OK status, a reset, an oversize reply). No more streams than the server's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS are open at a time, and a stream the server refuses
+    /// unprocessed (REFUSED_STREAM) is sent again once another call of the batch has finished.
+    pub fn unary_many(&mut self, requests: &[(&str, &[u8])]) -> Result<Replies, Error> {
+        self.conn.unary_many(requests, self.cfg.call_timeout())
     }
 
     /// Sends GOAWAY and TLS close_notify, then shuts the TCP connection down.
@@ -166,23 +192,41 @@ fn tls_handshake(
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     budget: &Budget,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, Error> {
+) -> Result<TlsTransport, Error> {
     let conn = ClientConnection::new(tls, server_name).map_err(|source| Error::Tls {
         phase: Phase::Handshake,
         source,
     })?;
-    let mut stream = StreamOwned::new(conn, tcp);
-    while stream.conn.is_handshaking() {
+    let mut t = TlsTransport { conn, sock: tcp };
+    while t.conn.is_handshaking() {
         let left = budget.remaining()?;
-        stream
-            .sock
+        t.sock
             .set_read_timeout(Some(left))
-            .and_then(|()| stream.sock.set_write_timeout(Some(left)))
-            .and_then(|()| stream.conn.complete_io(&mut stream.sock))
+            .and_then(|()| t.sock.set_write_timeout(Some(left)))
+            .and_then(|()| t.write_pending())
             .map_err(|e| budget.io_error(e))?;
+        match t.conn.read_tls(&mut t.sock) {
+            Ok(0) => {
+                return Err(Error::ConnectionClosed {
+                    phase: Phase::Handshake,
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(budget.io_error(e)),
+        }
+        if let Err(source) = t.conn.process_new_packets() {
+            // Deliver the alert that says why, if possible; the error is ours either way.
+            let _ = t.write_pending();
+            return Err(Error::Tls {
+                phase: Phase::Handshake,
+                source,
+            });
+        }
     }
-    match stream.conn.alpn_protocol() {
-        Some(p) if p == ALPN_H2 => Ok(stream),
+    // Our last flight stays queued (see the module documentation).
+    match t.conn.alpn_protocol() {
+        Some(p) if p == ALPN_H2 => Ok(t),
         Some(p) => Err(Error::Handshake {
             detail: format!(
                 "server selected ALPN protocol {:?} instead of h2",
@@ -195,42 +239,80 @@ fn tls_handshake(
     }
 }
 
-/// TLS over TCP with per-operation socket timeouts.
-struct TlsTransport(StreamOwned<ClientConnection, TcpStream>);
+/// TLS over TCP with per-operation socket timeouts. Writes only queue records; `flush`
+/// sends everything queued (handshake records included) in as few writes as the socket
+/// takes, so one flush is one TCP segment for a small request.
+struct TlsTransport {
+    conn: ClientConnection,
+    sock: TcpStream,
+}
+
+impl TlsTransport {
+    /// Writes every queued TLS record to the socket.
+    fn write_pending(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.sock)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Read for TlsTransport {
+    /// Returns buffered plaintext, else reads and decrypts records until some arrives:
+    /// `Ok(0)` after the server's close_notify, `UnexpectedEof` when TCP ends without it,
+    /// `WouldBlock` from a non-blocking socket with nothing new. Queued output is not sent
+    /// from here: the connection flushes before every blocking read.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        loop {
+            match self.conn.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+            self.conn.read_tls(&mut self.sock)?;
+            if let Err(e) = self.conn.process_new_packets() {
+                let _ = self.write_pending();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
     }
 }
 
 impl Write for TlsTransport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        let n = self.conn.writer().write(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        // rustls's buffer is full: send what it holds, then there is room.
+        self.write_pending()?;
+        self.conn.writer().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.write_pending()?;
+        self.sock.flush()
     }
 }
 
 impl Transport for TlsTransport {
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.0.sock.set_read_timeout(Some(timeout))
+        self.sock.set_read_timeout(Some(timeout))
     }
 
     fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.0.sock.set_write_timeout(Some(timeout))
+        self.sock.set_write_timeout(Some(timeout))
     }
 
     fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
-        self.0.sock.set_nonblocking(on)
+        self.sock.set_nonblocking(on)
     }
 
     fn shutdown(&mut self) -> io::Result<()> {
-        self.0.conn.send_close_notify();
-        self.0.flush()?;
-        self.0.sock.shutdown(Shutdown::Write)
+        self.conn.send_close_notify();
+        self.flush()?;
+        self.sock.shutdown(Shutdown::Write)
     }
 }
 

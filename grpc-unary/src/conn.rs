@@ -1,5 +1,5 @@
-//! The HTTP/2 client connection (RFC 9113) carrying sequential gRPC unary calls, over any
-//! blocking byte transport with settable timeouts.
+//! The HTTP/2 client connection (RFC 9113) carrying gRPC unary calls, one at a time or a
+//! batch at once, over any blocking byte transport with settable timeouts.
 //!
 //! Guarantees: every read and write is bounded by the current phase's deadline; every frame
 //! is size-checked before its payload is read; flow control is enforced both ways; header
@@ -7,11 +7,13 @@
 //! never drifts; connection-level violations send GOAWAY and make the connection unusable,
 //! while call-level failures reset only the call's stream.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::channel::Replies;
 use crate::error::{Code, Error, ErrorCode, Phase};
 use crate::frame::{
     self, DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, Frame, FrameHeader, HEADER_LEN, MAX_STREAM_ID,
@@ -121,7 +123,14 @@ impl Budget {
     }
 }
 
-/// An HTTP/2 connection on which the client makes one call at a time.
+/// One request of a batch, checked and ready to frame.
+struct Request<'a> {
+    path: &'a str,
+    prefix: [u8; PREFIX_LEN],
+    body: &'a [u8],
+}
+
+/// An HTTP/2 connection on which the client makes unary calls.
 pub(crate) struct Connection<T> {
     io: T,
     reader: FrameReader,
@@ -129,14 +138,11 @@ pub(crate) struct Connection<T> {
 }
 
 impl<T: Transport> Connection<T> {
-    /// Sends the client preface and SETTINGS, then waits for the server's SETTINGS (which
-    /// must be its first frame) and acknowledges them.
-    pub(crate) fn handshake(
-        io: T,
-        limits: Limits,
-        authority: String,
-        budget: &Budget,
-    ) -> Result<Self, Error> {
+    /// Queues the client preface and SETTINGS; nothing is sent yet. They leave with the
+    /// first requests (RFC 9113 section 3.4 allows requests right after the preface), and
+    /// the server's SETTINGS, which must be its first frame, are applied and acknowledged
+    /// whenever they arrive. Until then the protocol's initial values hold.
+    pub(crate) fn new(io: T, limits: Limits, authority: String) -> Self {
         let mut conn = Connection {
             io,
             reader: FrameReader::new(),
@@ -150,10 +156,7 @@ impl<T: Transport> Connection<T> {
                 (setting::MAX_HEADER_LIST_SIZE, limits.max_header_list),
             ],
         );
-        while !conn.st.settings_seen {
-            conn.step(None, budget)?;
-        }
-        Ok(conn)
+        conn
     }
 
     pub(crate) fn transport(&self) -> &T {
@@ -168,24 +171,85 @@ impl<T: Transport> Connection<T> {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.unary_many(&[(path, request)], timeout)?
+            .pop()
+            .unwrap_or_else(|| Err(protocol_error(ErrorCode::INTERNAL_ERROR, "no result")))
+    }
+
+    /// Several unary calls on concurrent streams, all sent before any reply is awaited;
+    /// results in request order. `Err` fails the whole batch (connection failure, deadline,
+    /// invalid request); call-level failures are the inner results.
+    ///
+    /// At most the server's SETTINGS_MAX_CONCURRENT_STREAMS streams are open at once (the
+    /// rest wait for the next round), and calls the server refused unprocessed
+    /// (REFUSED_STREAM, RFC 9113 section 8.7) are retried in the next round, provided the
+    /// round finished some other call, so a batch always ends.
+    pub(crate) fn unary_many(
+        &mut self,
+        requests: &[(&str, &[u8])],
+        timeout: Duration,
+    ) -> Result<Replies, Error> {
         let budget = Budget::new(
             Phase::Call {
-                path: path.to_owned(),
+                path: batch_path(requests),
             },
             timeout,
         );
-        self.drain_pending(&budget)?;
+        // Frames can only have arrived while idle once a call was made.
+        if self.st.last_stream > 0 {
+            self.drain_pending(&budget)?;
+        }
         self.st.check_usable()?;
-        check_path(path)?;
-        let prefix = grpc::message_prefix(request.len()).ok_or(Error::MessageTooLarge {
-            size: u64::try_from(request.len()).unwrap_or(u64::MAX),
-            limit: u64::from(u32::MAX),
-        })?;
-        let stream = self.st.open_stream()?;
-        let mut call = Call::new(stream, &self.st);
-        let result = self.run_call(&mut call, path, prefix, request, &budget);
-        self.end_call(&call, &result);
-        result.and_then(|()| call.outcome())
+        let mut checked = Vec::with_capacity(requests.len());
+        for &(path, body) in requests {
+            check_path(path)?;
+            let prefix = grpc::message_prefix(body.len()).ok_or(Error::MessageTooLarge {
+                size: u64::try_from(body.len()).unwrap_or(u64::MAX),
+                limit: u64::from(u32::MAX),
+            })?;
+            checked.push(Request { path, prefix, body });
+        }
+        let mut results: Vec<Option<Result<Zeroizing<Vec<u8>>, Error>>> =
+            requests.iter().map(|_| None).collect();
+        let mut todo: VecDeque<usize> = (0..requests.len()).collect();
+        while !todo.is_empty() {
+            let room = self.st.stream_room().min(todo.len());
+            let round: Vec<usize> = todo.drain(..room).collect();
+            let mut calls = Vec::with_capacity(round.len());
+            for _ in &round {
+                let stream = self.st.open_stream()?;
+                calls.push(Call::new(stream, &self.st));
+            }
+            let run = self.run_calls(&mut calls, &round, &checked, &budget);
+            for call in &calls {
+                self.end_call(call, &run);
+            }
+            run?;
+            let mut refused = Vec::new();
+            for (call, i) in calls.iter_mut().zip(round) {
+                let outcome = call.outcome();
+                if matches!(outcome, Err(Error::Reset { code }) if code == ErrorCode::REFUSED_STREAM)
+                {
+                    refused.push((i, outcome));
+                } else if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(outcome);
+                }
+            }
+            let finished_some = refused.len() < calls.len();
+            for (i, outcome) in refused.into_iter().rev() {
+                if finished_some {
+                    todo.push_front(i);
+                } else if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(protocol_error(ErrorCode::INTERNAL_ERROR, "no result")))
+            })
+            .collect())
     }
 
     /// Sends GOAWAY(NO_ERROR), then closes TLS and TCP.
@@ -225,39 +289,34 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    fn run_call(
+    /// Queues every call's HEADERS and DATA (flushing only when a window is shut or the
+    /// output is large), then reads until every call is done.
+    fn run_calls(
         &mut self,
-        call: &mut Call,
-        path: &str,
-        prefix: [u8; PREFIX_LEN],
-        request: &[u8],
+        calls: &mut [Call],
+        round: &[usize],
+        requests: &[Request<'_>],
         budget: &Budget,
     ) -> Result<(), Error> {
         let timeout = grpc::encode_timeout(budget.remaining()?);
-        let fields = hpack::request_fields(path, &self.st.authority, &timeout, USER_AGENT);
-        if let Some(max) = self.st.peer_max_header_list {
-            let size = hpack::list_size(&fields);
-            if u64::try_from(size).unwrap_or(u64::MAX) > u64::from(max) {
-                return Err(Error::InvalidRequest {
-                    detail: format!(
-                        "request headers ({size} bytes) exceed the server's limit of {max}"
-                    ),
-                });
+        for (at, &i) in round.iter().enumerate() {
+            let Some(request) = requests.get(i) else {
+                continue;
+            };
+            if let Some(call) = calls.get_mut(at) {
+                if call.done() {
+                    continue; // failed while an earlier call waited for window
+                }
+                if let Err(e) = self.st.queue_headers(call.stream, request.path, &timeout) {
+                    call.fail(e);
+                    continue;
+                }
+                call.opened = true;
             }
+            self.send_body(calls, at, request, budget)?;
         }
-        let mut block = Vec::with_capacity(128 + path.len());
-        hpack::encode(&mut block, self.st.announce_table_size, &fields);
-        self.st.announce_table_size = false;
-        frame::put_headers(
-            &mut self.st.out,
-            call.stream,
-            &block,
-            self.st.peer_max_frame,
-            false,
-        );
-        self.send_body(call, prefix, request, budget)?;
-        while !call.done() {
-            self.step(Some(call), budget)?;
+        while !calls.iter().all(Call::done) {
+            self.step(calls, budget)?;
         }
         Ok(())
     }
@@ -266,17 +325,24 @@ impl<T: Transport> Connection<T> {
     /// send windows, reading frames (WINDOW_UPDATE, SETTINGS...) whenever a window is shut.
     fn send_body(
         &mut self,
-        call: &mut Call,
-        prefix: [u8; PREFIX_LEN],
-        request: &[u8],
+        calls: &mut [Call],
+        at: usize,
+        request: &Request<'_>,
         budget: &Budget,
     ) -> Result<(), Error> {
-        let total = PREFIX_LEN + request.len();
+        let (prefix, body) = (&request.prefix, request.body);
+        let total = PREFIX_LEN + body.len();
         let mut sent = 0usize;
-        while !call.done() {
+        loop {
+            let Some(call) = calls.get_mut(at) else {
+                return Ok(());
+            };
+            if call.done() {
+                return Ok(());
+            }
             let window = self.st.send_window.min(call.send_window);
             if window <= 0 {
-                self.step(Some(call), budget)?;
+                self.step(calls, budget)?;
                 continue;
             }
             let n = (total - sent)
@@ -285,26 +351,29 @@ impl<T: Transport> Connection<T> {
             let end = sent + n == total;
             let flags = if end { flag::END_STREAM } else { 0 };
             frame::put_header(&mut self.st.out, n, kind::DATA, flags, call.stream);
-            put_range(&mut self.st.out, &prefix, request, sent, sent + n);
+            put_range(&mut self.st.out, prefix, body, sent, sent + n);
             let n64 = i64::try_from(n).unwrap_or(i64::MAX);
             self.st.send_window -= n64;
             call.send_window -= n64;
             sent += n;
             if end {
                 call.sent_end = true;
-                break;
+                return Ok(());
             }
             if self.st.out.len() >= FLUSH_AT {
                 self.flush(budget)?;
             }
         }
-        Ok(())
     }
 
     /// After a call: reset its stream if either side is still open, and scrub buffers.
     fn end_call(&mut self, call: &Call, result: &Result<(), Error>) {
         let reset_by_peer = matches!(call.failure, Some(Error::Reset { .. }));
-        if self.st.dead.is_none() && !reset_by_peer && !(call.got_end && call.sent_end) {
+        if call.opened
+            && self.st.dead.is_none()
+            && !reset_by_peer
+            && !(call.got_end && call.sent_end)
+        {
             // The response is complete but our request is not: "no longer needed" (RFC 9113
             // section 8.1). Otherwise the call was abandoned: CANCEL.
             let code = if call.got_end && result.is_ok() {
@@ -328,7 +397,7 @@ impl<T: Transport> Connection<T> {
         for _ in 0..MAX_IDLE_READS {
             loop {
                 match self.reader.has_frame() {
-                    Ok(true) => self.step(None, budget)?,
+                    Ok(true) => self.step(&mut [], budget)?,
                     Ok(false) => break,
                     Err(e) => return Err(self.read_failed(e, budget)),
                 }
@@ -343,13 +412,13 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Flushes pending output, reads one frame and processes it.
-    fn step(&mut self, call: Option<&mut Call>, budget: &Budget) -> Result<(), Error> {
+    fn step(&mut self, calls: &mut [Call], budget: &Budget) -> Result<(), Error> {
         self.flush(budget)?;
         let (head, payload) = match self.reader.next_frame(&mut self.io, budget) {
             Ok(frame) => frame,
             Err(e) => return Err(self.read_failed(e, budget)),
         };
-        let handled = self.st.handle(head, payload, call);
+        let handled = self.st.handle(head, payload, calls);
         if handled.is_err() {
             self.flush_best_effort(budget);
         }
@@ -409,6 +478,13 @@ impl<T: Transport> Connection<T> {
         }
         self.st.out.zeroize();
     }
+}
+
+/// The path a batch's errors name: the one path, or all of them.
+fn batch_path(requests: &[(&str, &[u8])]) -> String {
+    let mut paths: Vec<&str> = requests.iter().map(|r| r.0).collect();
+    paths.dedup();
+    paths.join(", ")
 }
 
 /// Rejects paths that are not `/service/method`-like visible ASCII.
@@ -661,6 +737,35 @@ impl State {
         Ok(())
     }
 
+    /// How many streams may be opened at once: the server's SETTINGS_MAX_CONCURRENT_STREAMS
+    /// (unlimited until it says otherwise), at least 1 so that a limit of 0 is reported by
+    /// [`State::open_stream`].
+    fn stream_room(&self) -> usize {
+        self.peer_max_streams
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+            .max(1)
+    }
+
+    /// Queues the request HEADERS (+CONTINUATION) for `stream`; DATA follows.
+    fn queue_headers(&mut self, stream: u32, path: &str, timeout: &str) -> Result<(), Error> {
+        let fields = hpack::request_fields(path, &self.authority, timeout, USER_AGENT);
+        if let Some(max) = self.peer_max_header_list {
+            let size = hpack::list_size(&fields);
+            if u64::try_from(size).unwrap_or(u64::MAX) > u64::from(max) {
+                return Err(Error::InvalidRequest {
+                    detail: format!(
+                        "request headers ({size} bytes) exceed the server's limit of {max}"
+                    ),
+                });
+            }
+        }
+        let mut block = Vec::with_capacity(128 + path.len());
+        hpack::encode(&mut block, self.announce_table_size, &fields);
+        self.announce_table_size = false;
+        frame::put_headers(&mut self.out, stream, &block, self.peer_max_frame, false);
+        Ok(())
+    }
+
     fn open_stream(&mut self) -> Result<u32, Error> {
         if self.peer_max_streams == Some(0) {
             return Err(Error::Unusable {
@@ -687,12 +792,12 @@ impl State {
     }
 
     /// Processes one frame. `Err` is a connection error; call-level failures are stored in
-    /// the call.
+    /// the calls.
     fn handle(
         &mut self,
         head: FrameHeader,
         payload: &[u8],
-        call: Option<&mut Call>,
+        calls: &mut [Call],
     ) -> Result<(), Error> {
         let frame = match frame::parse(head, payload) {
             Ok(f) => f,
@@ -718,7 +823,7 @@ impl State {
                 end_stream,
                 data,
                 flow_len,
-            } => self.on_data(stream, end_stream, data, flow_len, call),
+            } => self.on_data(stream, end_stream, data, flow_len, calls),
             Frame::Headers {
                 stream,
                 end_stream,
@@ -730,7 +835,7 @@ impl State {
                     end_stream,
                     block: Vec::new(),
                 });
-                self.on_fragment(fragment, end_headers, call)
+                self.on_fragment(fragment, end_headers, calls)
             }
             Frame::Continuation {
                 end_headers,
@@ -743,15 +848,13 @@ impl State {
                         "CONTINUATION without a preceding HEADERS",
                     ));
                 }
-                self.on_fragment(fragment, end_headers, call)
+                self.on_fragment(fragment, end_headers, calls)
             }
             Frame::Priority { .. } | Frame::Unknown { .. } => Ok(()),
             Frame::RstStream { stream, code } => {
-                if self.is_active(stream, &call)? {
-                    if let Some(call) = call {
-                        if !call.got_end {
-                            call.fail(Error::Reset { code });
-                        }
+                if let Some(call) = self.active(stream, calls)? {
+                    if !call.got_end {
+                        call.fail(Error::Reset { code });
                     }
                 }
                 Ok(())
@@ -760,7 +863,7 @@ impl State {
                 if ack {
                     return Ok(());
                 }
-                self.on_settings(params, call)?;
+                self.on_settings(params, calls)?;
                 frame::put_settings_ack(&mut self.out);
                 self.settings_seen = true;
                 Ok(())
@@ -780,23 +883,27 @@ impl State {
                 code,
                 debug,
             } => {
-                self.on_goaway(last_stream, code, debug, call);
+                self.on_goaway(last_stream, code, debug, calls);
                 Ok(())
             }
             Frame::WindowUpdate { stream, increment } => {
-                self.on_window_update(stream, increment, call)
+                self.on_window_update(stream, increment, calls)
             }
         }
     }
 
-    /// Is `stream` the call's stream (`true`), an earlier closed one (`false`), or one the
-    /// server may not use (connection error)?
-    fn is_active(&mut self, stream: u32, call: &Option<&mut Call>) -> Result<bool, Error> {
-        if call.as_ref().map(|c| c.stream) == Some(stream) {
-            return Ok(true);
+    /// The call on `stream`; `None` for an earlier, closed stream; a connection error for
+    /// a stream the server may not use.
+    fn active<'c>(
+        &mut self,
+        stream: u32,
+        calls: &'c mut [Call],
+    ) -> Result<Option<&'c mut Call>, Error> {
+        if let Some(call) = calls.iter_mut().find(|c| c.stream == stream) {
+            return Ok(Some(call));
         }
         if stream % 2 == 1 && stream <= self.last_stream {
-            return Ok(false);
+            return Ok(None);
         }
         Err(self.conn_error(
             ErrorCode::PROTOCOL_ERROR,
@@ -810,7 +917,7 @@ impl State {
         end_stream: bool,
         data: &[u8],
         flow_len: u32,
-        call: Option<&mut Call>,
+        calls: &mut [Call],
     ) -> Result<(), Error> {
         let len = i64::from(flow_len);
         if len > self.recv_window {
@@ -827,10 +934,9 @@ impl State {
             self.recv_window += i64::from(self.recv_unacked);
             self.recv_unacked = 0;
         }
-        if !self.is_active(stream, &call)? {
+        let Some(call) = self.active(stream, calls)? else {
             return Ok(());
-        }
-        let Some(call) = call else { return Ok(()) };
+        };
         if call.got_end {
             return Err(self.conn_error(ErrorCode::STREAM_CLOSED, "DATA after END_STREAM"));
         }
@@ -876,7 +982,7 @@ impl State {
         &mut self,
         fragment: &[u8],
         end_headers: bool,
-        call: Option<&mut Call>,
+        calls: &mut [Call],
     ) -> Result<(), Error> {
         let max_block = self.limits.max_block();
         let Some(pending) = &mut self.pending else {
@@ -913,19 +1019,17 @@ impl State {
                 );
             }
         };
-        if !self.is_active(stream, &call)? {
-            return Ok(());
-        }
-        if let Some(call) = call {
+        let max_header_list = self.limits.max_header_list;
+        if let Some(call) = self.active(stream, calls)? {
             if call.got_end {
                 return Err(self.conn_error(ErrorCode::STREAM_CLOSED, "HEADERS after END_STREAM"));
             }
-            call.on_headers(fields, end_stream, over, self.limits.max_header_list);
+            call.on_headers(fields, end_stream, over, max_header_list);
         }
         Ok(())
     }
 
-    fn on_settings(&mut self, params: &[u8], mut call: Option<&mut Call>) -> Result<(), Error> {
+    fn on_settings(&mut self, params: &[u8], calls: &mut [Call]) -> Result<(), Error> {
         for (id, value) in frame::settings_params(params) {
             match id {
                 setting::HEADER_TABLE_SIZE if value != self.peer_table_size => {
@@ -949,14 +1053,14 @@ impl State {
                     // RFC 9113 section 6.9.2: open streams' windows move by the difference.
                     let delta = i64::from(value) - i64::from(self.peer_initial_window);
                     self.peer_initial_window = value;
-                    if let Some(call) = call.as_deref_mut() {
+                    for call in calls.iter_mut() {
                         call.send_window += delta;
-                        if call.send_window > i64::from(MAX_WINDOW) {
-                            return Err(self.conn_error(
-                                ErrorCode::FLOW_CONTROL_ERROR,
-                                "stream window above 2^31-1 after SETTINGS",
-                            ));
-                        }
+                    }
+                    if calls.iter().any(|c| c.send_window > i64::from(MAX_WINDOW)) {
+                        return Err(self.conn_error(
+                            ErrorCode::FLOW_CONTROL_ERROR,
+                            "stream window above 2^31-1 after SETTINGS",
+                        ));
                     }
                 }
                 setting::MAX_FRAME_SIZE => {
@@ -975,20 +1079,14 @@ impl State {
         Ok(())
     }
 
-    fn on_goaway(
-        &mut self,
-        last_stream: u32,
-        code: ErrorCode,
-        debug: &[u8],
-        call: Option<&mut Call>,
-    ) {
+    fn on_goaway(&mut self, last_stream: u32, code: ErrorCode, debug: &[u8], calls: &mut [Call]) {
         let debug = debug.get(..MAX_GOAWAY_DEBUG).unwrap_or(debug);
         let info = GoAwayInfo {
             code,
             last_stream,
             debug: String::from_utf8_lossy(debug).into_owned(),
         };
-        if let Some(call) = call {
+        for call in calls.iter_mut() {
             // Streams up to last_stream may still complete after a graceful GOAWAY.
             if !call.got_end && (call.stream > last_stream || code != ErrorCode::NO_ERROR) {
                 call.fail(info.to_error());
@@ -1001,7 +1099,7 @@ impl State {
         &mut self,
         stream: u32,
         increment: u32,
-        call: Option<&mut Call>,
+        calls: &mut [Call],
     ) -> Result<(), Error> {
         if stream == 0 {
             self.send_window += i64::from(increment);
@@ -1013,10 +1111,7 @@ impl State {
             }
             return Ok(());
         }
-        if !self.is_active(stream, &call)? {
-            return Ok(());
-        }
-        if let Some(call) = call {
+        if let Some(call) = self.active(stream, calls)? {
             call.send_window += i64::from(increment);
             if call.send_window > i64::from(MAX_WINDOW) {
                 call.fail(protocol_error(
@@ -1091,6 +1186,8 @@ impl ResponseFields {
 
 struct Call {
     stream: u32,
+    /// Whether its HEADERS were queued (else there is no stream to reset).
+    opened: bool,
     send_window: i64,
     recv_window: i64,
     recv_unacked: u32,
@@ -1106,6 +1203,7 @@ impl Call {
     fn new(stream: u32, st: &State) -> Self {
         Call {
             stream,
+            opened: false,
             send_window: i64::from(st.peer_initial_window),
             recv_window: i64::from(DEFAULT_WINDOW),
             recv_unacked: 0,

@@ -14,6 +14,9 @@ struct Script {
     pos: usize,
     chunk: usize,
     output: Vec<u8>,
+    /// What each flush sent (the output since the previous flush).
+    writes: Vec<Vec<u8>>,
+    flushed: usize,
     timeout_at_end: bool,
     /// Whether non-blocking reads see the script (else they see "nothing arrived yet":
     /// scripted responses must not be read before their request is sent).
@@ -28,6 +31,8 @@ impl Script {
             pos: 0,
             chunk: 7, // odd-sized reads exercise frame reassembly
             output: Vec::new(),
+            writes: Vec::new(),
+            flushed: 0,
             timeout_at_end: false,
             idle_visible: false,
             nonblocking: false,
@@ -60,6 +65,10 @@ impl Write for Script {
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
+        if self.output.len() > self.flushed {
+            self.writes.push(self.output[self.flushed..].to_vec());
+            self.flushed = self.output.len();
+        }
         Ok(())
     }
 }
@@ -154,8 +163,7 @@ fn connect(server: &Server) -> Connection<Script> {
 }
 
 fn connect_script(script: Script) -> Connection<Script> {
-    let budget = Budget::new(Phase::Handshake, Duration::from_secs(5));
-    Connection::handshake(script, limits(), "kms:4433".into(), &budget).unwrap()
+    Connection::new(script, limits(), "kms:4433".into())
 }
 
 fn call(conn: &mut Connection<Script>, request: &[u8]) -> Result<Vec<u8>, Error> {
@@ -187,6 +195,10 @@ fn the_handshake_sends_preface_and_settings_and_acks_the_servers() {
     let mut server = Server::new();
     server.ok_response(1, b"");
     let mut conn = connect(&server);
+    assert!(
+        conn.io.output.is_empty(),
+        "nothing is sent before the first call"
+    );
     call(&mut conn, b"").unwrap();
     let frames = client_frames(&conn);
     assert_eq!(frames[0].0, kind::SETTINGS);
@@ -199,7 +211,47 @@ fn the_handshake_sends_preface_and_settings_and_acks_the_servers() {
             (setting::MAX_HEADER_LIST_SIZE, 16 * 1024)
         ]
     );
-    assert_eq!((frames[1].0, frames[1].1), (kind::SETTINGS, flag::ACK));
+    // The first request did not wait for the server's SETTINGS; their ACK follows it.
+    let kinds: Vec<_> = frames.iter().map(|f| (f.0, f.1)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (kind::SETTINGS, 0),
+            (kind::HEADERS, flag::END_HEADERS),
+            (kind::DATA, flag::END_STREAM),
+            (kind::SETTINGS, flag::ACK),
+        ]
+    );
+}
+
+#[test]
+fn preface_settings_and_the_first_requests_leave_in_one_write() {
+    let mut server = Server::new();
+    server.ok_response(1, b"a").ok_response(3, b"b");
+    let mut conn = connect(&server);
+    let replies = conn
+        .unary_many(&[(PATH, b"x"), (PATH, b"y")], Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(replies.len(), 2);
+    let first = conn.io.writes.first().expect("a write");
+    assert!(first.starts_with(frame::PREFACE));
+    let mut rest = &first[frame::PREFACE.len()..];
+    let mut kinds = Vec::new();
+    while !rest.is_empty() {
+        let h = FrameHeader::parse(rest[..9].try_into().unwrap());
+        kinds.push((h.kind, h.stream));
+        rest = &rest[9 + h.len as usize..];
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (kind::SETTINGS, 0),
+            (kind::HEADERS, 1),
+            (kind::DATA, 1),
+            (kind::HEADERS, 3),
+            (kind::DATA, 3),
+        ]
+    );
 }
 
 #[test]
@@ -207,10 +259,8 @@ fn a_server_that_does_not_start_with_settings_is_refused() {
     let mut bytes = Vec::new();
     frame::put_header(&mut bytes, 8, kind::PING, 0, 0);
     bytes.extend_from_slice(&[0; 8]);
-    let budget = Budget::new(Phase::Handshake, Duration::from_secs(5));
-    let err = Connection::handshake(Script::new(bytes), limits(), "a:1".into(), &budget)
-        .err()
-        .unwrap();
+    let mut conn = connect_script(Script::new(bytes));
+    let err = call(&mut conn, b"").unwrap_err();
     assert!(
         matches!(
             err,
@@ -231,7 +281,7 @@ fn a_simple_call_sends_the_grpc_request_and_returns_the_message() {
     assert_eq!(call(&mut conn, b"req").unwrap(), b"reply");
 
     let frames = client_frames(&conn);
-    let (k, flags, stream, block) = &frames[2];
+    let (k, flags, stream, block) = &frames[1];
     assert_eq!((*k, *flags, *stream), (kind::HEADERS, flag::END_HEADERS, 1));
     let mut fields = Vec::new();
     HeaderDecoder::new()
@@ -254,7 +304,7 @@ fn a_simple_call_sends_the_grpc_request_and_returns_the_message() {
     assert!(get("grpc-timeout").unwrap().ends_with('u'));
     assert!(get("user-agent").unwrap().starts_with("grpc-unary/"));
 
-    let (k, flags, stream, body) = &frames[3];
+    let (k, flags, stream, body) = &frames[2];
     assert_eq!((*k, *flags, *stream), (kind::DATA, flag::END_STREAM, 1));
     assert_eq!(body.as_slice(), b"\x00\x00\x00\x00\x03req");
 }
@@ -635,16 +685,20 @@ fn a_request_larger_than_the_peer_window_waits_for_window_update() {
     let mut params = Vec::new();
     params.extend_from_slice(&setting::INITIAL_WINDOW_SIZE.to_be_bytes());
     params.extend_from_slice(&10u32.to_be_bytes());
+    // The first call leaves before the SETTINGS arrive (initial window 65,535); the second
+    // one is held to the server's 10 bytes.
     server
         .frame(kind::SETTINGS, 0, 0, &params)
-        .frame(kind::WINDOW_UPDATE, 0, 1, &100u32.to_be_bytes())
-        .ok_response(1, b"ok");
+        .ok_response(1, b"first")
+        .frame(kind::WINDOW_UPDATE, 0, 3, &100u32.to_be_bytes())
+        .ok_response(3, b"ok");
     let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"").unwrap(), b"first");
     let request = [7u8; 50];
     assert_eq!(call(&mut conn, &request).unwrap(), b"ok");
     let data: Vec<_> = client_frames(&conn)
         .into_iter()
-        .filter(|f| f.0 == kind::DATA)
+        .filter(|f| f.0 == kind::DATA && f.2 == 3)
         .collect();
     assert_eq!(
         data[0].3.len(),
@@ -663,13 +717,23 @@ fn a_zero_window_without_updates_times_out_instead_of_overrunning() {
     let mut params = Vec::new();
     params.extend_from_slice(&setting::INITIAL_WINDOW_SIZE.to_be_bytes());
     params.extend_from_slice(&0u32.to_be_bytes());
-    server.frame(kind::SETTINGS, 0, 0, &params);
+    server
+        .frame(kind::SETTINGS, 0, 0, &params)
+        .ok_response(1, b"first");
     let mut script = Script::new(server.bytes.clone());
     script.timeout_at_end = true;
     let mut conn = connect_script(script);
+    assert_eq!(call(&mut conn, b"").unwrap(), b"first");
     let err = call(&mut conn, b"abc").unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    assert_eq!(count(&client_frames(&conn), kind::DATA), 0);
+    let frames = client_frames(&conn);
+    assert_eq!(
+        frames
+            .iter()
+            .filter(|f| f.0 == kind::DATA && f.2 == 3)
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -803,7 +867,7 @@ fn invalid_paths_are_refused_before_anything_is_sent() {
             Err(Error::InvalidRequest { .. })
         ));
     }
-    assert_eq!(count(&client_frames(&conn), kind::HEADERS), 0);
+    assert!(conn.io.output.is_empty(), "not even the preface was sent");
 }
 
 /// Drives a connection over arbitrary server bytes; used by the unit sweep below and
@@ -813,15 +877,14 @@ pub(crate) fn drive(bytes: &[u8]) {
     input.extend_from_slice(bytes);
     let mut script = Script::new(input);
     script.chunk = 1 << 16;
-    let budget = Budget::new(Phase::Handshake, Duration::from_secs(1));
     let limits = Limits {
         max_message: 4096,
         max_header_list: 4096,
     };
-    if let Ok(mut conn) = Connection::handshake(script, limits, "a:1".into(), &budget) {
-        for _ in 0..3 {
-            let _ = conn.unary(PATH, b"q", Duration::from_secs(1));
-        }
+    let mut conn = Connection::new(script, limits, "a:1".into());
+    let _ = conn.unary_many(&[(PATH, b"q"), (PATH, b"r")], Duration::from_secs(1));
+    for _ in 0..2 {
+        let _ = conn.unary(PATH, b"q", Duration::from_secs(1));
     }
 }
 
@@ -864,4 +927,259 @@ fn close_sends_goaway_no_error_and_ends_the_channel() {
         .expect("GOAWAY sent");
     assert_eq!(goaway.3, [0, 0, 0, 0, 0, 0, 0, 0]);
     assert!(matches!(call(&mut conn, b""), Err(Error::Unusable { .. })));
+}
+
+// ---- batches: several calls on concurrent streams ----
+
+fn batch(conn: &mut Connection<Script>, bodies: &[&[u8]]) -> Vec<Result<Vec<u8>, Error>> {
+    let requests: Vec<(&str, &[u8])> = bodies.iter().map(|b| (PATH, *b)).collect();
+    conn.unary_many(&requests, Duration::from_secs(5))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.map(|m| m.to_vec()))
+        .collect()
+}
+
+/// The request body the client sent on `stream` (without the gRPC prefix).
+fn body_on(conn: &Connection<Script>, stream: u32) -> Vec<u8> {
+    let data: Vec<u8> = client_frames(conn)
+        .into_iter()
+        .filter(|f| f.0 == kind::DATA && f.2 == stream)
+        .flat_map(|f| f.3)
+        .collect();
+    data[PREFIX_LEN..].to_vec()
+}
+
+fn settings_frame(server: &mut Server, params: &[(u16, u32)]) {
+    server.bytes.clear();
+    let mut payload = Vec::new();
+    for (id, value) in params {
+        payload.extend_from_slice(&id.to_be_bytes());
+        payload.extend_from_slice(&value.to_be_bytes());
+    }
+    server.frame(kind::SETTINGS, 0, 0, &payload);
+}
+
+fn refuse(server: &mut Server, stream: u32) {
+    server.frame(
+        kind::RST_STREAM,
+        0,
+        stream,
+        &ErrorCode::REFUSED_STREAM.0.to_be_bytes(),
+    );
+}
+
+#[test]
+fn a_batch_sends_everything_before_reading_and_matches_interleaved_replies() {
+    let mut server = Server::new();
+    // Replies out of order and interleaved frame by frame.
+    server
+        .response_headers(5)
+        .response_headers(1)
+        .message(5, b"five")
+        .response_headers(3)
+        .message(1, b"one")
+        .trailers(5, "0", "")
+        .message(3, b"three")
+        .trailers(3, "0", "")
+        .trailers(1, "0", "");
+    let mut conn = connect(&server);
+    let results = batch(&mut conn, &[b"a", b"b", b"c"]);
+    let replies: Vec<Vec<u8>> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        replies,
+        vec![b"one".to_vec(), b"three".to_vec(), b"five".to_vec()]
+    );
+    assert_eq!(conn.io.writes.len(), 2, "requests, then the SETTINGS ACK");
+    assert_eq!(body_on(&conn, 1), b"a");
+    assert_eq!(body_on(&conn, 3), b"b");
+    assert_eq!(body_on(&conn, 5), b"c");
+    // The connection stays usable: the next stream is 7.
+    let mut more = Server::new();
+    more.ok_response(7, b"seven");
+    conn.io.input.extend_from_slice(&more.bytes[HEADER_LEN..]);
+    assert_eq!(call(&mut conn, b"d").unwrap(), b"seven");
+}
+
+#[test]
+fn a_failed_call_in_a_batch_fails_alone() {
+    let mut server = Server::new();
+    server
+        .ok_response(1, b"one")
+        .headers(
+            3,
+            &[
+                (":status", "200"),
+                ("content-type", "application/grpc"),
+                ("grpc-status", "5"),
+                ("grpc-message", "no such secret"),
+            ],
+            true,
+        )
+        .frame(kind::RST_STREAM, 0, 5, &ErrorCode::CANCEL.0.to_be_bytes());
+    let mut conn = connect(&server);
+    let results = batch(&mut conn, &[b"a", b"b", b"c"]);
+    assert_eq!(results[0].as_deref().unwrap(), b"one");
+    match &results[1] {
+        Err(Error::Status { code, message }) => {
+            assert_eq!(*code, Code::NotFound);
+            assert_eq!(message, "no such secret");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        results[2],
+        Err(Error::Reset {
+            code: ErrorCode::CANCEL
+        })
+    ));
+}
+
+#[test]
+fn refused_streams_are_retried_within_the_servers_stream_limit() {
+    let mut server = Server::new();
+    settings_frame(&mut server, &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+    refuse(&mut server, 3);
+    refuse(&mut server, 5);
+    server
+        .ok_response(1, b"one")
+        .ok_response(7, b"two")
+        .ok_response(9, b"three");
+    let mut conn = connect(&server);
+    let replies: Vec<Vec<u8>> = batch(&mut conn, &[b"a", b"b", b"c"])
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        replies,
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+    // The refused requests went out again, in order, one stream at a time.
+    assert_eq!(body_on(&conn, 7), b"b");
+    assert_eq!(body_on(&conn, 9), b"c");
+    let frames = client_frames(&conn);
+    let rst: Vec<_> = frames.iter().filter(|f| f.0 == kind::RST_STREAM).collect();
+    assert!(
+        rst.is_empty(),
+        "refused streams are closed already: {rst:?}"
+    );
+}
+
+#[test]
+fn a_round_in_which_every_stream_is_refused_ends_the_batch() {
+    let mut server = Server::new();
+    refuse(&mut server, 1);
+    refuse(&mut server, 3);
+    let mut conn = connect(&server);
+    let results = batch(&mut conn, &[b"a", b"b"]);
+    for r in &results {
+        assert!(
+            matches!(
+                r,
+                Err(Error::Reset {
+                    code: ErrorCode::REFUSED_STREAM
+                })
+            ),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn a_known_stream_limit_opens_streams_one_round_at_a_time() {
+    let mut server = Server::new();
+    settings_frame(&mut server, &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+    server
+        .ok_response(1, b"first")
+        .ok_response(3, b"a")
+        .ok_response(5, b"b");
+    let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"").unwrap(), b"first");
+    let before = conn.io.writes.len();
+    let replies = batch(&mut conn, &[b"x", b"y"]);
+    assert!(replies.iter().all(Result::is_ok));
+    for w in &conn.io.writes[before..] {
+        let headers = |stream: u32| {
+            let mut rest = w.as_slice();
+            let mut found = false;
+            while rest.len() >= HEADER_LEN {
+                let h = FrameHeader::parse(rest[..9].try_into().unwrap());
+                found |= h.kind == kind::HEADERS && h.stream == stream;
+                rest = &rest[9 + h.len as usize..];
+            }
+            found
+        };
+        assert!(
+            !(headers(3) && headers(5)),
+            "stream 5 was opened while 3 was"
+        );
+    }
+}
+
+#[test]
+fn a_graceful_goaway_mid_batch_fails_only_the_streams_above_its_last_id() {
+    let mut server = Server::new();
+    server
+        .frame(
+            kind::GOAWAY,
+            0,
+            0,
+            b"\x00\x00\x00\x01\x00\x00\x00\x00draining",
+        )
+        .ok_response(1, b"one");
+    let mut conn = connect(&server);
+    let results = batch(&mut conn, &[b"a", b"b", b"c"]);
+    assert_eq!(results[0].as_deref().unwrap(), b"one");
+    for r in &results[1..] {
+        assert!(
+            matches!(
+                r,
+                Err(Error::GoAway {
+                    last_stream_id: 1,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn the_servers_initial_window_holds_every_stream_of_a_batch() {
+    // Two 40-byte requests after the server's SETTINGS set the initial stream window to 10:
+    // each stream sends 10 bytes, then waits for its own WINDOW_UPDATE.
+    let mut server = Server::new();
+    settings_frame(&mut server, &[(setting::INITIAL_WINDOW_SIZE, 10)]);
+    server
+        .ok_response(1, b"first")
+        .frame(kind::WINDOW_UPDATE, 0, 3, &100u32.to_be_bytes())
+        .frame(kind::WINDOW_UPDATE, 0, 5, &100u32.to_be_bytes())
+        .ok_response(3, b"a")
+        .ok_response(5, b"b");
+    let mut conn = connect(&server);
+    assert_eq!(call(&mut conn, b"").unwrap(), b"first");
+    let results = batch(&mut conn, &[&[1u8; 40], &[2u8; 40]]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for stream in [3, 5] {
+        let data: Vec<_> = client_frames(&conn)
+            .into_iter()
+            .filter(|f| f.0 == kind::DATA && f.2 == stream)
+            .collect();
+        assert_eq!(
+            data[0].3.len(),
+            10,
+            "stream {stream} starts within 10 bytes"
+        );
+        assert_eq!(data.iter().map(|f| f.3.len()).sum::<usize>(), 45);
+    }
+}
+
+#[test]
+fn an_invalid_path_anywhere_in_a_batch_sends_nothing() {
+    let mut conn = connect(&Server::new());
+    let err = conn
+        .unary_many(&[(PATH, b"a"), ("bad path", b"b")], Duration::from_secs(1))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest { .. }), "{err}");
+    assert!(conn.io.output.is_empty());
 }

@@ -7,12 +7,11 @@
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use crate::conn::{Budget, Connection, Limits, Transport};
-use crate::error::Phase;
+use crate::conn::{Connection, Limits, Transport};
 use crate::frame::{self, FrameHeader, HEADER_LEN};
 
 /// Parses `data` as a sequence of frames, then replays it as a server's bytes (after a
-/// valid empty SETTINGS) against a client making three calls.
+/// valid empty SETTINGS) against a client making a batch of two calls, then two single ones.
 pub fn h2_frames(data: &[u8]) {
     let mut rest = data;
     while let Some((head, tail)) = rest.split_first_chunk::<HEADER_LEN>() {
@@ -37,15 +36,15 @@ pub fn h2_frames(data: &[u8]) {
         max_message: 64 * 1024,
         max_header_list: 8 * 1024,
     };
-    let budget = Budget::new(Phase::Handshake, Duration::from_secs(5));
-    if let Ok(mut conn) = Connection::handshake(transport, limits, "fuzz:1".into(), &budget) {
-        for _ in 0..3 {
-            let _ = conn.unary(
-                "/ratls.GrSecret/GetSecret",
-                b"\x0a\x01k",
-                Duration::from_secs(5),
-            );
-        }
+    let mut conn = Connection::new(transport, limits, "fuzz:1".into());
+    // A batch first (concurrent streams), then single calls on what is left.
+    let path = "/ratls.GrSecret/GetSecret";
+    let _ = conn.unary_many(
+        &[(path, b"\x0a\x01k"), (path, b"\x0a\x01l")],
+        Duration::from_secs(5),
+    );
+    for _ in 0..2 {
+        let _ = conn.unary(path, b"\x0a\x01k", Duration::from_secs(5));
     }
 }
 

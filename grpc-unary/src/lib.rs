@@ -1,10 +1,11 @@
 //! Minimal blocking gRPC unary client: HTTP/2 (RFC 9113) over rustls, no async runtime.
 //!
 //! One obvious entry point: [`Channel::connect`] resolves, connects, completes a TLS
-//! handshake that must select ALPN `h2`, and exchanges HTTP/2 SETTINGS; then
-//! [`Channel::unary`] makes sequential calls over that one connection. Every phase has its
-//! own time budget in [`ClientConfig`], every socket operation is bounded by it, and
-//! everything the server sends is size-limited. Response messages are returned as
+//! handshake that must select ALPN `h2`, and queues the HTTP/2 preface; then
+//! [`Channel::unary`] makes calls one at a time over that one connection, and
+//! [`Channel::unary_many`] makes several at once (concurrent streams, one round trip).
+//! Every phase has its own time budget in [`ClientConfig`], every socket operation is
+//! bounded by it, and everything the server sends is size-limited. Response messages are returned as
 //! [`Zeroizing`](zeroize::Zeroizing) buffers and never logged: they carry secrets.
 //!
 //! ```no_run
@@ -32,7 +33,7 @@ mod grpc;
 mod hpack;
 pub mod proto;
 
-pub use channel::Channel;
+pub use channel::{Channel, Replies};
 pub use config::{
     ClientConfig, ClientConfigBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_MESSAGE_SIZE,

@@ -242,6 +242,17 @@ impl Peer {
         }
     }
 
+    /// Reads one whole request (through its END_STREAM) and answers it with `message`.
+    fn answer_next(&mut self, message: &[u8]) {
+        loop {
+            let f = self.read_frame().unwrap();
+            if f.kind == DATA && f.flags & END_STREAM != 0 {
+                self.respond_ok(f.stream, message);
+                return;
+            }
+        }
+    }
+
     fn respond_ok(&mut self, stream: u32, message: &[u8]) {
         self.response_headers(stream);
         self.stream_window = 65_535;
@@ -390,6 +401,8 @@ fn the_request_carries_the_grpc_headers_and_a_huge_path_uses_continuation() {
 fn a_tiny_stream_window_makes_the_client_wait_for_window_update() {
     let (server, client) = h2_server();
     let (addr, done) = serve(server, &[(INITIAL_WINDOW_SIZE, 16)], |peer| {
+        // The first call leaves before our SETTINGS arrive (RFC 9113 initial values).
+        peer.answer_next(b"warm");
         let mut sent = 0;
         let mut stream = 0;
         while sent < 16 {
@@ -419,6 +432,7 @@ fn a_tiny_stream_window_makes_the_client_wait_for_window_update() {
         peer.respond_ok(stream, b"thanks");
     });
     let mut channel = connect(&addr, client, &ClientConfig::default());
+    assert_eq!(channel.unary(PATH, b"").unwrap().as_slice(), b"warm");
     let started = Instant::now();
     assert_eq!(
         channel.unary(PATH, &[9u8; 100]).unwrap().as_slice(),
@@ -436,10 +450,12 @@ fn the_connection_window_and_a_larger_max_frame_size_are_honoured() {
         server,
         &[(INITIAL_WINDOW_SIZE, 1 << 20), (MAX_FRAME_SIZE, 32_768)],
         |peer| {
+            // The first call (5 bytes of connection window) also brings our SETTINGS over.
+            peer.answer_next(b"warm");
             let mut received = 0;
             let mut frames = Vec::new();
             let mut stream = 0;
-            while received < 65_535 {
+            while received < 65_530 {
                 let f = peer.read_frame().unwrap();
                 if f.kind == DATA {
                     received += f.payload.len();
@@ -447,7 +463,10 @@ fn the_connection_window_and_a_larger_max_frame_size_are_honoured() {
                     stream = f.stream;
                 }
             }
-            assert_eq!(received, 65_535, "exactly the connection window");
+            assert_eq!(
+                received, 65_530,
+                "exactly what is left of the connection window"
+            );
             assert!(peer.poll_frame(Duration::from_millis(300)).is_none());
             assert!(frames.iter().all(|&n| n <= 32_768));
             assert!(frames.iter().any(|&n| n > 16_384), "{frames:?}");
@@ -466,6 +485,7 @@ fn the_connection_window_and_a_larger_max_frame_size_are_honoured() {
         },
     );
     let mut channel = connect(&addr, client, &ClientConfig::default());
+    assert_eq!(channel.unary(PATH, b"").unwrap().as_slice(), b"warm");
     let request = vec![1u8; 200 * 1024];
     assert_eq!(channel.unary(PATH, &request).unwrap().as_slice(), b"got it");
     drop(channel);

@@ -53,6 +53,51 @@ fn several_calls_share_one_mutually_authenticated_connection() {
 }
 
 #[test]
+fn a_batch_of_calls_is_answered_in_request_order_with_per_call_statuses() {
+    let pki = pki();
+    let server = TonicServer::start(&pki);
+    let mut channel = connect(&pki, &server, &ClientConfig::default());
+    let names = ["image_key", "missing", "flask.key", "big", "flask.crt"];
+    let requests: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| proto::encode_string_field1(n))
+        .collect();
+    let batch: Vec<(&str, &[u8])> = requests.iter().map(|r| (PATH, r.as_slice())).collect();
+    let results = channel.unary_many(&batch).unwrap();
+    let text = |i: usize| {
+        let reply = results[i].as_ref().unwrap();
+        proto::decode_string_field1(reply)
+            .unwrap()
+            .as_str()
+            .to_owned()
+    };
+    assert_eq!(text(0), "\"MDEyMzQ1Njc4OWFiY2RlZg==\"");
+    assert!(
+        matches!(
+            &results[1],
+            Err(Error::Status {
+                code: Code::NotFound,
+                ..
+            })
+        ),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(text(2), "secret of flask.key");
+    assert_eq!(
+        text(3).len(),
+        200 * 1024,
+        "a 200 KiB reply shares the windows"
+    );
+    assert_eq!(text(4), "secret of flask.crt");
+    // The channel goes on with single calls and further batches.
+    assert_eq!(get(&mut channel, "x").unwrap(), "secret of x");
+    let again = channel.unary_many(&batch[..1]).unwrap();
+    assert!(again[0].is_ok());
+    channel.close().unwrap();
+}
+
+#[test]
 fn a_200_kib_reply_is_received_through_flow_control() {
     let pki = pki();
     let server = TonicServer::start(&pki);
