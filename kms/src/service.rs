@@ -12,8 +12,9 @@
 //! No secret is looked up before step 2 succeeded, and only a [`VerifiedPeer`] reaches the
 //! release decision. Every answer is audited; no value ever reaches a status message or a log.
 
+use std::hash::{BuildHasher as _, RandomState};
 use std::io::Read as _;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use grpcio::{
     GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext, RpcStatus, RpcStatusCode,
@@ -66,11 +67,43 @@ pub const METHOD_HEALTH_CHECK: Method<RawRequest, RawReply> = Method {
 /// Service names the health check reports as SERVING ("" is the whole server).
 const HEALTH_SERVICES: &[&str] = &["", "ratls.GrSecret"];
 
+/// Lock stripes that serialize verifications of one certificate (see [`Flights`]).
+const FLIGHT_STRIPES: usize = 64;
+
+/// Makes concurrent calls presenting the same, not yet verified, certificate wait for one
+/// verification instead of each running the pipeline: a client that sends its calls at once
+/// (init does) is verified, and audited as an attestation, exactly once. Certificates are
+/// spread over [`FLIGHT_STRIPES`] locks by a keyed hash, so different clients rarely wait for
+/// each other, and never for long (one verification).
+struct Flights {
+    stripes: Vec<Mutex<()>>,
+    hasher: RandomState,
+}
+
+impl Flights {
+    fn new() -> Self {
+        Flights {
+            stripes: (0..FLIGHT_STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn enter(&self, cert_der: &[u8]) -> Option<MutexGuard<'_, ()>> {
+        let hash = self.hasher.hash_one(cert_der);
+        let stripe = usize::try_from(hash % FLIGHT_STRIPES as u64).unwrap_or(0);
+        // The guard protects nothing but the order of verifications: a poisoned one will do.
+        self.stripes
+            .get(stripe)
+            .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
 /// State shared by every call.
 pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     audit: Arc<AuditLog>,
     reply_form: ReplyForm,
+    flights: Flights,
 }
 
 impl Shared {
@@ -79,6 +112,7 @@ impl Shared {
             runtime: RwLock::new(Arc::new(runtime)),
             audit,
             reply_form,
+            flights: Flights::new(),
         }
     }
 
@@ -237,6 +271,11 @@ fn authenticate(
     if let Some(peer) = runtime.verifier.cached(&der, now) {
         return Ok(peer);
     }
+    let _flight = shared.flights.enter(&der);
+    // Another call with this certificate may have verified it while this one waited.
+    if let Some(peer) = runtime.verifier.cached(&der, now) {
+        return Ok(peer);
+    }
     let mut rec = Record::new(Event::Attestation, Verdict::Ok);
     rec.peer = Some(peer_addr);
     match runtime.verifier.verify_certificate(&der, now) {
@@ -355,4 +394,81 @@ fn de_reply(mut reader: MessageReader) -> grpcio::Result<RawReply> {
         .read_to_end(&mut buf)
         .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
     Ok(RawReply(buf))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Barrier;
+
+    use ratls::cert::RaTlsIdentity;
+    use ratls::collateral::StaticCollateral;
+    use ratls::policy::RaPolicy;
+    use ratls::verify::Verifier;
+    use sgx_sim::{Identity as SimIdentity, PlatformOptions, SimPlatform, SimQuoteSource};
+
+    use super::*;
+    use crate::secrets::SecretStore;
+
+    /// Calls that arrive together with one new certificate (init sends its calls at once)
+    /// must run the pipeline, and audit an attestation, once: the others wait and reuse it.
+    #[test]
+    fn concurrent_calls_with_one_new_certificate_verify_it_once() {
+        let dir = std::env::temp_dir().join(format!("kms-flights-{}", std::process::id()));
+        let opts = PlatformOptions::new(timefmt::now_unix());
+        let platform = Arc::new(SimPlatform::create(&dir, &opts).unwrap());
+        let identity = SimIdentity::random(None).unwrap();
+        let policy = serde_json::json!({
+            "verify_mr_enclave": "on", "verify_mr_signer": "on", "verify_isv_prod_id": "on",
+            "verify_isv_svn": "on", "verify_config_svn": "on", "verify_enclave_debuggable": "on",
+            "sgx_mrs": [{ "mr_enclave": hex::encode(identity.mr_enclave),
+                          "mr_signer": hex::encode(identity.mr_signer),
+                          "isv_prod_id": identity.isv_prod_id, "isv_svn": identity.isv_svn,
+                          "config_svn": identity.config_svn, "debuggable": false }]
+        });
+        let verifier = Verifier::new(
+            ratls::danger::simulated_root(platform.root_ca_der().to_vec(), "test".into()),
+            Arc::new(StaticCollateral::new(platform.collateral(), "sim")),
+            RaPolicy::from_json(policy.to_string().as_bytes(), "policy").unwrap(),
+        );
+        let runtime = Runtime {
+            verifier,
+            secrets: SecretStore::from_json(br#"{"k": "dmFsdWU="}"#).unwrap(),
+        };
+        let log = dir.join("audit.log");
+        let audit = Arc::new(AuditLog::file(&log).unwrap());
+        let shared = Arc::new(Shared::new(runtime, audit, ReplyForm::Quoted));
+        let source = SimQuoteSource {
+            platform: Arc::clone(&platform),
+            identity,
+        };
+        let pem = RaTlsIdentity::mint(&source).unwrap().cert_pem();
+
+        const CALLS: usize = 8;
+        let barrier = Arc::new(Barrier::new(CALLS));
+        let threads: Vec<_> = (0..CALLS)
+            .map(|_| {
+                let (shared, barrier, pem) =
+                    (Arc::clone(&shared), Arc::clone(&barrier), pem.clone());
+                std::thread::spawn(move || {
+                    let runtime = shared.current();
+                    barrier.wait();
+                    authenticate(&shared, &runtime, "ipv4:127.0.0.1:1", Some(pem.as_bytes()))
+                        .is_ok()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap(), "every call is authenticated");
+        }
+        let stats = shared.current().verifier.stats();
+        assert_eq!(stats.full_dcap + stats.platform_hits, 1, "{stats:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            text.matches(r#""event":"attestation""#).count(),
+            1,
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

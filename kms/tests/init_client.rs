@@ -91,3 +91,48 @@ fn inits_grpc_client_gets_every_secret_byte_exact_over_one_connection() {
     }
     channel.close().unwrap();
 }
+
+/// init sends all its GetSecret calls at once (concurrent streams with its last TLS flight):
+/// every secret comes back byte-exact, and each connection's new certificate is verified and
+/// audited once, however its calls were spread over the KMS's threads (the race itself is
+/// pinned by the `service` unit test `concurrent_calls_with_one_new_certificate_verify_it_once`).
+#[test]
+fn a_batch_of_calls_on_a_new_certificate_is_one_attestation() {
+    let fx = Fixture::start("init-client-batch");
+    let cfg = grpc_unary::ClientConfig::builder().build();
+    let released: Vec<_> = secrets()
+        .into_iter()
+        .filter(|(_, _, allow)| allow.as_ref().is_none_or(|a| a.contains(&"app")))
+        .collect();
+    let requests: Vec<Vec<u8>> = released
+        .iter()
+        .map(|(name, _, _)| grpc_unary::proto::encode_string_field1(name))
+        .collect();
+    let batch: Vec<(&str, &[u8])> = requests
+        .iter()
+        .map(|r| ("/ratls.GrSecret/GetSecret", r.as_slice()))
+        .collect();
+    const CONNECTIONS: usize = 40;
+    for _ in 0..CONNECTIONS {
+        let server = ServerName::try_from("kms").unwrap();
+        let mut channel =
+            grpc_unary::Channel::connect(&fx.kms.addr, server, Arc::new(app_tls(&fx)), &cfg)
+                .unwrap();
+        let replies = channel.unary_many(&batch).unwrap();
+        for ((name, value, _), reply) in released.iter().zip(replies) {
+            let text = String::from_utf8(decode_field1(&reply.unwrap())).unwrap();
+            let inner = text.trim_matches('"');
+            assert_eq!(B64.decode(inner).unwrap(), *value, "{name}");
+        }
+        channel.close().unwrap();
+    }
+    let audit = fx.kms.audit();
+    let count = |event: &str| audit.iter().filter(|r| r["event"] == event).count();
+    assert_eq!(
+        count("attestation"),
+        CONNECTIONS,
+        "one verification per certificate"
+    );
+    assert_eq!(count("release"), CONNECTIONS * released.len());
+    assert_eq!(count("refusal"), 0);
+}
