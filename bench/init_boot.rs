@@ -154,7 +154,7 @@ fn main() {
 
     let attest_and_fetch: Vec<f64> = (0..runs)
         .map(|i| {
-            ["quote", "handshake", "secret"]
+            ["quote", "handshake", "secrets"]
                 .iter()
                 .map(|p| phases.get(*p).map_or(0.0, |v| v[i]))
                 .sum()
@@ -162,7 +162,7 @@ fn main() {
         .collect();
 
     println!(
-        "== init (ours): one quote, one handshake, {} GetSecret on one connection",
+        "== init (ours): one quote, one handshake, {} GetSecret sent at once on one connection",
         names.len()
     );
     row("boot, init start -> last secret written", &to_last_write);

@@ -141,25 +141,32 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
         },
     )?;
 
-    let fetched = (|| {
-        let image_key = match image_type {
-            ImageType::Encrypted => {
-                let secret = fetch(&mut session, IMAGE_KEY_SECRET, log)?;
-                Some(
-                    ImageKey::parse(secret.bytes())
-                        .map_err(|e| InitError::new(Stage::Secrets, "secret \"image_key\"", e))?,
-                )
-            }
-            ImageType::IntegrityOnly => None,
-        };
-        let mut secrets = Vec::with_capacity(conf.kms_keys.len());
-        for key in &conf.kms_keys {
-            secrets.push((key, fetch(&mut session, &key.name, log)?));
-        }
-        Ok((image_key, secrets))
-    })();
+    let encrypted = matches!(image_type, ImageType::Encrypted);
+    let names: Vec<&str> = encrypted
+        .then_some(IMAGE_KEY_SECRET)
+        .into_iter()
+        .chain(conf.kms_keys.iter().map(|k| k.name.as_str()))
+        .collect();
+    let fetched = fetch(&mut session, &names, log);
     session.close();
-    let (image_key, secrets) = fetched?;
+    // One secret per name, in order: image_key first when the image is encrypted.
+    let mut fetched = fetched?.into_iter();
+    let image_key = if encrypted {
+        let secret = fetched.next().ok_or_else(|| {
+            InitError::new(
+                Stage::Secrets,
+                "secret \"image_key\"",
+                "missing from the KMS's replies",
+            )
+        })?;
+        Some(
+            ImageKey::parse(secret.bytes())
+                .map_err(|e| InitError::new(Stage::Secrets, "secret \"image_key\"", e))?,
+        )
+    } else {
+        None
+    };
+    let secrets: Vec<_> = conf.kms_keys.iter().zip(fetched).collect();
 
     let mounted = timed(
         log,
@@ -195,17 +202,28 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     Ok(mounted)
 }
 
-/// Fetches one secret and logs its name and size.
-fn fetch(session: &mut kms::Session, name: &str, log: &StepLog) -> Result<Secret, InitError> {
+/// Fetches the secrets `names` in one batch and logs their names and sizes.
+fn fetch(
+    session: &mut kms::Session,
+    names: &[&str],
+    log: &StepLog,
+) -> Result<Vec<Secret>, InitError> {
     timed(
         log,
-        "secret",
+        "secrets",
         || {
             session
-                .get_secret(name)
+                .get_secrets(names)
                 .map_err(|e| InitError::new(Stage::Secrets, format!("KMS {}", session.addr()), e))
         },
-        |secret| format!("{name} ({} bytes)", secret.bytes().len()),
+        |secrets| {
+            let sizes: Vec<String> = names
+                .iter()
+                .zip(secrets)
+                .map(|(name, s)| format!("{name} ({} bytes)", s.bytes().len()))
+                .collect();
+            sizes.join(", ")
+        },
     )
 }
 

@@ -1,4 +1,6 @@
-//! The KMS session: ONE mutually attested TLS connection, then every GetSecret over it.
+//! The KMS session: ONE mutually attested TLS connection, then every GetSecret over it, all
+//! sent at once (concurrent HTTP/2 streams, leaving with the last TLS flight), so fetching
+//! costs one round trip whatever the number of secrets.
 //!
 //! Guarantees: connection attempts are retried with capped exponential backoff until the
 //! deadline, but attestation and policy failures are final and name the failing check; a
@@ -89,6 +91,12 @@ pub enum KmsError {
     },
     /// The handshake completed without a verified peer (must not happen; fail closed).
     Unverified { addr: String },
+    /// The batch of GetSecret calls failed as a whole (connection, deadline, protocol).
+    Fetch {
+        addr: String,
+        names: Vec<String>,
+        source: Box<grpc_unary::Error>,
+    },
     /// GetSecret failed.
     Secret {
         name: String,
@@ -144,6 +152,11 @@ impl fmt::Display for KmsError {
                     "KMS {addr}: handshake completed without a verified RA-TLS peer; refusing to continue"
                 )
             }
+            Self::Fetch {
+                addr,
+                names,
+                source,
+            } => write!(f, "fetching {names:?} from KMS {addr} failed: {source}"),
             Self::Secret { name, source } => match source.as_ref() {
                 grpc_unary::Error::Status {
                     code: Code::NotFound,
@@ -249,27 +262,40 @@ impl Session {
         &self.peer
     }
 
-    /// Fetches and decodes the secret `name`.
-    pub fn get_secret(&mut self, name: &str) -> Result<Secret, KmsError> {
-        let request = grpc_unary::proto::encode_string_field1(name);
-        let reply =
-            self.channel
-                .unary(GET_SECRET, &request)
-                .map_err(|source| KmsError::Secret {
-                    name: name.to_owned(),
-                    source: Box::new(source),
-                })?;
-        let text =
-            grpc_unary::proto::decode_string_field1(&reply).map_err(|source| KmsError::Secret {
-                name: name.to_owned(),
-                source: Box::new(source),
-            })?;
-        decode_secret(text.as_bytes())
-            .map(Secret)
-            .map_err(|detail| KmsError::BadReply {
-                name: name.to_owned(),
-                detail,
-            })
+    /// Fetches and decodes the secrets `names`, in that order, with one batch of GetSecret
+    /// calls (see the module documentation). The first failure in `names` order is the error.
+    ///
+    /// The first calls carry the client's last TLS flight, so a KMS that refuses this
+    /// enclave's certificate at the TLS level answers them with an alert: that is reported as
+    /// [`KmsError::Connection`], like an alert during the handshake.
+    pub fn get_secrets(&mut self, names: &[&str]) -> Result<Vec<Secret>, KmsError> {
+        let requests: Vec<Vec<u8>> = names
+            .iter()
+            .map(|name| grpc_unary::proto::encode_string_field1(name))
+            .collect();
+        let batch: Vec<(&str, &[u8])> = requests
+            .iter()
+            .map(|r| (GET_SECRET, r.as_slice()))
+            .collect();
+        let replies = self.channel.unary_many(&batch).map_err(|source| {
+            let source = Box::new(source);
+            match source.as_ref() {
+                grpc_unary::Error::Tls { .. } => KmsError::Connection {
+                    addr: self.addr.clone(),
+                    source,
+                },
+                _ => KmsError::Fetch {
+                    addr: self.addr.clone(),
+                    names: names.iter().map(|n| (*n).to_owned()).collect(),
+                    source,
+                },
+            }
+        })?;
+        names
+            .iter()
+            .zip(replies)
+            .map(|(name, reply)| decode_reply(name, reply))
+            .collect()
     }
 
     /// Closes the connection politely; errors are irrelevant once every secret is in hand.
@@ -281,6 +307,25 @@ impl Session {
     pub fn addr(&self) -> &str {
         &self.addr
     }
+}
+
+/// One call's result: `SecretReply.secret`, decoded.
+fn decode_reply(
+    name: &str,
+    reply: Result<Zeroizing<Vec<u8>>, grpc_unary::Error>,
+) -> Result<Secret, KmsError> {
+    let failed = |source| KmsError::Secret {
+        name: name.to_owned(),
+        source: Box::new(source),
+    };
+    let reply = reply.map_err(failed)?;
+    let text = grpc_unary::proto::decode_string_field1(&reply).map_err(failed)?;
+    decode_secret(text.as_bytes())
+        .map(Secret)
+        .map_err(|detail| KmsError::BadReply {
+            name: name.to_owned(),
+            detail,
+        })
 }
 
 /// Decodes `SecretReply.secret`: base64 (standard alphabet, canonical padding), optionally
