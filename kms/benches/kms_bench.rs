@@ -11,13 +11,16 @@
 //!
 //! The clients are what init runs: `grpc-unary` over rustls with the `ratls` RA-TLS verifier,
 //! which attests the KMS (its certificate does not change, so after the first connection that
-//! is the verifier's per-certificate cache plus the TLS signature check). Latency is measured
+//! is the verifier's per-certificate cache plus the TLS signature check). Like init, a client
+//! sends its three calls as one batch (`Channel::unary_many`, three concurrent streams) with its
+//! last TLS flight; `--sequential` makes them one after another instead. Latency is measured
 //! from the TCP connect to the third reply. Client and server share this machine's cores.
 //!
 //! The platform is SIMULATED (sgx-sim); quote verification costs the same as for hardware
 //! quotes (same ECDSA chain, same dcap-qvl code).
 //!
-//! `cargo bench -p kms --bench kms_bench [-- --per-level N --levels 1,8,32 --same-cert]`;
+//! `cargo bench -p kms --bench kms_bench [-- --per-level N --levels 1,8,32 --same-cert
+//! --sequential]`;
 //! `KMS_BIN=path/to/kms` benchmarks that server binary instead of the one cargo built.
 //! (`--same-cert` reuses one certificate per client thread: the cached-verification case).
 
@@ -46,6 +49,7 @@ struct Args {
     per_level: usize,
     levels: Vec<usize>,
     same_cert: bool,
+    sequential: bool,
     threads: usize,
 }
 
@@ -54,6 +58,7 @@ fn parse_args() -> Args {
         per_level: 1000,
         levels: vec![1, 8, 32],
         same_cert: false,
+        sequential: false,
         threads: 2,
     };
     let mut it = std::env::args().skip(1);
@@ -69,6 +74,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--same-cert" => args.same_cert = true,
+            "--sequential" => args.sequential = true,
             "--threads" => args.threads = it.next().unwrap().parse().unwrap(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -177,7 +183,15 @@ fn main() {
         },
         args.threads
     );
-    println!("kms_bench: clients are init's stack (grpc-unary + rustls + ratls) on this machine");
+    println!(
+        "kms_bench: clients are init's stack (grpc-unary + rustls + ratls) on this machine; \
+         the 3 calls {}",
+        if args.sequential {
+            "one after another (--sequential)"
+        } else {
+            "as one batch, as init makes them"
+        }
+    );
     println!(
         "{:>8} {:>6} {:>9} {:>7} {:>7} {:>11} {:>11} {:>10}",
         "clients",
@@ -205,7 +219,7 @@ fn main() {
             &next_cert,
             clients,
             count,
-            args.same_cert,
+            &args,
         );
         let kms_cpu = (cpu_ms(&pid.to_string()) - kms_cpu) / count as f64;
         let own_cpu = (cpu_ms("self") - own_cpu) / count as f64;
@@ -226,8 +240,9 @@ fn run_level(
     next_cert: &Arc<AtomicUsize>,
     clients: usize,
     count: usize,
-    same_cert: bool,
+    args: &Args,
 ) -> (f64, f64, f64) {
+    let (same_cert, sequential) = (args.same_cert, args.sequential);
     let done = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let start = Instant::now();
@@ -256,11 +271,27 @@ fn run_level(
                     let server = ServerName::try_from("kms").unwrap();
                     let mut channel = Channel::connect(&addr, server, Arc::new(tls), &cfg)
                         .expect("RA-TLS connection to the KMS failed");
-                    for name in ["image_key", "flask_cert", "flask_key"] {
-                        let mut req = vec![0x0a, name.len() as u8];
-                        req.extend_from_slice(name.as_bytes());
-                        let reply = channel.unary(GET_SECRET, &req).expect("GetSecret failed");
-                        assert!(!reply.is_empty());
+                    let requests: Vec<Vec<u8>> = ["image_key", "flask_cert", "flask_key"]
+                        .iter()
+                        .map(|name| {
+                            let mut req = vec![0x0a, name.len() as u8];
+                            req.extend_from_slice(name.as_bytes());
+                            req
+                        })
+                        .collect();
+                    if sequential {
+                        for req in &requests {
+                            let reply = channel.unary(GET_SECRET, req).expect("GetSecret failed");
+                            assert!(!reply.is_empty());
+                        }
+                    } else {
+                        let batch: Vec<(&str, &[u8])> = requests
+                            .iter()
+                            .map(|r| (GET_SECRET, r.as_slice()))
+                            .collect();
+                        for reply in channel.unary_many(&batch).expect("batch failed") {
+                            assert!(!reply.expect("GetSecret failed").is_empty());
+                        }
                     }
                     local.push(t.elapsed());
                     let _ = channel.close();
