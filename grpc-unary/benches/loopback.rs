@@ -1,6 +1,7 @@
 //! Loopback benchmark against a local tonic server over mutual TLS: connect + handshake,
-//! then three GetSecret-shaped calls per connection (init's pattern), and a long run of
-//! calls on one connection. Prints medians; `cargo bench -p grpc-unary`.
+//! then three GetSecret-shaped calls per connection, one after another and as one batch
+//! (init's pattern), and a long run of calls on one connection. Prints medians;
+//! `cargo bench -p grpc-unary`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -52,6 +53,25 @@ fn main() {
         }
     }
 
+    let batch: Vec<(&str, &[u8])> = requests.iter().map(|r| (PATH, r.as_slice())).collect();
+    let mut batched = Vec::new();
+    for i in 0..CONNECTIONS + 10 {
+        let t0 = Instant::now();
+        let mut channel = Channel::connect(&addr, localhost(), tls.clone(), &cfg).unwrap();
+        for reply in channel.unary_many(&batch).unwrap() {
+            assert!(
+                !proto::decode_string_field1(&reply.unwrap())
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let elapsed = t0.elapsed();
+        channel.close().unwrap();
+        if i >= 10 {
+            batched.push(elapsed);
+        }
+    }
+
     let mut channel = Channel::connect(&addr, localhost(), tls, &cfg).unwrap();
     let mut long_run = Vec::with_capacity(LONG_RUN_CALLS);
     for i in 0..LONG_RUN_CALLS {
@@ -61,9 +81,10 @@ fn main() {
     }
 
     println!("grpc-unary loopback vs tonic (mTLS, TLS 1.3, ECDSA P-256)");
-    report("connect + TLS + h2 handshake", &mut connect);
+    report("connect + TLS handshake", &mut connect);
     report("unary call (3 per connection)", &mut calls);
     report("connect + 3 calls", &mut total);
+    report("connect + 3 calls as one batch", &mut batched);
     report("unary call (long run, 1 conn)", &mut long_run);
 }
 

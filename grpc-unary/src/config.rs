@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Default budget for resolving the address and connecting TCP (all addresses together).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default budget for the TLS handshake plus the HTTP/2 SETTINGS exchange.
+/// Default budget for the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default deadline of one unary call, sent to the server as `grpc-timeout`.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,7 +49,8 @@ impl ClientConfig {
         self.connect_timeout
     }
 
-    /// Budget for the TLS handshake plus the HTTP/2 preface and SETTINGS exchange.
+    /// Budget for the TLS handshake (and for closing). The HTTP/2 preface and the server's
+    /// SETTINGS are exchanged within the first call's deadline.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
     }

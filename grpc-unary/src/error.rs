@@ -15,7 +15,7 @@ pub enum Phase {
         /// The `host:port` given to [`crate::Channel::connect`].
         addr: String,
     },
-    /// TLS handshake and the HTTP/2 connection preface (SETTINGS exchange).
+    /// The TLS handshake (the HTTP/2 preface leaves with the first call).
     Handshake,
     /// A unary call.
     Call {
@@ -67,8 +67,9 @@ pub enum Error {
         /// The rustls error.
         source: rustls::Error,
     },
-    /// The TLS handshake succeeded but the peer cannot be used as an HTTP/2 server
-    /// (no `h2` ALPN, first frame not SETTINGS...).
+    /// The TLS handshake succeeded but the peer cannot be used as an HTTP/2 server (it did
+    /// not select ALPN `h2`). A server whose first frame is not SETTINGS fails the first call
+    /// with [`Error::Protocol`].
     Handshake {
         /// What was wrong.
         detail: String,

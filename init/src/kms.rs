@@ -35,7 +35,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub const MIN_ATTEMPT_BUDGET: Duration = Duration::from_millis(100);
 /// Budget of one TCP connect (never more than the time left before the deadline).
 pub const ATTEMPT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Budget of one TLS + HTTP/2 handshake; it includes fetching the KMS's collateral.
+/// Budget of one TLS handshake; it includes fetching the KMS's collateral.
 pub const ATTEMPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Deadline of each GetSecret call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
