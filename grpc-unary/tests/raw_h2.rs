@@ -785,3 +785,55 @@ fn a_server_certificate_from_another_ca_is_a_tls_error() {
     );
     done.join().unwrap();
 }
+
+/// The client's last TLS flight leaves with its first call (see `Channel::connect`), so a
+/// server that refuses the client certificate says so in that call's result: a TLS alert.
+#[test]
+fn a_server_refusing_the_client_certificate_answers_the_first_call_with_an_alert() {
+    let server_pki = pki();
+    let server = server_tls(&server_pki, &[b"h2"]);
+    let stranger = pki();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_pki.ca_der.clone()).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(stranger.client_key_der.clone().into());
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![stranger.client_der.clone()], key)
+    .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let done = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = StreamOwned::new(ServerConnection::new(server).unwrap(), tcp);
+        assert!(tls.read(&mut [0u8; 64]).is_err(), "the client is refused");
+        // Drain until the client hangs up: closing with unread bytes would send RST and
+        // could discard the alert before the client reads it.
+        let _ = io::copy(&mut tls.sock, &mut io::sink());
+    });
+    let mut channel = Channel::connect(
+        &addr,
+        localhost(),
+        Arc::new(client),
+        &ClientConfig::default(),
+    )
+    .expect("the handshake completes on the client's side");
+    let err = channel.unary(PATH, b"").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Tls {
+                phase: Phase::Call { .. },
+                source: rustls::Error::AlertReceived(_),
+            }
+        ),
+        "{err:?}"
+    );
+    drop(channel);
+    done.join().unwrap();
+}
