@@ -173,7 +173,7 @@ impl<T: Transport> Connection<T> {
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
         self.unary_many(&[(path, request)], timeout)?
             .pop()
-            .unwrap_or_else(|| Err(protocol_error(ErrorCode::INTERNAL_ERROR, "no result")))
+            .unwrap_or_else(no_result)
     }
 
     /// Several unary calls on concurrent streams, all sent before any reply is awaited;
@@ -246,9 +246,7 @@ impl<T: Transport> Connection<T> {
         }
         Ok(results
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| Err(protocol_error(ErrorCode::INTERNAL_ERROR, "no result")))
-            })
+            .map(|r| r.unwrap_or_else(no_result))
             .collect())
     }
 
@@ -478,6 +476,12 @@ impl<T: Transport> Connection<T> {
         }
         self.st.out.zeroize();
     }
+}
+
+/// A request left without a result: cannot happen (every round fills or requeues its
+/// calls), reported rather than panicking.
+fn no_result() -> Result<Zeroizing<Vec<u8>>, Error> {
+    Err(protocol_error(ErrorCode::INTERNAL_ERROR, "no result"))
 }
 
 /// The path a batch's errors name: the one path, or all of them.

@@ -171,11 +171,8 @@ fn call(conn: &mut Connection<Script>, request: &[u8]) -> Result<Vec<u8>, Error>
         .map(|m| m.to_vec())
 }
 
-/// The client's frames after its preface: (kind, flags, stream, payload).
-fn client_frames(conn: &Connection<Script>) -> Vec<(u8, u8, u32, Vec<u8>)> {
-    let out = &conn.io.output;
-    assert!(out.starts_with(frame::PREFACE));
-    let mut rest = &out[frame::PREFACE.len()..];
+/// The frames in `bytes` (whole frames, no preface): (kind, flags, stream, payload).
+fn frames_in(mut rest: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
     let mut frames = Vec::new();
     while !rest.is_empty() {
         let h = FrameHeader::parse(rest[..9].try_into().unwrap());
@@ -184,6 +181,13 @@ fn client_frames(conn: &Connection<Script>) -> Vec<(u8, u8, u32, Vec<u8>)> {
         rest = &rest[end..];
     }
     frames
+}
+
+/// The client's frames after its preface.
+fn client_frames(conn: &Connection<Script>) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let out = &conn.io.output;
+    assert!(out.starts_with(frame::PREFACE));
+    frames_in(&out[frame::PREFACE.len()..])
 }
 
 fn count(frames: &[(u8, u8, u32, Vec<u8>)], k: u8) -> usize {
@@ -235,13 +239,10 @@ fn preface_settings_and_the_first_requests_leave_in_one_write() {
     assert_eq!(replies.len(), 2);
     let first = conn.io.writes.first().expect("a write");
     assert!(first.starts_with(frame::PREFACE));
-    let mut rest = &first[frame::PREFACE.len()..];
-    let mut kinds = Vec::new();
-    while !rest.is_empty() {
-        let h = FrameHeader::parse(rest[..9].try_into().unwrap());
-        kinds.push((h.kind, h.stream));
-        rest = &rest[9 + h.len as usize..];
-    }
+    let kinds: Vec<_> = frames_in(&first[frame::PREFACE.len()..])
+        .into_iter()
+        .map(|f| (f.0, f.2))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -1099,16 +1100,8 @@ fn a_known_stream_limit_opens_streams_one_round_at_a_time() {
     let replies = batch(&mut conn, &[b"x", b"y"]);
     assert!(replies.iter().all(Result::is_ok));
     for w in &conn.io.writes[before..] {
-        let headers = |stream: u32| {
-            let mut rest = w.as_slice();
-            let mut found = false;
-            while rest.len() >= HEADER_LEN {
-                let h = FrameHeader::parse(rest[..9].try_into().unwrap());
-                found |= h.kind == kind::HEADERS && h.stream == stream;
-                rest = &rest[9 + h.len as usize..];
-            }
-            found
-        };
+        let frames = frames_in(w);
+        let headers = |stream: u32| frames.iter().any(|f| f.0 == kind::HEADERS && f.2 == stream);
         assert!(
             !(headers(3) && headers(5)),
             "stream 5 was opened while 3 was"
