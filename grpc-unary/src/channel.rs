@@ -197,14 +197,25 @@ fn tls_handshake(
         phase: Phase::Handshake,
         source,
     })?;
-    let mut t = TlsTransport { conn, sock: tcp };
+    let mut t = TlsTransport {
+        conn,
+        sock: Socket::new(tcp),
+    };
     while t.conn.is_handshaking() {
         let left = budget.remaining()?;
-        t.sock
-            .set_read_timeout(Some(left))
-            .and_then(|()| t.sock.set_write_timeout(Some(left)))
-            .and_then(|()| t.write_pending())
-            .map_err(|e| budget.io_error(e))?;
+        t.sock.read_timeout = Some(left);
+        t.sock.write_timeout = Some(left);
+        t.queue_records().map_err(|e| budget.io_error(e))?;
+        // A TLS 1.3 client has nothing the server waits for between its ClientHello (sent
+        // again after a HelloRetryRequest) and its last flight, except the middlebox
+        // compatibility ChangeCipherSpec (RFC 8446 section D.4), which the server ignores.
+        // Holding that back spares a segment, and the server a wakeup, per handshake; it
+        // leaves with the last flight. TLS 1.2 flights are always sent.
+        let lone_ccs = t.sock.tx == CHANGE_CIPHER_SPEC
+            && t.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        if !lone_ccs {
+            t.sock.send().map_err(|e| budget.io_error(e))?;
+        }
         match t.conn.read_tls(&mut t.sock) {
             Ok(0) => {
                 return Err(Error::ConnectionClosed {
@@ -239,23 +250,31 @@ fn tls_handshake(
     }
 }
 
+/// A TLS 1.2-framed ChangeCipherSpec record, as a TLS 1.3 client sends it for middlebox
+/// compatibility.
+const CHANGE_CIPHER_SPEC: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
+
 /// TLS over TCP with per-operation socket timeouts. Writes only queue records; `flush`
-/// sends everything queued (handshake records included) in as few writes as the socket
-/// takes, so one flush is one TCP segment for a small request.
+/// sends everything queued (handshake records included) in one write, so one flush is one
+/// TCP segment for a small request.
 struct TlsTransport {
     conn: ClientConnection,
-    sock: TcpStream,
+    sock: Socket,
 }
 
 impl TlsTransport {
-    /// Writes every queued TLS record to the socket.
-    fn write_pending(&mut self) -> io::Result<()> {
+    /// Moves every record rustls has queued into the socket's output buffer.
+    fn queue_records(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
-            if self.conn.write_tls(&mut self.sock)? == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
+            self.conn.write_tls(&mut self.sock)?;
         }
         Ok(())
+    }
+
+    /// Writes every queued TLS record to the socket.
+    fn write_pending(&mut self) -> io::Result<()> {
+        self.queue_records()?;
+        self.sock.send()
     }
 }
 
@@ -291,28 +310,109 @@ impl Write for TlsTransport {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.write_pending()?;
-        self.sock.flush()
+        self.write_pending()
     }
 }
 
 impl Transport for TlsTransport {
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.sock.set_read_timeout(Some(timeout))
+        self.sock.read_timeout = Some(timeout);
+        Ok(())
     }
 
     fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.sock.set_write_timeout(Some(timeout))
+        self.sock.write_timeout = Some(timeout);
+        Ok(())
     }
 
     fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
-        self.sock.set_nonblocking(on)
+        self.sock.tcp.set_nonblocking(on)
     }
 
     fn shutdown(&mut self) -> io::Result<()> {
         self.conn.send_close_notify();
-        self.flush()?;
-        self.sock.shutdown(Shutdown::Write)
+        self.write_pending()?;
+        self.sock.tcp.shutdown(Shutdown::Write)
+    }
+}
+
+/// Room for a burst of records: the KMS's session tickets and SETTINGS arrive as about
+/// 10 KB at once, which rustls alone would read 4 KiB at a time.
+const RX_BUF_LEN: usize = 17 * 1024;
+
+/// The TCP side of [`TlsTransport`]. Incoming bytes are read in bursts of up to
+/// [`RX_BUF_LEN`] and handed to rustls from memory; outgoing records collect in `tx` until
+/// [`Socket::send`]. Timeouts are recorded, and set on the socket only before a read or
+/// write that reaches it: reads served from the buffer cost no system call. Both buffers
+/// hold TLS records only, never plaintext.
+struct Socket {
+    tcp: TcpStream,
+    rx: Box<[u8]>,
+    start: usize,
+    end: usize,
+    tx: Vec<u8>,
+    /// Set on the socket before its next read, then cleared.
+    read_timeout: Option<Duration>,
+    /// Set on the socket before its next write, then cleared.
+    write_timeout: Option<Duration>,
+}
+
+impl Socket {
+    fn new(tcp: TcpStream) -> Socket {
+        Socket {
+            tcp,
+            rx: vec![0; RX_BUF_LEN].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            tx: Vec::with_capacity(8 * 1024),
+            read_timeout: None,
+            write_timeout: None,
+        }
+    }
+
+    /// Writes out everything queued, in one `write` when the socket takes it.
+    fn send(&mut self) -> io::Result<()> {
+        if self.tx.is_empty() {
+            return Ok(());
+        }
+        if let Some(t) = self.write_timeout.take() {
+            self.tcp.set_write_timeout(Some(t))?;
+        }
+        let sent = self.tcp.write_all(&self.tx);
+        self.tx.clear();
+        sent
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.start == self.end {
+            if let Some(t) = self.read_timeout.take() {
+                self.tcp.set_read_timeout(Some(t))?;
+            }
+            let n = self.tcp.read(&mut self.rx)?;
+            self.start = 0;
+            self.end = n;
+        }
+        let buffered = self.rx.get(self.start..self.end).unwrap_or_default();
+        let n = buffered.len().min(buf.len());
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(buffered.get(..n).unwrap_or_default());
+        self.start += n;
+        Ok(n)
+    }
+}
+
+impl Write for Socket {
+    /// Queues (rustls writes its records here); [`Socket::send`] writes them out.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

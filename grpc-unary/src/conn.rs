@@ -41,7 +41,8 @@ pub(crate) trait Transport: Read + Write {
     fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()>;
     /// Switches reads to non-blocking (`WouldBlock` when nothing has arrived) and back.
     fn set_nonblocking(&mut self, on: bool) -> io::Result<()>;
-    /// Ends the byte stream after the last flush (TLS close_notify, TCP FIN).
+    /// Sends what was written and not yet flushed, then ends the byte stream (TLS
+    /// close_notify, TCP FIN).
     fn shutdown(&mut self) -> io::Result<()>;
 }
 
@@ -262,25 +263,16 @@ impl<T: Transport> Connection<T> {
                     | io::ErrorKind::ConnectionAborted
             )
         };
-        let mut result = Ok(());
+        let t = budget.remaining()?;
+        let mut result = self.io.set_write_timeout(t);
         if self.st.dead.is_none() {
+            // Written, not flushed: the shutdown sends GOAWAY and close_notify together.
             frame::put_goaway(&mut self.st.out, 0, ErrorCode::NO_ERROR);
-            let t = budget.remaining()?;
-            let written = self
-                .io
-                .set_write_timeout(t)
-                .and_then(|()| self.io.write_all(&self.st.out))
-                .and_then(|()| self.io.flush());
+            result = result.and_then(|()| self.io.write_all(&self.st.out));
             self.st.out.zeroize();
-            result = written;
         }
         self.st.dead = Some("channel closed".into());
-        let t = budget.remaining()?;
-        result = result.and_then(|()| {
-            self.io
-                .set_write_timeout(t)
-                .and_then(|()| self.io.shutdown())
-        });
+        result = result.and_then(|()| self.io.shutdown());
         match result {
             Err(e) if !gone(&e) => Err(budget.io_error(e)),
             _ => Ok(()),

@@ -85,7 +85,7 @@ impl Transport for Script {
         Ok(())
     }
     fn shutdown(&mut self) -> io::Result<()> {
-        Ok(())
+        self.flush()
     }
 }
 
