@@ -88,8 +88,8 @@ impl Flights {
         }
     }
 
-    fn enter(&self, cert_der: &[u8]) -> Option<MutexGuard<'_, ()>> {
-        let hash = self.hasher.hash_one(cert_der);
+    fn enter(&self, cert: &[u8]) -> Option<MutexGuard<'_, ()>> {
+        let hash = self.hasher.hash_one(cert);
         let stripe = usize::try_from(hash % FLIGHT_STRIPES as u64).unwrap_or(0);
         // The guard protects nothing but the order of verifications: a poisoned one will do.
         self.stripes
@@ -257,28 +257,19 @@ fn authenticate(
         let msg = "no client certificate: RA-TLS client authentication is required".to_owned();
         return Err(Refused::new(Identity::default(), unauthenticated(msg)));
     };
-    let der = match std::str::from_utf8(pem)
-        .map_err(|e| e.to_string())
-        .and_then(|text| ratls::cert::der_from_pem(text).map_err(|e| e.to_string()))
-    {
-        Ok(der) => der,
-        Err(e) => {
-            let msg = format!("client certificate unreadable: {e}");
-            return Err(Refused::new(Identity::default(), unauthenticated(msg)));
-        }
-    };
+    // Keyed by the PEM text gRPC hands over: the calls after the first cost one hash.
     let now = timefmt::now_unix();
-    if let Some(peer) = runtime.verifier.cached(&der, now) {
+    if let Some(peer) = runtime.verifier.cached_pem(pem, now) {
         return Ok(peer);
     }
-    let _flight = shared.flights.enter(&der);
+    let _flight = shared.flights.enter(pem);
     // Another call with this certificate may have verified it while this one waited.
-    if let Some(peer) = runtime.verifier.cached(&der, now) {
+    if let Some(peer) = runtime.verifier.cached_pem(pem, now) {
         return Ok(peer);
     }
     let mut rec = Record::new(Event::Attestation, Verdict::Ok);
     rec.peer = Some(peer_addr);
-    match runtime.verifier.verify_certificate(&der, now) {
+    match runtime.verifier.verify_certificate_pem(pem, now) {
         Ok(peer) => {
             rec.identity = identity_of(&peer);
             shared.audit.write(&rec);
@@ -286,7 +277,10 @@ fn authenticate(
         }
         Err(e) => {
             // Best effort: say which enclave tried, if the certificate carries a readable quote.
-            let identity = ratls::cert::extract(&der)
+            let identity = std::str::from_utf8(pem)
+                .ok()
+                .and_then(|text| ratls::cert::der_from_pem(text).ok())
+                .and_then(|der| ratls::cert::extract(&der).ok())
                 .map(|ev| Identity::from_body(&ev.quote.body))
                 .unwrap_or_default();
             rec.verdict = Verdict::Rejected;

@@ -343,6 +343,43 @@ impl Verifier {
         if let Some(peer) = lock(&self.cache).get(&key, now) {
             return Ok(peer);
         }
+        let peer = self.verify_uncached(cert_der, now)?;
+        lock(&self.cache).insert(key, peer.clone());
+        Ok(peer)
+    }
+
+    /// [`Verifier::verify_certificate`] for a certificate handed over as PEM text, as gRPC
+    /// C-core hands over its TLS peer's. The result is cached under the text itself, so every
+    /// later call with the same text costs one hash and no base64 decoding.
+    pub fn verify_certificate_pem(
+        &self,
+        cert_pem: &[u8],
+        now: u64,
+    ) -> Result<VerifiedPeer, VerifyError> {
+        let key = pem_cache_key(cert_pem);
+        if let Some(peer) = lock(&self.cache).get(&key, now) {
+            return Ok(peer);
+        }
+        let text = std::str::from_utf8(cert_pem).map_err(|e| {
+            VerifyError::Evidence(CertError::Pem {
+                what: "certificate",
+                detail: format!("not UTF-8: {e}"),
+            })
+        })?;
+        let der = cert::der_from_pem(text)?;
+        let peer = self.verify_uncached(&der, now)?;
+        lock(&self.cache).insert(key, peer.clone());
+        Ok(peer)
+    }
+
+    /// The cached result for a certificate verified earlier by
+    /// [`Verifier::verify_certificate_pem`] with the same text, if still valid at `now`.
+    pub fn cached_pem(&self, cert_pem: &[u8], now: u64) -> Option<VerifiedPeer> {
+        lock(&self.cache).get(&pem_cache_key(cert_pem), now)
+    }
+
+    /// The whole pipeline on a certificate, without the cache.
+    fn verify_uncached(&self, cert_der: &[u8], now: u64) -> Result<VerifiedPeer, VerifyError> {
         let evidence = cert::extract_bound(cert_der)?;
         evidence.check_validity(now)?;
         let mut peer = self.verify_parsed(
@@ -353,7 +390,6 @@ impl Verifier {
         )?;
         let not_after = u64::try_from(evidence.not_after_unix).unwrap_or(0);
         peer.valid_until = peer.valid_until.min(not_after);
-        lock(&self.cache).insert(key, peer.clone());
         Ok(peer)
     }
 
@@ -606,6 +642,16 @@ impl PeerCache {
         self.peers.insert(key, peer);
         self.order.push_back(key);
     }
+}
+
+/// The peer-cache key of a certificate's PEM text. DER keys are the bare SHA-256 of the DER;
+/// the prefix keeps the two kinds of key apart.
+fn pem_cache_key(cert_pem: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"ratls peer cache: PEM\0")
+        .chain_update(cert_pem)
+        .finalize()
+        .into()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
