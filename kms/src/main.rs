@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod enclave;
 mod fsutil;
+mod grpclog;
 mod keygen;
 mod proto;
 mod rotation;

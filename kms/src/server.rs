@@ -100,6 +100,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     })?;
 
     let shared = Arc::new(Shared::new(runtime, audit, cfg.reply_form));
+    crate::grpclog::install();
     let env = Arc::new(
         EnvBuilder::new()
             .cq_count(cfg.threads)
