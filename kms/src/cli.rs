@@ -56,6 +56,10 @@ SERVE OPTIONS:
 SIGNALS:
     SIGHUP reloads the policy and the secrets (both or neither); SIGTERM/SIGINT stop gracefully.
 
+ENVIRONMENT:
+    GRPC_VERBOSITY            DEBUG, INFO, ERROR (default) or NONE: gRPC core's log lines, on
+                              stderr as `kms: grpc LEVEL: message (file:line)`
+
 EXIT CODES:
     0 success, 1 runtime error, 2 usage error
 ";
