@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use occlum_dcap::QuoteSource;
 use ratls::cert::RaTlsIdentity;
@@ -111,46 +112,72 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     drop(identity);
 
     let server = &conf.kms_server;
-    let (mut session, _) = timed(
-        log,
-        "handshake",
-        || {
-            kms::connect(
-                server,
-                Arc::new(tls),
-                &verifier,
-                conf.connect_deadline,
-                |attempt, error, pause| {
-                    log.note(format_args!(
-                        "kms {}: attempt {attempt} failed ({error}); retrying in {} ms",
-                        server.addr,
-                        pause.as_millis()
-                    ));
-                },
-            )
-            .map_err(kms_failure)
-        },
-        |(session, connected)| {
-            format!(
-                "KMS {} ({}) attested in attempt {}: {}",
-                server.addr,
-                server.origin,
-                connected.attempts,
-                describe_peer(session.peer())
-            )
-        },
-    )?;
-
+    let tls = Arc::new(tls);
     let encrypted = matches!(image_type, ImageType::Encrypted);
     let names: Vec<&str> = encrypted
         .then_some(IMAGE_KEY_SECRET)
         .into_iter()
         .chain(conf.kms_keys.iter().map(|k| k.name.as_str()))
         .collect();
-    let fetched = fetch(&mut session, &names, log);
-    session.close();
+    // The deadline covers every connection: a KMS that restarts or drops the connection
+    // after the handshake, before every reply arrived, is attested again on a new one
+    // (GetSecret only reads, so asking again is safe). Refusals are final.
+    let deadline = Instant::now() + conf.connect_deadline;
+    let mut pause = kms::INITIAL_BACKOFF;
+    let fetched = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (mut session, _) = timed(
+            log,
+            "handshake",
+            || {
+                kms::connect(
+                    server,
+                    Arc::clone(&tls),
+                    &verifier,
+                    left,
+                    |attempt, error, pause| {
+                        log.note(format_args!(
+                            "kms {}: attempt {attempt} failed ({error}); retrying in {} ms",
+                            server.addr,
+                            pause.as_millis()
+                        ));
+                    },
+                )
+                .map_err(kms_failure)
+            },
+            |(session, connected)| {
+                format!(
+                    "KMS {} ({}) attested in attempt {}: {}",
+                    server.addr,
+                    server.origin,
+                    connected.attempts,
+                    describe_peer(session.peer())
+                )
+            },
+        )?;
+        let fetched = fetch(&mut session, &names, log);
+        session.close();
+        match fetched {
+            Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
+                log.note(format_args!(
+                    "kms {}: the connection failed before every secret arrived ({e}); \
+                     attesting again in {} ms",
+                    server.addr,
+                    pause.as_millis()
+                ));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(kms::MAX_BACKOFF);
+            }
+            other => {
+                break other.map_err(|e| {
+                    InitError::new(Stage::Secrets, format!("KMS {}", server.addr), e)
+                })?;
+            }
+        }
+    };
+
     // One secret per name, in order: image_key first when the image is encrypted.
-    let mut fetched = fetched?.into_iter();
+    let mut fetched = fetched.into_iter();
     let image_key = if encrypted {
         let secret = fetched.next().ok_or_else(|| {
             InitError::new(
@@ -207,15 +234,11 @@ fn fetch(
     session: &mut kms::Session,
     names: &[&str],
     log: &StepLog,
-) -> Result<Vec<Secret>, InitError> {
+) -> Result<Vec<Secret>, KmsError> {
     timed(
         log,
         "secrets",
-        || {
-            session
-                .get_secrets(names)
-                .map_err(|e| InitError::new(Stage::Secrets, format!("KMS {}", session.addr()), e))
-        },
+        || session.get_secrets(names),
         |secrets| {
             let sizes: Vec<String> = names
                 .iter()

@@ -11,7 +11,7 @@
 //! | `ra_config` | the policy the KMS enclave must satisfy (`ratls::policy`) |
 //! | `pccs_url` (ours) | PCCS base URL for DCAP collateral; env `OCCLUM_INIT_RA_PCCS_URL` overrides it |
 //! | `collateral_file` (ours) | a collateral JSON file in the initfs, instead of a PCCS |
-//! | `connect_deadline_secs` (ours) | how long to keep retrying the KMS connection, default 30 |
+//! | `connect_deadline_secs` (ours) | how long to keep retrying the KMS connection (also a new one after a connection that failed before every secret arrived), default 30 |
 //!
 //! `/etc/image_config.json`: `{"image_type": "encrypted" | "integrity-only"}`.
 

@@ -3,7 +3,9 @@
 //! costs one round trip whatever the number of secrets.
 //!
 //! Guarantees: connection attempts are retried with capped exponential backoff until the
-//! deadline, but attestation and policy failures are final and name the failing check; a
+//! deadline (and boot makes a new connection when one fails after the handshake, see
+//! [`KmsError::is_transient`]), but attestation and policy failures are final and name the
+//! failing check; a
 //! session exists only with the [`VerifiedPeer`] the handshake produced; every reply is
 //! decoded strictly into a zeroizing buffer; errors name secrets, never their values.
 
@@ -115,6 +117,27 @@ impl KmsError {
     /// True when the KMS never answered.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Unreachable { .. })
+    }
+
+    /// True when fetching failed because the connection did, after the handshake: it was
+    /// dropped, timed out, or shut down (GOAWAY, or gRPC's UNAVAILABLE from a server that is
+    /// stopping) before every reply arrived. A new connection may well succeed. Answers the
+    /// KMS gave (a refusal, a missing secret, a bad reply) and TLS alerts are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Fetch { source, .. } => retryable(source),
+            Self::Secret { source, .. } => {
+                retryable(source)
+                    || matches!(
+                        source.as_ref(),
+                        grpc_unary::Error::Status {
+                            code: Code::Unavailable,
+                            ..
+                        }
+                    )
+            }
+            _ => false,
+        }
     }
 }
 
@@ -301,11 +324,6 @@ impl Session {
     /// Closes the connection politely; errors are irrelevant once every secret is in hand.
     pub fn close(self) {
         let _ = self.channel.close();
-    }
-
-    /// The KMS address.
-    pub fn addr(&self) -> &str {
-        &self.addr
     }
 }
 
@@ -514,5 +532,64 @@ mod tests {
             source: rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
         };
         assert!(!retryable(&alert));
+    }
+
+    #[test]
+    fn fetch_failures_are_transient_only_when_the_connection_failed() {
+        use grpc_unary::Error as E;
+        let fetch = |source| KmsError::Fetch {
+            addr: "kms:1".into(),
+            names: vec!["a".into()],
+            source: Box::new(source),
+        };
+        let secret = |source| KmsError::Secret {
+            name: "a".into(),
+            source: Box::new(source),
+        };
+        let status = |code| E::Status {
+            code,
+            message: String::new(),
+        };
+        let closed = || E::ConnectionClosed {
+            phase: grpc_unary::Phase::Handshake,
+        };
+        let goaway = || E::GoAway {
+            code: grpc_unary::ErrorCode::NO_ERROR,
+            last_stream_id: 1,
+            debug: String::new(),
+        };
+        assert!(fetch(closed()).is_transient());
+        assert!(fetch(goaway()).is_transient());
+        assert!(secret(goaway()).is_transient());
+        assert!(secret(status(Code::Unavailable)).is_transient());
+
+        assert!(!secret(status(Code::Unauthenticated)).is_transient());
+        assert!(!secret(status(Code::PermissionDenied)).is_transient());
+        assert!(!secret(status(Code::NotFound)).is_transient());
+        assert!(
+            !fetch(E::Protocol {
+                code: grpc_unary::ErrorCode::PROTOCOL_ERROR,
+                detail: String::new(),
+            })
+            .is_transient()
+        );
+        let bad = KmsError::BadReply {
+            name: "a".into(),
+            detail: String::new(),
+        };
+        assert!(!bad.is_transient());
+        let refused = KmsError::Attestation {
+            addr: "kms:1".into(),
+            detail: String::new(),
+        };
+        assert!(!refused.is_transient());
+        // The unreachable case is the connect loop's, which already retried until the deadline.
+        let unreachable = KmsError::Unreachable {
+            addr: "kms:1".into(),
+            attempts: 3,
+            waited: Duration::from_secs(1),
+            last: Box::new(closed()),
+        };
+        assert!(!unreachable.is_transient());
     }
 }

@@ -1,9 +1,14 @@
 //! End to end, host mode: every way a boot must fail, fails with the documented exit code, a
-//! message that says why, and nothing written — and a KMS that starts late is waited for.
+//! message that says why, and nothing written — and a KMS that starts late is waited for, and
+//! a connection cut after the handshake is made again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -187,5 +192,88 @@ fn an_enclave_the_kms_does_not_admit_is_told_the_kms_reason() {
         "the KMS's reason is shown:\n{}",
         out.stderr
     );
+    assert!(
+        !out.stderr.contains("attesting again"),
+        "a refusal is final:\n{}",
+        out.stderr
+    );
     assert_nothing_written(&d);
+}
+
+/// A TCP relay to `upstream` whose first connection carries the ClientHello and the KMS's
+/// answer, then dies when the client sends its next flight (its last TLS flight and every
+/// request): as when the KMS restarts mid-boot. Later connections are relayed whole.
+/// Returns the relay's address and its connection count.
+fn relay_cutting_the_first_connection(upstream: String) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&count);
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let cut = seen.fetch_add(1, Ordering::SeqCst) == 0;
+            let upstream = upstream.clone();
+            thread::spawn(move || relay(client, &upstream, cut));
+        }
+    });
+    (addr, count)
+}
+
+fn relay(mut client: TcpStream, upstream: &str, cut: bool) {
+    let mut server = TcpStream::connect(upstream).unwrap();
+    let (mut from_server, mut to_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let back = thread::spawn(move || {
+        let _ = io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(Shutdown::Write);
+    });
+    if cut {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = client.read(&mut buf).unwrap_or(0);
+        let _ = server.write_all(&buf[..n]);
+        let _ = client.read(&mut buf);
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = server.shutdown(Shutdown::Both);
+    } else {
+        let _ = io::copy(&mut client, &mut server);
+        let _ = server.shutdown(Shutdown::Write);
+    }
+    let _ = back.join();
+}
+
+#[test]
+fn a_connection_cut_after_the_handshake_is_attested_again_and_the_boot_completes() {
+    let d = deployment();
+    let kms = d.start_kms("127.0.0.1:0");
+    let (relay, connections) = relay_cutting_the_first_connection(kms.addr.clone());
+    let out = d.run_init(&relay, &[], &[]);
+    out.expect_code(0);
+    assert!(
+        out.stderr
+            .contains("the connection failed before every secret arrived")
+            && out.stderr.contains("attesting again"),
+        "the cut is logged:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("] handshake ").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        std::fs::read(d.rootfs().join("etc/flask.crt")).unwrap(),
+        b"cert\n"
+    );
+    assert_eq!(
+        std::fs::read(d.rootfs().join("etc/flask.key")).unwrap(),
+        b"key\n"
+    );
+    // The cut connection never reached the KMS's calls: one attestation, one release each.
+    let audit = d.audit();
+    let count = |event: &str| audit.iter().filter(|r| r["event"] == event).count();
+    assert_eq!(count("attestation"), 1, "{audit:#?}");
+    assert_eq!(count("release"), 3, "image_key and two secrets: {audit:#?}");
 }
