@@ -107,12 +107,14 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     let collateral =
         collateral_source(conf.collateral.clone().or(default_collateral), &initfs, log)?;
     let verifier = Arc::new(Verifier::new(anchor, collateral, conf.policy));
-    let tls = ratls::tls::client_config(Arc::clone(&verifier), &identity)
-        .map_err(|e| InitError::new(Stage::Internal, "building the TLS client configuration", e))?;
+    let tls = Arc::new(
+        ratls::tls::client_config(Arc::clone(&verifier), &identity).map_err(|e| {
+            InitError::new(Stage::Internal, "building the TLS client configuration", e)
+        })?,
+    );
     drop(identity);
 
     let server = &conf.kms_server;
-    let tls = Arc::new(tls);
     let encrypted = matches!(image_type, ImageType::Encrypted);
     let names: Vec<&str> = encrypted
         .then_some(IMAGE_KEY_SECRET)
@@ -166,7 +168,7 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
                     pause.as_millis()
                 ));
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(kms::MAX_BACKOFF);
+                pause = kms::next_backoff(pause);
             }
             other => {
                 break other.map_err(|e| {

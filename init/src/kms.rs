@@ -219,6 +219,11 @@ impl fmt::Display for KmsError {
 
 impl std::error::Error for KmsError {}
 
+/// The pause after `pause`: doubled, at most [`MAX_BACKOFF`].
+pub fn next_backoff(pause: Duration) -> Duration {
+    (pause * 2).min(MAX_BACKOFF)
+}
+
 /// Connects to `server`, retrying until `deadline` elapses; the handshake runs `verifier`.
 pub fn connect(
     server: &KmsAddress,
@@ -275,7 +280,7 @@ pub fn connect(
         let pause = backoff.min(left);
         on_retry(attempts, &error, pause);
         thread::sleep(pause);
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = next_backoff(backoff);
     }
 }
 

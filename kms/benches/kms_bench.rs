@@ -273,11 +273,7 @@ fn run_level(
                         .expect("RA-TLS connection to the KMS failed");
                     let requests: Vec<Vec<u8>> = ["image_key", "flask_cert", "flask_key"]
                         .iter()
-                        .map(|name| {
-                            let mut req = vec![0x0a, name.len() as u8];
-                            req.extend_from_slice(name.as_bytes());
-                            req
-                        })
+                        .map(|name| grpc_unary::proto::encode_string_field1(name))
                         .collect();
                     if sequential {
                         for req in &requests {

@@ -340,12 +340,7 @@ impl Verifier {
         now: u64,
     ) -> Result<VerifiedPeer, VerifyError> {
         let key: [u8; 32] = Sha256::digest(cert_der).into();
-        if let Some(peer) = lock(&self.cache).get(&key, now) {
-            return Ok(peer);
-        }
-        let peer = self.verify_uncached(cert_der, now)?;
-        lock(&self.cache).insert(key, peer.clone());
-        Ok(peer)
+        self.cached_or_verify(key, now, || self.verify_uncached(cert_der, now))
     }
 
     /// [`Verifier::verify_certificate`] for a certificate handed over as PEM text, as gRPC
@@ -356,26 +351,37 @@ impl Verifier {
         cert_pem: &[u8],
         now: u64,
     ) -> Result<VerifiedPeer, VerifyError> {
-        let key = pem_cache_key(cert_pem);
-        if let Some(peer) = lock(&self.cache).get(&key, now) {
-            return Ok(peer);
-        }
-        let text = std::str::from_utf8(cert_pem).map_err(|e| {
-            VerifyError::Evidence(CertError::Pem {
-                what: "certificate",
-                detail: format!("not UTF-8: {e}"),
-            })
-        })?;
-        let der = cert::der_from_pem(text)?;
-        let peer = self.verify_uncached(&der, now)?;
-        lock(&self.cache).insert(key, peer.clone());
-        Ok(peer)
+        self.cached_or_verify(pem_cache_key(cert_pem), now, || {
+            let text = std::str::from_utf8(cert_pem).map_err(|e| {
+                VerifyError::Evidence(CertError::Pem {
+                    what: "certificate",
+                    detail: format!("not UTF-8: {e}"),
+                })
+            })?;
+            let der = cert::der_from_pem(text)?;
+            self.verify_uncached(&der, now)
+        })
     }
 
     /// The cached result for a certificate verified earlier by
     /// [`Verifier::verify_certificate_pem`] with the same text, if still valid at `now`.
     pub fn cached_pem(&self, cert_pem: &[u8], now: u64) -> Option<VerifiedPeer> {
         lock(&self.cache).get(&pem_cache_key(cert_pem), now)
+    }
+
+    /// The cached result under `key` while valid at `now`; else `verify`'s, cached on success.
+    fn cached_or_verify(
+        &self,
+        key: [u8; 32],
+        now: u64,
+        verify: impl FnOnce() -> Result<VerifiedPeer, VerifyError>,
+    ) -> Result<VerifiedPeer, VerifyError> {
+        if let Some(peer) = lock(&self.cache).get(&key, now) {
+            return Ok(peer);
+        }
+        let peer = verify()?;
+        lock(&self.cache).insert(key, peer.clone());
+        Ok(peer)
     }
 
     /// The whole pipeline on a certificate, without the cache.
