@@ -14,13 +14,17 @@
 //! is the verifier's per-certificate cache plus the TLS signature check). Like init, a client
 //! sends its three calls as one batch (`Channel::unary_many`, three concurrent streams) with its
 //! last TLS flight; `--sequential` makes them one after another instead. Latency is measured
-//! from the TCP connect to the third reply. Client and server share this machine's cores.
+//! from the TCP connect to the third reply. Client and server share this machine's cores, at
+//! the same priority unless `--client-nice N` lowers the clients' (the KMS stays at 0): the
+//! clients stand in for other machines, and on two cores their 32 threads otherwise preempt
+//! the server they measure. `--phases` adds, per level, p50/p99 of the two halves of an
+//! attestation: connect + handshake (until the client has the KMS's flight) and the calls.
 //!
 //! The platform is SIMULATED (sgx-sim); quote verification costs the same as for hardware
 //! quotes (same ECDSA chain, same dcap-qvl code).
 //!
 //! `cargo bench -p kms --bench kms_bench [-- --per-level N --levels 1,8,32 --same-cert
-//! --sequential]`;
+//! --sequential --threads N --client-nice N --phases]`;
 //! `KMS_BIN=path/to/kms` benchmarks that server binary instead of the one cargo built.
 //! (`--same-cert` reuses one certificate per client thread: the cached-verification case).
 
@@ -32,7 +36,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use grpc_unary::{Channel, ClientConfig};
@@ -51,6 +55,8 @@ struct Args {
     same_cert: bool,
     sequential: bool,
     threads: usize,
+    client_nice: i32,
+    phases: bool,
 }
 
 fn parse_args() -> Args {
@@ -60,6 +66,8 @@ fn parse_args() -> Args {
         same_cert: false,
         sequential: false,
         threads: 2,
+        client_nice: 0,
+        phases: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -76,6 +84,8 @@ fn parse_args() -> Args {
             "--same-cert" => args.same_cert = true,
             "--sequential" => args.sequential = true,
             "--threads" => args.threads = it.next().unwrap().parse().unwrap(),
+            "--client-nice" => args.client_nice = it.next().unwrap().parse().unwrap(),
+            "--phases" => args.phases = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -169,6 +179,12 @@ fn main() {
         .expect("kms did not start")
         .to_owned();
     let pid = child.id();
+    if args.client_nice != 0 {
+        // Linux keeps the nice value per thread and new threads inherit it: this one is about to
+        // spawn every client, while the KMS (already running) keeps its own.
+        rustix::process::setpriority_process(None, args.client_nice)
+            .expect("--client-nice: setpriority failed (a negative value needs CAP_SYS_NICE)");
+    }
 
     println!(
         "kms_bench: full attestations (new connection + mutual RA-TLS + verification + 3 GetSecret)"
@@ -182,6 +198,15 @@ fn main() {
             "attestation (every quote verified; one platform, so its half is verified once)"
         },
         args.threads
+    );
+    println!(
+        "kms_bench: clients at nice {}, the KMS at nice 0{}",
+        args.client_nice,
+        if args.client_nice == 0 {
+            " (same priority; --client-nice N lowers the clients')"
+        } else {
+            ""
+        }
     );
     println!(
         "kms_bench: clients are init's stack (grpc-unary + rustls + ratls) on this machine; \
@@ -212,7 +237,7 @@ fn main() {
             args.per_level
         };
         let (kms_cpu, own_cpu) = (cpu_ms(&pid.to_string()), cpu_ms("self"));
-        let (rate, p50, p99) = run_level(
+        let (rate, p50, p99, phases) = run_level(
             &addr,
             &kms_verifier,
             &certs,
@@ -227,6 +252,13 @@ fn main() {
         println!(
             "{clients:>8} {count:>6} {rate:>9.0} {p50:>7.2} {p99:>7.2} {kms_cpu:>8.2} ms {own_cpu:>8.2} ms {hwm:>6} KiB"
         );
+        if args.phases {
+            let [hs50, hs99, calls50, calls99] = phases;
+            println!(
+                "{:>8} connect + handshake p50 {hs50:.2} p99 {hs99:.2} ms; calls p50 {calls50:.2} p99 {calls99:.2} ms",
+                ""
+            );
+        }
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -241,7 +273,7 @@ fn run_level(
     clients: usize,
     count: usize,
     args: &Args,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, [f64; 4]) {
     let (same_cert, sequential) = (args.same_cert, args.sequential);
     let done = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(count)));
@@ -271,6 +303,7 @@ fn run_level(
                     let server = ServerName::try_from("kms").unwrap();
                     let mut channel = Channel::connect(&addr, server, Arc::new(tls), &cfg)
                         .expect("RA-TLS connection to the KMS failed");
+                    let handshake = t.elapsed();
                     let requests: Vec<Vec<u8>> = ["image_key", "flask_cert", "flask_key"]
                         .iter()
                         .map(|name| grpc_unary::proto::encode_string_field1(name))
@@ -289,7 +322,7 @@ fn run_level(
                             assert!(!reply.expect("GetSecret failed").is_empty());
                         }
                     }
-                    local.push(t.elapsed());
+                    local.push((t.elapsed(), handshake));
                     let _ = channel.close();
                 }
                 latencies.lock().unwrap().extend(local);
@@ -300,19 +333,28 @@ fn run_level(
         h.join().unwrap();
     }
     let elapsed = start.elapsed();
-    let mut lat = Arc::try_unwrap(latencies)
+    let samples: Vec<(Duration, Duration)> = Arc::try_unwrap(latencies)
         .ok()
         .unwrap()
         .into_inner()
         .unwrap();
-    lat.sort();
-    let pct =
-        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    let total = percentiles(samples.iter().map(|&(all, _)| all));
+    let handshake = percentiles(samples.iter().map(|&(_, hs)| hs));
+    let calls = percentiles(samples.iter().map(|&(all, hs)| all - hs));
     (
-        lat.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
+        samples.len() as f64 / elapsed.as_secs_f64(),
+        total[0],
+        total[1],
+        [handshake[0], handshake[1], calls[0], calls[1]],
     )
+}
+
+/// p50 and p99 in milliseconds.
+fn percentiles(values: impl Iterator<Item = Duration>) -> [f64; 2] {
+    let mut v: Vec<Duration> = values.collect();
+    v.sort();
+    let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1000.0;
+    [pct(0.50), pct(0.99)]
 }
 
 /// utime + stime of a process in milliseconds (`/proc/<pid>/stat`, clock ticks of 10 ms).
