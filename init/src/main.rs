@@ -3,27 +3,17 @@
 //! rootfs is mounted, the secrets are written into it, and the app starts.
 //!
 //! `main` parses the command line, calls the mode, and turns the result into the exit code
-//! documented in [`error`]; the error chain is printed once. Nothing here prints a secret.
+//! documented in [`init::error`]; the error chain is printed once. Nothing here prints a secret.
 
 #![forbid(unsafe_code)]
-
-mod boot;
-mod cli;
-mod config;
-mod error;
-mod fsutil;
-mod image;
-mod image_key;
-mod kms;
-mod modes;
-mod steplog;
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::cli::Command;
-use crate::error::{InitError, Stage};
-use crate::steplog::StepLog;
+use init::cli::{self, Command};
+use init::error::{InitError, Stage};
+use init::modes;
+use init::steplog::StepLog;
 
 fn main() -> ExitCode {
     let log = StepLog::new(Instant::now());
