@@ -15,6 +15,11 @@ for t in "${targets[@]}"; do
     quote) cp ../ratls/testdata/dcap-sample/sgx_quote "corpus/$t/" ;;
     cert) cp ../ratls/testdata/ratls-interop/*.pem "corpus/$t/" ;;
     policy) find ../ratls/testdata -name '*.json' -size -64k -exec cp {} "corpus/$t/" \; ;;
+    # SecretReply { secret: "\"<base64 of an image key>\"" }, as Occlum's KMS sends it.
+    secret_reply) printf '\x0a\x42"YTUtNmQtN2YtY2YtYWUtOTMtZTItMWYtNWItOGEtODMtM2YtNzktNzgtMjktZmYK"' \
+        >"corpus/$t/image_key_reply" ;;
+    # SecretRequest { name: "image_key" }.
+    kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
   esac
   echo "== fuzz target $t for ${secs}s"
   cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 \

@@ -6,6 +6,9 @@
 //! (truncated varints or lengths, groups, invalid UTF-8) with a [`DecodeError`] instead of
 //! panicking. Encoding follows the protobuf encoding guide
 //! (<https://protobuf.dev/programming-guides/encoding/>).
+//!
+//! Keep this module on std and zeroize alone: `fuzz/fuzz_targets/kms_request.rs` compiles it as
+//! it is, without the rest of the KMS (grpcio).
 
 use std::fmt;
 
