@@ -6,6 +6,9 @@
 //! attestation key and a QE report signed by the PCK key. [`SimPlatform::quote`] then signs
 //! quotes v3 exactly as the hardware's quoting enclave does, so the real verifier (dcap-qvl)
 //! accepts them under the simulated root — and only under it: Intel's root rejects them.
+//! The PKI and collateral follow Intel's profiles closely enough that Intel's reference Quote
+//! Verification Library returns STATUS_OK for every part under the simulated root
+//! (`tests/qvl_oracle.rs` runs it beside ratls as an independent oracle).
 //! [`pccs::Pccs`] serves the collateral as a PCCS v4 on loopback.
 //!
 //! Knobs for negative tests: the platform's TCB status and advisories, a revoked PCK leaf,

@@ -1,15 +1,21 @@
 //! The simulated PKI: a root CA whose name says SIMULATED, a PCK Processor CA, a PCK leaf
 //! carrying Intel's SGX extension, a TCB signing certificate, and both CRLs.
 //!
-//! The shapes follow Intel's "SGX PCK Certificate and Certificate Revocation List Profile":
-//! root (CA, pathlen 1) -> PCK Processor CA (CA, pathlen 0) -> PCK leaf; root -> TCB signing.
-//! CAs have keyCertSign|cRLSign, leaves digitalSignature|nonRepudiation, all critical. No CRL
-//! distribution points, so each CRL is authoritative by issuer name alone (webpki's rule).
+//! The shapes follow Intel's "SGX PCK Certificate and Certificate Revocation List Profile",
+//! closely enough that Intel's reference Quote Verification Library accepts them (the
+//! `qvl_oracle` test): root (CA, pathlen 1) -> PCK Processor CA (CA, pathlen 0) -> PCK leaf;
+//! root -> TCB signing. CAs have keyCertSign|cRLSign, leaves digitalSignature|nonRepudiation,
+//! all critical. Every certificate carries the five extensions Intel's parser requires:
+//! authority and subject key identifiers, key usage, basic constraints and CRL distribution
+//! points. The distribution points name hosts under `.invalid` (RFC 2606: never resolvable),
+//! so nothing can fetch a simulated CRL from the network; the CRLs have no issuing distribution
+//! point, so each is authoritative for its issuer's certificates (Intel's CRLs are the same).
+//! Each CRL carries a CRL number and an authority key identifier, as Intel's profile requires.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
-    DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, RevocationReason,
-    RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    CustomExtension, DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SerialNumber,
 };
 
 use crate::SimError;
@@ -27,6 +33,13 @@ pub const PCK_CN: &str = "SIMULATED SGX PCK Certificate";
 pub const TCB_SIGNING_CN: &str = "SIMULATED SGX TCB Signing";
 /// Subject O of every simulated certificate.
 pub const ORGANIZATION: &str = "SIMULATED by sgx-sim - not Intel Corporation";
+/// CRL distribution point of the root CA's CRL (named in the root, the PCK CA and the TCB
+/// signing certificate, as Intel's certificates name `IntelSGXRootCA.der`).
+pub const ROOT_CRL_URI: &str = "https://sgx-sim.invalid/SIMULATED/root-ca.crl";
+/// CRL distribution point of the PCK Processor CA's CRL (named in the PCK leaf; the path is
+/// the PCS v4 `pckcrl` endpoint, which sgx-sim's loopback PCCS serves).
+pub const PCK_CRL_URI: &str =
+    "https://sgx-sim.invalid/SIMULATED/sgx/certification/v4/pckcrl?ca=processor&encoding=der";
 
 /// OID arcs of Intel's SGX extension (1.2.840.113741.1.13.1) in PCK certificates.
 pub const SGX_EXTENSION_OID: &[u64] = &[1, 2, 840, 113741, 1, 13, 1];
@@ -77,7 +90,13 @@ pub(crate) fn build(
     let tcb_key = entropy.p256_key("tcb signing key")?;
 
     let root_rc = root_key.rcgen()?;
-    let root_params = ca_params(ROOT_CA_CN, 1, serial(entropy, "root ca serial")?, opts)?;
+    let root_params = ca_params(
+        ROOT_CA_CN,
+        1,
+        serial(entropy, "root ca serial")?,
+        ROOT_CRL_URI,
+        opts,
+    )?;
     let root_cert = root_params
         .self_signed(&root_rc)
         .map_err(|source| SimError::Certificate {
@@ -87,7 +106,13 @@ pub(crate) fn build(
     let root_issuer = Issuer::from_params(&root_params, &root_rc);
 
     let pck_ca_rc = pck_ca_key.rcgen()?;
-    let pck_ca_params = ca_params(PCK_CA_CN, 0, serial(entropy, "pck ca serial")?, opts)?;
+    let pck_ca_params = ca_params(
+        PCK_CA_CN,
+        0,
+        serial(entropy, "pck ca serial")?,
+        ROOT_CRL_URI,
+        opts,
+    )?;
     let pck_ca_cert = pck_ca_params
         .signed_by(&pck_ca_rc, &root_issuer)
         .map_err(|source| SimError::Certificate {
@@ -97,7 +122,7 @@ pub(crate) fn build(
     let pck_ca_issuer = Issuer::from_params(&pck_ca_params, &pck_ca_rc);
 
     let pck_serial = serial(entropy, "pck serial")?;
-    let mut pck_params = leaf_params(PCK_CN, pck_serial.clone(), opts)?;
+    let mut pck_params = leaf_params(PCK_CN, pck_serial.clone(), PCK_CRL_URI, opts)?;
     pck_params
         .custom_extensions
         .push(CustomExtension::from_oid_content(
@@ -111,7 +136,12 @@ pub(crate) fn build(
             source,
         })?;
 
-    let tcb_params = leaf_params(TCB_SIGNING_CN, serial(entropy, "tcb signing serial")?, opts)?;
+    let tcb_params = leaf_params(
+        TCB_SIGNING_CN,
+        serial(entropy, "tcb signing serial")?,
+        ROOT_CRL_URI,
+        opts,
+    )?;
     let tcb_cert = tcb_params
         .signed_by(&tcb_key.rcgen()?, &root_issuer)
         .map_err(|source| SimError::Certificate {
@@ -226,9 +256,13 @@ fn name(cn: &str) -> DistinguishedName {
 fn base_params(
     cn: &str,
     serial: SerialNumber,
+    crl_uri: &str,
     opts: &PkiOptions,
 ) -> Result<CertificateParams, SimError> {
     let mut p = CertificateParams::default();
+    p.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec![crl_uri.to_owned()],
+    }];
     p.distinguished_name = name(cn);
     p.serial_number = Some(serial);
     p.not_before = datetime(opts.not_before, "--not-before")?;
@@ -242,9 +276,10 @@ fn ca_params(
     cn: &str,
     path_len: u8,
     serial: SerialNumber,
+    crl_uri: &str,
     opts: &PkiOptions,
 ) -> Result<CertificateParams, SimError> {
-    let mut p = base_params(cn, serial, opts)?;
+    let mut p = base_params(cn, serial, crl_uri, opts)?;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     Ok(p)
@@ -253,9 +288,10 @@ fn ca_params(
 fn leaf_params(
     cn: &str,
     serial: SerialNumber,
+    crl_uri: &str,
     opts: &PkiOptions,
 ) -> Result<CertificateParams, SimError> {
-    let mut p = base_params(cn, serial, opts)?;
+    let mut p = base_params(cn, serial, crl_uri, opts)?;
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
