@@ -338,6 +338,70 @@ mod tests {
         }
     }
 
+    /// Intel's QVL parser refuses any certificate without these five extensions
+    /// (`STATUS_SGX_ROOT_CA_INVALID_EXTENSIONS` and friends), and any CRL without a CRL number
+    /// and an authority key identifier.
+    #[test]
+    fn every_certificate_and_crl_carries_the_extensions_intels_profile_requires() {
+        use x509_parser::prelude::*;
+        let pki = build(
+            &Entropy::new(Some(3)),
+            &sample_ext(),
+            &PkiOptions {
+                not_before: 1_750_000_000,
+                not_after: 1_760_000_000,
+                revoke_pck: false,
+            },
+        )
+        .unwrap();
+        let certs = [
+            (&pki.root.cert_der, ROOT_CRL_URI, true),
+            (&pki.pck_ca.cert_der, ROOT_CRL_URI, true),
+            (&pki.pck.cert_der, PCK_CRL_URI, false),
+            (&pki.tcb_signing.cert_der, ROOT_CRL_URI, false),
+        ];
+        for (der, uri, ca) in certs {
+            let (_, cert) = parse_x509_certificate(der).unwrap();
+            let subject = cert.subject().to_string();
+            assert!(subject.contains("SIMULATED"), "{subject}");
+            let mut seen = Vec::new();
+            for ext in cert.extensions() {
+                match ext.parsed_extension() {
+                    ParsedExtension::AuthorityKeyIdentifier(_) => seen.push("aki"),
+                    ParsedExtension::SubjectKeyIdentifier(_) => seen.push("ski"),
+                    ParsedExtension::KeyUsage(ku) => {
+                        assert!(ext.critical, "{subject}: key usage not critical");
+                        assert_eq!(ku.key_cert_sign(), ca, "{subject}");
+                        assert_eq!(ku.crl_sign(), ca, "{subject}");
+                        assert_eq!(ku.digital_signature(), !ca, "{subject}");
+                        seen.push("ku");
+                    }
+                    ParsedExtension::BasicConstraints(bc) => {
+                        assert!(ext.critical, "{subject}: basic constraints not critical");
+                        assert_eq!(bc.ca, ca, "{subject}");
+                        seen.push("bc");
+                    }
+                    ParsedExtension::CRLDistributionPoints(points) => {
+                        let text = format!("{points:?}");
+                        assert!(text.contains(uri), "{subject}: {text}");
+                        seen.push("cdp");
+                    }
+                    _ => {}
+                }
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, ["aki", "bc", "cdp", "ku", "ski"], "{subject}");
+        }
+        for der in [&pki.root_crl_der, &pki.pck_crl_der] {
+            let (_, crl) = parse_x509_crl(der).unwrap();
+            assert!(crl.crl_number().is_some());
+            assert!(crl.extensions().iter().any(|e| matches!(
+                e.parsed_extension(),
+                ParsedExtension::AuthorityKeyIdentifier(_)
+            )));
+        }
+    }
+
     #[test]
     fn the_sgx_extension_matches_intels_encoding_byte_for_byte() {
         // The SGX extension of the dcap-qvl sample's PCK certificate, with its PPID replaced.
