@@ -154,6 +154,16 @@ build_host() {
   fill "$ROOT/occlum-configs/init_ra_conf.template.json" "$DEMO/client/etc/init_ra_conf.json" \
     KMS_SERVER="localhost:$KMS_PORT" KMS_MR_SIGNER="$signer" KMS_ISV_PROD_ID="$KMS_ISV_PROD_ID" \
     DEBUGGABLE="$DEBUGGABLE" TCB_STATUSES="$TCB_STATUSES"
+  # The demo pins the KMS's code, not only its signer: otherwise any enclave signed with the
+  # demo key could pose as the KMS and feed init secrets of its choosing. The template stays
+  # tolerant (verify_mr_enclave "off") for Occlum's own flow; init warns when it is not pinned.
+  local ra_conf="$DEMO/client/etc/init_ra_conf.json"
+  sed -i -e 's|"verify_mr_enclave" : "off"|"verify_mr_enclave" : "on"|' \
+    -e "s|\"mr_enclave\" : \"\"|\"mr_enclave\" : \"$kms_mre\"|" "$ra_conf"
+  if ! grep -q '"verify_mr_enclave" : "on"' "$ra_conf" || ! grep -q "\"mr_enclave\" : \"$kms_mre\"" "$ra_conf"; then
+    echo "could not pin the KMS's mr_enclave in $ra_conf (template changed?)" >&2
+    exit 1
+  fi
   cp "$ROOT/occlum-configs/image_config.json" "$DEMO/client/etc/image_config.json"
 
   step "encrypted rootfs image with the app (AES-128-GCM under image_key)"

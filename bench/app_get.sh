@@ -4,7 +4,8 @@
 # app binary on loopback; then a short PUT phase (fsynced SQLite commits) for comparison.
 # Goal on the 2-core dev machine: >= 5,000 GET/s with p99 < 10 ms.
 #
-#   bench/app_get.sh [--clients N] [--seconds S] [--warmup S] [--put-seconds S]
+#   bench/app_get.sh [--clients N] [--seconds S] [--warmup S] [--put-seconds S] [--idle-sockets N]
+#   (--idle-sockets 1000: the slowloris case, goal GET p99 < 50 ms)
 #   APP_BIN=target/release/app bench/app_get.sh   # benchmark a specific build instead
 set -eu
 cd "$(dirname "$0")/.."

@@ -88,6 +88,11 @@ impl Default for RequestReader {
 }
 
 impl RequestReader {
+    /// True when no byte of a next request is buffered (nothing pipelined).
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
     /// Waits up to `idle` for a request to start, then up to `limit` for all of it.
     /// `Ok(None)`: the client closed or stayed idle, and nothing is owed to it.
     pub fn read_request<S: Timed>(

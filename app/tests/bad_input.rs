@@ -248,29 +248,18 @@ fn plain_http_on_the_tls_port_is_refused_and_the_server_keeps_serving() {
 
 #[test]
 fn a_full_queue_is_answered_503_and_service_resumes() {
-    let (_dir, cert, app) = app_with_customer(
-        "busy",
-        &[
-            "--workers",
-            "1",
-            "--request-timeout",
-            "1",
-            "--idle-timeout",
-            "30",
-        ],
-    );
-    // The only worker sits on an idle kept-alive connection.
-    let mut holder = raw_tls(&app, &cert);
-    holder
-        .write_all(b"GET /customer/1 HTTP/1.1\r\n\r\n")
-        .unwrap();
-    holder.flush().unwrap();
-    let mut first = [0u8; 12];
-    holder.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"HTTP/1.1 200");
-    // 1 worker => 4 waiting places; fill them with connections that never speak.
-    let waiting: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(("127.0.0.1", app.port)).unwrap())
+    let (_dir, cert, app) =
+        app_with_customer("busy", &["--workers", "1", "--request-timeout", "3"]);
+    // Requests that started but never finish: the only worker waits on the first one (up to
+    // the request timeout), the next four fill its queue (1 worker => 4 waiting places).
+    let started: Vec<_> = (0..5)
+        .map(|_| {
+            let mut s = raw_tls(&app, &cert);
+            s.write_all(b"GET /customer/1 HTTP/1.1\r\nHost: lo")
+                .unwrap();
+            s.flush().unwrap();
+            s
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let text = raw_exchange(&app, &cert, b"GET /customer/1 HTTP/1.1\r\n\r\n");
@@ -278,9 +267,8 @@ fn a_full_queue_is_answered_503_and_service_resumes() {
     assert_eq!(status, 503);
     assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
     assert_json_error(&body);
-    drop(holder);
-    drop(waiting);
-    // Once the holder is gone and the silent ones time out, service is back.
+    drop(started);
+    // Once the unfinished requests time out, service is back.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (status, _) = get(&agent(&cert), &app.url("/customer/1"));
@@ -290,4 +278,44 @@ fn a_full_queue_is_answered_503_and_service_resumes() {
         assert!(Instant::now() < deadline, "still {status}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Overload is summarized, not logged once per connection.
+    let overloaded = app.stderr().matches("overloaded").count();
+    assert!(overloaded <= 2, "{}", app.stderr());
+}
+
+#[test]
+fn idle_and_silent_connections_do_not_hold_the_workers() {
+    let (_dir, cert, app) = app_with_customer(
+        "idle",
+        &[
+            "--workers",
+            "1",
+            "--request-timeout",
+            "10",
+            "--idle-timeout",
+            "30",
+        ],
+    );
+    // Sockets that never send a byte, and TLS sessions that never send a request.
+    let silent: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", app.port)).unwrap())
+        .collect();
+    let handshaken: Vec<_> = (0..50).map(|_| raw_tls(&app, &cert)).collect();
+    // A kept-alive connection that made one request and went quiet.
+    let mut kept = raw_tls(&app, &cert);
+    kept.write_all(b"GET /customer/1 HTTP/1.1\r\n\r\n").unwrap();
+    kept.flush().unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_still_serving(&app, &cert);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a GET took {:?} with idle sockets open",
+            started.elapsed()
+        );
+    }
+    drop((silent, handshaken, kept));
 }

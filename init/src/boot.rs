@@ -260,12 +260,24 @@ fn write_secret(root: &Path, relative: &Path, secret: &Secret) -> std::io::Resul
 fn kms_failure(e: KmsError) -> InitError {
     let stage = if e.is_attestation() {
         Stage::Attestation
-    } else if e.is_unreachable() {
+    } else if e.is_unreachable() || timed_out(&e) {
+        // A KMS that accepts the connection but never answers is as unreachable as one
+        // that refuses it: the documented "KMS unreachable" code, not a refused secret.
         Stage::Unreachable
     } else {
         Stage::Secrets
     };
     InitError::new(stage, "connecting to the KMS", e)
+}
+
+/// True when the calls (not the KMS) gave up: the call deadline passed without an answer.
+fn timed_out(e: &KmsError) -> bool {
+    match e {
+        KmsError::Fetch { source, .. } | KmsError::Secret { source, .. } => {
+            matches!(source.as_ref(), grpc_unary::Error::Timeout { .. })
+        }
+        _ => false,
+    }
 }
 
 /// Picks the collateral source: the configured one, else `sgx_default_qcnl.conf`'s PCCS in
@@ -354,4 +366,42 @@ fn short_hex(bytes: &[u8; 32]) -> String {
     let mut out: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
     out.push('…');
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn fetch_failing_with(source: grpc_unary::Error) -> KmsError {
+        KmsError::Fetch {
+            addr: "127.0.0.1:1".into(),
+            names: vec!["image_key".into()],
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn calls_that_time_out_exit_as_kms_unreachable() {
+        let timeout = grpc_unary::Error::Timeout {
+            phase: grpc_unary::Phase::Call {
+                path: "/ratls.GrSecret/GetSecret".into(),
+            },
+            after: Duration::from_secs(10),
+        };
+        let e = kms_failure(fetch_failing_with(timeout));
+        assert_eq!(e.stage(), Stage::Unreachable);
+        assert_eq!(e.stage().exit_code(), 5);
+    }
+
+    #[test]
+    fn a_refused_secret_still_exits_as_a_secrets_failure() {
+        let refused = KmsError::BadReply {
+            name: "image_key".into(),
+            detail: "not base64".into(),
+        };
+        assert_eq!(kms_failure(refused).stage(), Stage::Secrets);
+    }
 }

@@ -9,7 +9,7 @@
 //! | 2 | usage: bad command line |
 //! | 3 | config: `init_ra_conf.json`, `image_config.json`, collateral settings |
 //! | 4 | quote: the platform could not produce a quote / RA-TLS certificate |
-//! | 5 | unreachable: no connection to the KMS before the deadline |
+//! | 5 | unreachable: no connection to the KMS before the deadline, or its calls timed out |
 //! | 6 | attestation: the KMS failed attestation or the policy (not retried) |
 //! | 7 | secrets: the KMS refused a secret, or sent one that is malformed |
 //! | 8 | mount: the rootfs could not be mounted / unpacked (wrong key, tampered image) |

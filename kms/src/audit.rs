@@ -4,24 +4,52 @@
 //! Records carry identities, names and verdicts only; the type has no field that could hold a
 //! secret value. Lines are written whole under a lock and flushed, so concurrent calls never
 //! interleave. Writes to stderr by default, or appended to a file created with mode 0600.
+//!
+//! Refusals are aggregated so a flood cannot fill the disk (one connection can open tens of
+//! thousands of refused streams): the first rejected record of a kind (event, peer address
+//! without its port, status, failing check) is written in full; repeats within
+//! [`AGGREGATION_WINDOW`] are only counted, and one summary record (`repeated`, `first`,
+//! `last`) is written when the window closes. New kinds are written in full at most at
+//! [`NEW_KIND_RATE`] per second; beyond that, and beyond [`MAX_KINDS`] open kinds, they are
+//! counted into one overflow summary. Accepted records (releases, successful attestations,
+//! start, reload, rotation, stop) are never aggregated or dropped.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::timefmt;
 
+/// Repeats of a refusal within this window after its first record are counted, not written.
+pub const AGGREGATION_WINDOW: Duration = Duration::from_secs(10);
+/// New kinds of refusal written in full per second (sustained); the burst is [`NEW_KIND_BURST`].
+pub const NEW_KIND_RATE: f64 = 20.0;
+/// Kinds of refusal that may be written in full at once before the rate applies.
+pub const NEW_KIND_BURST: f64 = 100.0;
+/// Kinds of refusal tracked at once; more are counted into the overflow summary.
+pub const MAX_KINDS: usize = 4096;
+/// How often a background thread writes the summaries of closed windows.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Where audit records go.
 pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     sink: Mutex<Box<dyn Write + Send>>,
+    limiter: Mutex<Limiter>,
+    window: Duration,
 }
 
 /// What a record is about.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The server started.
@@ -104,6 +132,14 @@ pub struct Record<'a> {
     /// Which check failed, or what happened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Summary records: how many records like the one written in full were not written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
+    /// Summary records: the time of the first and the last record counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
 }
 
 impl<'a> Record<'a> {
@@ -118,16 +154,23 @@ impl<'a> Record<'a> {
             secret: None,
             status: None,
             reason: None,
+            repeated: None,
+            first: None,
+            last: None,
         }
+    }
+
+    /// Refusals are aggregated; everything else is always written.
+    fn is_aggregated(&self) -> bool {
+        self.verdict == Verdict::Rejected
+            && matches!(self.event, Event::Refusal | Event::Attestation)
     }
 }
 
 impl AuditLog {
     /// Audit records to stderr.
     pub fn stderr() -> AuditLog {
-        AuditLog {
-            sink: Mutex::new(Box::new(io::stderr())),
-        }
+        AuditLog::with_sink(Box::new(io::stderr()), AGGREGATION_WINDOW)
     }
 
     /// Audit records appended to `path` (created 0600 if missing).
@@ -137,22 +180,70 @@ impl AuditLog {
             .append(true)
             .mode(0o600)
             .open(path)?;
-        Ok(AuditLog {
-            sink: Mutex::new(Box::new(file)),
-        })
+        Ok(AuditLog::with_sink(Box::new(file), AGGREGATION_WINDOW))
     }
 
-    /// Any writer (tests).
+    /// Any writer, with its own aggregation window (tests).
     #[cfg(test)]
-    pub fn to_writer(w: Box<dyn Write + Send>) -> AuditLog {
-        AuditLog {
-            sink: Mutex::new(w),
-        }
+    pub fn to_writer(w: Box<dyn Write + Send>, window: Duration) -> AuditLog {
+        AuditLog::with_sink(w, window)
     }
 
-    /// Writes one record as one line. Audit failures are reported on stderr and otherwise
-    /// ignored: a full disk must not turn into a denial of service for attested clients.
+    fn with_sink(sink: Box<dyn Write + Send>, window: Duration) -> AuditLog {
+        let inner = Arc::new(Inner {
+            sink: Mutex::new(sink),
+            limiter: Mutex::new(Limiter::new()),
+            window,
+        });
+        spawn_sweeper(Arc::downgrade(&inner));
+        AuditLog { inner }
+    }
+
+    /// Writes one record as one line, or counts it into its kind's open window (refusals
+    /// only). Audit failures are reported on stderr and otherwise ignored: a full disk must
+    /// not turn into a denial of service for attested clients.
     pub fn write(&self, record: &Record<'_>) {
+        let inner = &self.inner;
+        if record.is_aggregated() {
+            let now = Instant::now();
+            let mut limiter = inner.lock_limiter();
+            let summaries = limiter.sweep(now, inner.window, false);
+            let admitted = limiter.admit(record, now);
+            drop(limiter);
+            summaries.iter().for_each(|s| inner.write_line(&s.record()));
+            if admitted {
+                inner.write_line(record);
+            }
+            return;
+        }
+        if record.event == Event::Stop {
+            // Nothing may stay counted but unwritten when the process ends.
+            self.flush_summaries();
+        }
+        inner.write_line(record);
+    }
+
+    /// Writes the summaries of every open window now, closed or not.
+    pub fn flush_summaries(&self) {
+        let summaries = self
+            .inner
+            .lock_limiter()
+            .sweep(Instant::now(), self.inner.window, true);
+        summaries
+            .iter()
+            .for_each(|s| self.inner.write_line(&s.record()));
+    }
+}
+
+impl Inner {
+    fn lock_limiter(&self) -> MutexGuard<'_, Limiter> {
+        // The limiter's maps stay consistent between statements: a poisoned one is usable.
+        self.limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_line(&self, record: &Record<'_>) {
         let mut line = match serde_json::to_vec(record) {
             Ok(line) => line,
             Err(e) => {
@@ -169,6 +260,225 @@ impl AuditLog {
         if let Err(e) = sink.write_all(&line).and_then(|()| sink.flush()) {
             eprintln!("kms: audit log write failed: {e}");
         }
+    }
+}
+
+/// Writes the summaries of closed windows even when no new record arrives; ends with the log.
+fn spawn_sweeper(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("kms-audit-sweep".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            loop {
+                std::thread::sleep(SWEEP_INTERVAL);
+                let Some(inner) = inner.upgrade() else { return };
+                let summaries = inner
+                    .lock_limiter()
+                    .sweep(Instant::now(), inner.window, false);
+                summaries.iter().for_each(|s| inner.write_line(&s.record()));
+            }
+        });
+    if let Err(e) = spawned {
+        // Summaries are then written by the next refusal or at stop instead.
+        eprintln!("kms: audit summary thread not started: {e}");
+    }
+}
+
+/// What makes two refusals "the same": the event, the peer's address without its port, the
+/// status and the failing check (not the full reason, which carries per-certificate values).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Kind {
+    event: Event,
+    peer: String,
+    status: Option<&'static str>,
+    check: String,
+}
+
+impl Kind {
+    fn of(record: &Record<'_>) -> Kind {
+        Kind {
+            event: record.event,
+            peer: record.peer.map(peer_host).unwrap_or_default().to_owned(),
+            status: record.status,
+            check: record.reason.as_deref().map(check_of).unwrap_or_default(),
+        }
+    }
+}
+
+/// `ipv4:127.0.0.1:5555` -> `ipv4:127.0.0.1`, `ipv6:[::1]:5555` -> `ipv6:[::1]`: every
+/// connection of one peer counts together.
+fn peer_host(peer: &str) -> &str {
+    match peer.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            host
+        }
+        _ => peer,
+    }
+}
+
+/// The name of the failing check (`attestation check `X` failed: ...`), else the reason up
+/// to its first colon, at most 64 characters.
+fn check_of(reason: &str) -> String {
+    if let Some(rest) = reason.strip_prefix("attestation check `") {
+        if let Some((check, _)) = rest.split_once('`') {
+            return check.to_owned();
+        }
+    }
+    reason
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect()
+}
+
+/// An open aggregation window: the first record was written at `opened`.
+struct Window {
+    opened: Instant,
+    suppressed: u64,
+    first: Option<String>,
+    last: Option<String>,
+}
+
+impl Window {
+    fn new(now: Instant) -> Window {
+        Window {
+            opened: now,
+            suppressed: 0,
+            first: None,
+            last: None,
+        }
+    }
+
+    fn count(&mut self, time: &str) {
+        self.suppressed += 1;
+        if self.first.is_none() {
+            self.first = Some(time.to_owned());
+        }
+        self.last = Some(time.to_owned());
+    }
+}
+
+/// A summary to write: `kind` None is the overflow summary.
+struct Summary {
+    kind: Option<Kind>,
+    window: Window,
+}
+
+impl Summary {
+    fn record(&self) -> Record<'_> {
+        let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
+        rec.repeated = Some(self.window.suppressed);
+        rec.first = self.window.first.clone();
+        rec.last = self.window.last.clone();
+        match &self.kind {
+            Some(kind) => {
+                rec.event = kind.event;
+                rec.peer = Some(&kind.peer)
+                    .filter(|p| !p.is_empty())
+                    .map(String::as_str);
+                rec.status = kind.status;
+                rec.reason = Some(format!(
+                    "{} more refusals of this peer failing `{}` were counted, not written \
+                     (aggregated; see first and last)",
+                    self.window.suppressed, kind.check
+                ));
+            }
+            None => {
+                rec.reason = Some(format!(
+                    "{} refusals of new kinds (peers or checks) not written one by one: more \
+                     than {NEW_KIND_RATE} per second or {MAX_KINDS} at once (aggregated)",
+                    self.window.suppressed
+                ));
+            }
+        }
+        rec
+    }
+}
+
+/// Per-kind windows, a token bucket for new kinds, and the overflow window.
+struct Limiter {
+    windows: HashMap<Kind, Window>,
+    overflow: Option<Window>,
+    tokens: f64,
+    refilled: Instant,
+    swept: Instant,
+}
+
+impl Limiter {
+    fn new() -> Limiter {
+        let now = Instant::now();
+        Limiter {
+            windows: HashMap::new(),
+            overflow: None,
+            tokens: NEW_KIND_BURST,
+            refilled: now,
+            swept: now,
+        }
+    }
+
+    /// True when `record` is to be written in full; otherwise it has been counted.
+    fn admit(&mut self, record: &Record<'_>, now: Instant) -> bool {
+        let kind = Kind::of(record);
+        if let Some(open) = self.windows.get_mut(&kind) {
+            open.count(&record.time);
+            return false;
+        }
+        self.refill(now);
+        if self.tokens >= 1.0 && self.windows.len() < MAX_KINDS {
+            self.tokens -= 1.0;
+            self.windows.insert(kind, Window::new(now));
+            return true;
+        }
+        self.overflow
+            .get_or_insert_with(|| Window::new(now))
+            .count(&record.time);
+        false
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * NEW_KIND_RATE).min(NEW_KIND_BURST);
+        self.refilled = now;
+    }
+
+    /// Closes the windows older than `window` (all of them with `all`) and returns the
+    /// summaries of those that counted something. Scans at most once per sweep interval.
+    fn sweep(&mut self, now: Instant, window: Duration, all: bool) -> Vec<Summary> {
+        if !all && now.saturating_duration_since(self.swept) < SWEEP_INTERVAL.min(window) {
+            return Vec::new();
+        }
+        self.swept = now;
+        let closed = |w: &Window| all || now.saturating_duration_since(w.opened) >= window;
+        let keys: Vec<Kind> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| closed(w))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(w) = self.windows.remove(&key) {
+                if w.suppressed > 0 {
+                    out.push(Summary {
+                        kind: Some(key),
+                        window: w,
+                    });
+                }
+            }
+        }
+        if self.overflow.as_ref().is_some_and(closed) {
+            if let Some(w) = self.overflow.take() {
+                out.push(Summary {
+                    kind: None,
+                    window: w,
+                });
+            }
+        }
+        out
     }
 }
 
@@ -195,7 +505,7 @@ mod tests {
     #[test]
     fn records_are_single_json_lines_with_escaped_names() {
         let out = Shared::default();
-        let log = AuditLog::to_writer(Box::new(out.clone()));
+        let log = AuditLog::to_writer(Box::new(out.clone()), AGGREGATION_WINDOW);
         let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
         rec.peer = Some("ipv4:127.0.0.1:5555");
         rec.secret = Some("evil\"\nname");
@@ -215,5 +525,127 @@ mod tests {
         assert_eq!(v["mr_enclave"].as_str().unwrap().len(), 64);
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
         assert!(v.get("mr_signer").is_none());
+    }
+
+    fn refusal<'a>(peer: &'a str, status: &'static str, reason: &str) -> Record<'a> {
+        let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
+        rec.peer = Some(peer);
+        rec.status = Some(status);
+        rec.reason = Some(reason.to_owned());
+        rec
+    }
+
+    fn lines(out: &Shared) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Every counted record shows up either in full or in a summary's `repeated`.
+    fn accounted(lines: &[serde_json::Value], event: &str) -> u64 {
+        lines
+            .iter()
+            .filter(|v| v["event"] == event && v["verdict"] == "rejected")
+            .map(|v| v["repeated"].as_u64().unwrap_or(1))
+            .sum()
+    }
+
+    #[test]
+    fn twenty_thousand_refusals_on_one_connection_write_a_handful_of_lines_and_lose_no_release() {
+        let out = Shared::default();
+        let log = AuditLog::to_writer(Box::new(out.clone()), Duration::from_secs(3600));
+        let reason = "attestation check `measurement-policy` failed: no sgx_mrs entry matched";
+        for i in 0..20_000u32 {
+            let mut att = refusal("ipv4:127.0.0.1:40000", "UNAUTHENTICATED", reason);
+            att.event = Event::Attestation;
+            log.write(&att);
+            log.write(&refusal("ipv4:127.0.0.1:40000", "UNAUTHENTICATED", reason));
+            if i % 1000 == 0 {
+                let mut release = Record::new(Event::Release, Verdict::Ok);
+                release.peer = Some("ipv4:127.0.0.1:40001");
+                release.secret = Some("image_key");
+                log.write(&release);
+            }
+        }
+        log.write(&Record::new(Event::Stop, Verdict::Ok));
+        let lines = lines(&out);
+        assert!(lines.len() <= 30, "{} lines", lines.len());
+        assert_eq!(lines.iter().filter(|v| v["event"] == "release").count(), 20);
+        assert_eq!(accounted(&lines, "refusal"), 20_000);
+        assert_eq!(accounted(&lines, "attestation"), 20_000);
+        let summary = lines.iter().find(|v| v["repeated"].is_u64()).unwrap();
+        assert_eq!(summary["peer"], "ipv4:127.0.0.1", "ports are merged");
+        assert!(summary["first"].is_string() && summary["last"].is_string());
+        assert_eq!(
+            lines.last().unwrap()["event"],
+            "stop",
+            "summaries precede stop"
+        );
+    }
+
+    #[test]
+    fn a_closed_window_is_summarized_by_the_sweeper_without_another_record() {
+        let out = Shared::default();
+        let log = AuditLog::to_writer(Box::new(out.clone()), Duration::from_millis(200));
+        for _ in 0..5 {
+            log.write(&refusal(
+                "ipv6:[::1]:1",
+                "UNAUTHENTICATED",
+                "no client certificate",
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lines(&out).len() < 2 {
+            assert!(Instant::now() < deadline, "no summary: {:?}", lines(&out));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let lines = lines(&out);
+        assert_eq!(lines[1]["repeated"], 4);
+        assert_eq!(lines[1]["peer"], "ipv6:[::1]");
+        // After the window a new refusal is written in full again.
+        log.write(&refusal(
+            "ipv6:[::1]:2",
+            "UNAUTHENTICATED",
+            "no client certificate",
+        ));
+        assert!(self::lines(&out)[2].get("repeated").is_none());
+    }
+
+    #[test]
+    fn new_kinds_beyond_the_rate_are_counted_into_one_overflow_summary() {
+        let out = Shared::default();
+        let log = AuditLog::to_writer(Box::new(out.clone()), Duration::from_secs(3600));
+        let peers: Vec<String> = (0..1000)
+            .map(|i| format!("ipv4:10.0.{}.{}:1", i / 250, i % 250))
+            .collect();
+        for peer in &peers {
+            log.write(&refusal(peer, "UNAUTHENTICATED", "no client certificate"));
+        }
+        log.flush_summaries();
+        let lines = lines(&out);
+        assert!(
+            lines.len() <= NEW_KIND_BURST as usize + 20,
+            "{}",
+            lines.len()
+        );
+        assert_eq!(accounted(&lines, "refusal"), 1000);
+        assert!(
+            lines
+                .iter()
+                .any(|v| v.get("peer").is_none() && v["repeated"].is_u64())
+        );
+    }
+
+    #[test]
+    fn peers_lose_their_port_and_checks_their_detail() {
+        assert_eq!(peer_host("ipv4:127.0.0.1:5555"), "ipv4:127.0.0.1");
+        assert_eq!(peer_host("ipv6:[::1]:5555"), "ipv6:[::1]");
+        assert_eq!(peer_host("unix:"), "unix:");
+        assert_eq!(
+            check_of("attestation check `tcb-status` failed: TCB status OutOfDate"),
+            "tcb-status"
+        );
+        assert_eq!(check_of("no secret named \"x\""), "no secret named \"x\"");
     }
 }

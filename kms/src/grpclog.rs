@@ -10,11 +10,42 @@
 //! names that host, so the only one is used, which is the KMS's RA-TLS certificate either way:
 //! RA-TLS peers trust the quote, not a name. Left in, it is an error line per attestation that
 //! says nothing is wrong, and costs a formatted timestamp and a write per connection.
+//!
+//! One message is also audited: "SSL_write failed with error ..." (`SSL_ERROR_WANT_WRITE` for
+//! a certificate of 8.5 KB, `SSL_ERROR_SSL` for 32 KB) is how gRPC core 1.56 loses a TLS 1.3
+//! connection whose client certificate is larger than about 8 KB DER. BoringSSL puts the client's certificate into each of the two session tickets it
+//! issues, and sends them with the server's first write; gRPC's TSI layer pushes that write
+//! through a 17 KiB memory BIO and treats the BIO being full as fatal (`DoSslWrite`), so the
+//! connection closes before any call reaches the service. Nothing in grpcio's API turns the
+//! tickets off, so the KMS cannot fix it; it records a refusal naming the cause and the way
+//! out (a certificate under 8 KB, or TLS 1.2, where it works), instead of losing it silently.
+
+use std::sync::{Arc, OnceLock};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+use crate::audit::{self, AuditLog, Event, Verdict};
+
 /// The message dropped (see the module documentation), up to the host name.
 const SNI_MISMATCH: &str = "No match found for server name: ";
+/// gRPC core's message when a TLS 1.3 session's tickets do not fit its write buffer. Its
+/// writes go to a memory BIO, so SSL_write fails for no other reason a peer controls.
+const TICKET_OVERFLOW: &str = "SSL_write failed with error ";
+/// The audit reason for [`TICKET_OVERFLOW`].
+pub const TICKET_OVERFLOW_REASON: &str = "tls: a connection was closed after its handshake, before any call \
+     (gRPC core's SSL_write failed): most likely its client certificate is too large for \
+     TLS 1.3 in gRPC core 1.56, which cannot send the \
+     session tickets that carry it (limit about 8 KB DER over TLS 1.3); use a smaller \
+     RA-TLS certificate or TLS 1.2";
+
+/// Where [`TICKET_OVERFLOW`] is audited, once the server has its audit log.
+static AUDIT: OnceLock<Arc<AuditLog>> = OnceLock::new();
+
+/// Audits connections gRPC core loses to oversized client certificates (see the module
+/// documentation) in `audit`. A second call changes nothing.
+pub fn audit_tls_failures(audit: Arc<AuditLog>) {
+    let _ = AUDIT.set(audit);
+}
 
 struct GrpcLog;
 
@@ -46,12 +77,28 @@ impl Log for GrpcLog {
     }
 
     fn log(&self, record: &Record<'_>) {
+        if let Some(audit) = AUDIT.get() {
+            audit_record(audit, record);
+        }
         if let Some(line) = format_line(record) {
             eprintln!("{line}");
         }
     }
 
     fn flush(&self) {}
+}
+
+fn audit_record(audit: &AuditLog, record: &Record<'_>) {
+    if record.level() != Level::Error {
+        return;
+    }
+    if !record.args().to_string().starts_with(TICKET_OVERFLOW) {
+        return;
+    }
+    let mut rec = audit::Record::new(Event::Refusal, Verdict::Rejected);
+    rec.status = Some("UNAVAILABLE");
+    rec.reason = Some(TICKET_OVERFLOW_REASON.to_owned());
+    audit.write(&rec);
 }
 
 /// The line for `record`, or `None` when it is filtered out.

@@ -11,6 +11,7 @@ mod enclave;
 mod fsutil;
 mod grpclog;
 mod keygen;
+mod limits;
 mod proto;
 mod rotation;
 mod runtime;

@@ -101,6 +101,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
 
     let shared = Arc::new(Shared::new(runtime, audit, cfg.reply_form));
     crate::grpclog::install();
+    crate::grpclog::audit_tls_failures(Arc::clone(shared.audit_arc()));
     let env = Arc::new(
         EnvBuilder::new()
             .cq_count(cfg.threads)
@@ -108,7 +109,8 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             .build(),
     );
     let (secrets_service, health_service) = service::services(&shared);
-    let args = ChannelBuilder::new(Arc::clone(&env))
+    // Streams, connection lifetime and memory per peer: see `limits` (flood resistance).
+    let args = crate::limits::apply(ChannelBuilder::new(Arc::clone(&env)))
         // Requests are one short name; the service reads at most MAX_REQUEST_LEN + 1 bytes.
         .max_receive_message_len(i32::try_from(MAX_REQUEST_LEN * 2).unwrap_or(i32::MAX))
         .raw_cfg_int(

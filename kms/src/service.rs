@@ -20,7 +20,8 @@ use grpcio::{
     GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext, RpcStatus, RpcStatusCode,
     Service, ServiceBuilder, UnarySink,
 };
-use ratls::verify::VerifiedPeer;
+use ratls::policy::PolicyRejection;
+use ratls::verify::{VerifiedPeer, VerifyError};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Identity, Record, Verdict};
@@ -139,6 +140,11 @@ impl Shared {
     pub fn audit(&self) -> &AuditLog {
         &self.audit
     }
+
+    /// The audit log, shared.
+    pub fn audit_arc(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
 }
 
 /// Builds the two services around `shared`.
@@ -176,8 +182,13 @@ pub fn get_secret(
     let verified = match authenticate(shared, &runtime, peer_addr, cert_pem) {
         Ok(peer) => peer,
         Err(refused) => {
-            let Refused { identity, status } = *refused;
+            let Refused {
+                identity,
+                status,
+                detail,
+            } = *refused;
             rec.identity = identity;
+            rec.reason = detail;
             return Err(refuse(shared, rec, status));
         }
     };
@@ -288,21 +299,57 @@ fn authenticate(
             rec.status = Some("UNAUTHENTICATED");
             rec.reason = Some(e.to_string());
             shared.audit.write(&rec);
-            Err(Refused::new(identity, unauthenticated(e.to_string())))
+            let status = unauthenticated(peer_message(&e));
+            let mut refused = Refused::new(identity, status);
+            refused.detail = Some(e.to_string());
+            Err(refused)
         }
     }
 }
 
-/// An authentication failure: who tried (as far as known) and the status to answer with.
+/// An authentication failure: who tried (as far as known), the status to answer with, and
+/// the full reason for the audit log when the status leaves details out.
 struct Refused {
     identity: Identity,
     status: RpcStatus,
+    detail: Option<String>,
 }
 
 impl Refused {
     fn new(identity: Identity, status: RpcStatus) -> Box<Refused> {
-        Box::new(Refused { identity, status })
+        Box::new(Refused {
+            identity,
+            status,
+            detail: None,
+        })
     }
+}
+
+/// What an unauthenticated peer is told about its failed attestation: the check and, for the
+/// measurement policy, each entry's failing field and the peer's own value, but never what
+/// the policy expected. Those values would tell an attacker exactly which enclave to pose
+/// as; they stay in the audit log (the `attestation` record carries the full message).
+pub fn peer_message(e: &VerifyError) -> String {
+    let VerifyError::Policy(PolicyRejection::NoMatch(mismatches)) = e else {
+        // Other checks name the peer's own evidence, its platform's TCB status or the
+        // collateral; the debug-enclave refusal names only the peer's own measurements.
+        return e.to_string();
+    };
+    let mut msg = format!(
+        "attestation check `{}` failed: no sgx_mrs entry matched",
+        e.check()
+    );
+    for (i, m) in mismatches.iter().enumerate() {
+        msg.push_str(if i == 0 { ": " } else { "; " });
+        msg.push_str(&format!(
+            "entry {}: {} does not match (actual {})",
+            m.index(),
+            m.field(),
+            m.actual()
+        ));
+    }
+    msg.push_str(" (the expected values are in the KMS's audit log)");
+    msg
 }
 
 fn identity_of(peer: &VerifiedPeer) -> Identity {
@@ -320,7 +367,9 @@ fn identity_of(peer: &VerifiedPeer) -> Identity {
 
 fn refuse(shared: &Shared, mut rec: Record<'_>, status: RpcStatus) -> RpcStatus {
     rec.status = Some(code_name(status.code()));
-    rec.reason = Some(status.message().to_owned());
+    if rec.reason.is_none() {
+        rec.reason = Some(status.message().to_owned());
+    }
     shared.audit.write(&rec);
     status
 }

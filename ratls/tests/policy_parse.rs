@@ -584,3 +584,17 @@ fn a_complete_policy_has_no_warnings_and_a_one_line_summary() {
     assert!(s.starts_with("policy p.json: checks mr_enclave, mr_signer, isv_prod_id, isv_svn, config_svn, debuggable;"), "{s}");
     assert!(s.contains("tcb statuses UpToDate"), "{s}");
 }
+
+#[test]
+fn a_policy_that_does_not_pin_mr_enclave_warns_that_any_same_signer_enclave_passes() {
+    let mut doc = good();
+    doc["verify_mr_enclave"] = json!("off");
+    let p = load(&doc).unwrap();
+    let w = p.warnings().join("\n");
+    assert!(
+        w.contains("SECURITY: verify_mr_enclave is \"off\"") && w.contains("same mr_signer"),
+        "{w}"
+    );
+    // Pinned again, the warning goes away.
+    assert!(load(&good()).unwrap().warnings().is_empty());
+}

@@ -574,6 +574,14 @@ fn warn_about_entries(checks: &Checks, entries: &[MeasurementEntry], warnings: &
         warnings.push(
             "every measurement check is off: any genuine SGX enclave passes this policy".to_owned(),
         );
+    } else if !checks.mr_enclave {
+        warnings.push(
+            "SECURITY: verify_mr_enclave is \"off\": the peer's code is not pinned, so ANY enclave \
+             that matches the other fields (for example any enclave signed with the same mr_signer) \
+             passes this policy; pin the peer's mr_enclave (`occlum print mrenclave`) and set \
+             verify_mr_enclave \"on\""
+                .to_owned(),
+        );
     }
     for (index, entry) in entries.iter().enumerate() {
         let unset: Vec<&str> = PolicyField::ALL

@@ -1,0 +1,159 @@
+//! Hostile clients against the real `kms` on loopback: floods of refused calls are aggregated
+//! in the audit log without losing a release; refusals do not tell an unauthenticated peer
+//! what the policy expects; a client certificate too large for gRPC core's TLS 1.3 session
+//! tickets is audited, not silently dropped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use grpcio::RpcStatusCode;
+use occlum_dcap::QuoteSource as _;
+use rcgen::PublicKeyData as _;
+use sgx_sim::{Identity, SimQuoteSource};
+use sha2::{Digest as _, Sha256};
+
+/// Every refusal counted, whether written in full or as a summary's `repeated`.
+fn refusals_accounted(audit: &[serde_json::Value]) -> u64 {
+    audit
+        .iter()
+        .filter(|r| r["event"] == "refusal")
+        .map(|r| r["repeated"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+#[test]
+fn thousands_of_refused_calls_on_one_connection_write_a_few_records_and_keep_every_release() {
+    let mut fx = Fixture::start("flood-audit");
+    let anonymous = GrpcClient::connect(&fx.kms, None);
+    const CALLS: u64 = 3000;
+    for _ in 0..CALLS {
+        assert_refused(
+            anonymous.get("flask_key"),
+            RpcStatusCode::UNAUTHENTICATED,
+            "no client certificate",
+        );
+    }
+    // A legitimate client in the middle of the flood.
+    let app = fx.client(&fx.app);
+    for (name, _, _) in secrets().iter().filter(|(_, _, allow)| allow.is_none()) {
+        app.get(name).unwrap();
+    }
+    for _ in 0..CALLS {
+        let _ = anonymous.get("flask_key");
+    }
+    drop(anonymous);
+    drop(app);
+    assert!(fx.kms.stop().success());
+    let audit = fx.kms.audit();
+    let refusals = audit.iter().filter(|r| r["event"] == "refusal").count();
+    assert!(
+        refusals <= 10,
+        "{refusals} refusal records for {} refused calls",
+        2 * CALLS
+    );
+    assert_eq!(refusals_accounted(&audit), 2 * CALLS, "{audit:#?}");
+    let released = audit.iter().filter(|r| r["event"] == "release").count();
+    let open_secrets = secrets()
+        .iter()
+        .filter(|(_, _, allow)| allow.is_none())
+        .count();
+    assert_eq!(released, open_secrets, "every release is recorded");
+    let summary = audit
+        .iter()
+        .find(|r| r["repeated"].is_u64())
+        .expect("a summary record");
+    assert!(summary["first"].is_string() && summary["last"].is_string());
+    assert_eq!(summary["status"], "UNAUTHENTICATED");
+}
+
+#[test]
+fn a_measurement_refusal_does_not_tell_the_peer_what_the_policy_expects() {
+    let fx = Fixture::start("no-disclosure");
+    let mut impostor = fx.app.clone();
+    impostor.mr_enclave[0] ^= 1;
+    let expected = hex::encode(fx.app.mr_enclave);
+    let (code, message) = fx.client(&impostor).get("flask_cert").unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAUTHENTICATED, "{message}");
+    assert!(message.contains("measurement-policy"), "{message}");
+    assert!(message.contains("mr_enclave"), "names the field: {message}");
+    assert!(
+        message.contains(&hex::encode(impostor.mr_enclave)),
+        "the peer's own value may be shown: {message}"
+    );
+    assert!(
+        !message.contains(&expected),
+        "the expected mr_enclave leaked to the peer: {message}"
+    );
+    // The operator still sees everything.
+    let rec = fx.kms.wait_audit(|r| {
+        r["event"] == "attestation"
+            && r["verdict"] == "rejected"
+            && r["reason"].as_str().unwrap_or_default().contains(&expected)
+    });
+    assert_eq!(rec["status"], "UNAUTHENTICATED");
+}
+
+/// An RA-TLS certificate for `identity` padded with a `pad`-byte private extension.
+fn padded_cert(sim: &Sim, identity: &Identity, pad: usize) -> (ClientCert, usize) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut report_data = [0u8; 64];
+    report_data[..32].copy_from_slice(&Sha256::digest(key.subject_public_key_info()));
+    let source = SimQuoteSource {
+        platform: Arc::clone(&sim.platform),
+        identity: identity.clone(),
+    };
+    let quote = source.quote(&report_data).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.custom_extensions = vec![
+        rcgen::CustomExtension::from_oid_content(&[1, 2, 840, 113741, 1], quote),
+        // A private arc: ignored by the verifier, there only for size.
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x5a; pad]),
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    let der_len = cert.der().len();
+    (
+        ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+        der_len,
+    )
+}
+
+#[test]
+fn a_client_certificate_of_32_kb_over_tls13_is_refused_with_an_audit_record() {
+    let fx = Fixture::start("big-cert");
+    // A padded certificate that still passes attestation is released to as usual when small.
+    let (small, small_len) = padded_cert(&fx.sim, &fx.app, 1024);
+    assert!(small_len < 7 * 1024, "{small_len}");
+    GrpcClient::connect(&fx.kms, Some(&small))
+        .get("flask_cert")
+        .unwrap();
+    let (big, big_len) = padded_cert(&fx.sim, &fx.app, 32 * 1024);
+    assert!(big_len > 32 * 1024, "{big_len}");
+    let result = GrpcClient::connect(&fx.kms, Some(&big)).get("flask_cert");
+    let (code, message) = result.expect_err("gRPC core 1.56 cannot carry this certificate");
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    let rec = fx
+        .kms
+        .wait_audit(|r| r["event"] == "refusal" && r["status"] == "UNAVAILABLE");
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("client certificate is too large") && reason.contains("TLS 1.2"),
+        "{reason}"
+    );
+    let releases = fx
+        .kms
+        .audit()
+        .iter()
+        .filter(|r| r["event"] == "release")
+        .count();
+    assert_eq!(
+        releases, 1,
+        "only the small certificate's call was answered"
+    );
+}
