@@ -920,6 +920,32 @@ mod tests {
         assert_eq!(decode_root_crl(b"nope"), None);
     }
 
+    /// A time inside the sample quote's validity (its README).
+    const SAMPLE_TIME: u64 = 1_750_400_000;
+
+    #[test]
+    fn the_sample_quotes_pck_chain_leads_to_intels_root_and_not_elsewhere() {
+        let q = Quote::parse(SAMPLE_QUOTE).unwrap();
+        let chain = &q.signature.cert_data;
+        check_pck_chain(&TrustAnchor::intel(), chain, SAMPLE_TIME).unwrap();
+        // Before the PCK certificate's validity the chain does not verify.
+        let err = check_pck_chain(&TrustAnchor::intel(), chain, 0).unwrap_err();
+        assert!(matches!(err, CollateralError::PckChain { .. }), "{err}");
+        // A truncated chain (the leaf alone) does not lead to the root.
+        let leaf_end = std::str::from_utf8(chain)
+            .unwrap()
+            .find("-----END CERTIFICATE-----")
+            .unwrap()
+            + "-----END CERTIFICATE-----".len();
+        let err =
+            check_pck_chain(&TrustAnchor::intel(), &chain[..leaf_end], SAMPLE_TIME).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not verify against Intel SGX Root CA"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn an_unreachable_pccs_is_an_http_error_naming_the_url() {
         let client = PccsClient::with_timeouts(
@@ -928,7 +954,9 @@ mod tests {
             Duration::from_secs(1),
         );
         let q = Quote::parse(SAMPLE_QUOTE).unwrap();
-        let err = client.collateral(&q, 0).expect_err("must fail");
+        // Inside the sample's validity: its PCK chain verifies against Intel's root, so the
+        // client goes on to the (unreachable) PCCS.
+        let err = client.collateral(&q, SAMPLE_TIME).expect_err("must fail");
         assert!(matches!(err, CollateralError::Http { .. }), "{err}");
         assert!(
             err.to_string()

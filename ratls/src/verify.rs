@@ -236,6 +236,9 @@ impl VerifyError {
         match self {
             Self::Evidence(e) => cert_check(e),
             Self::Quote(_) => "quote-format",
+            // The chain to the anchor is step 3's check, made early so nothing is fetched
+            // for an unanchored quote.
+            Self::Collateral(CollateralError::PckChain { .. }) => "dcap-signature",
             Self::Collateral(_) => "collateral",
             Self::CollateralWindow { .. } => "collateral-expiry",
             Self::Revoked { .. } => "revocation",
