@@ -132,14 +132,7 @@ fn sealed_secrets_is_refused() {
 #[test]
 fn seal_key_file_is_refused() {
     assert_refused(
-        &[
-            "server",
-            "0.0.0.0:50051",
-            "--sealed-secrets",
-            "/secret_config.sealed",
-            "--seal-key-file",
-            "/host/key",
-        ],
+        &["server", "0.0.0.0:50051", "--seal-key-file", "/host/key"],
         "--seal-key-file",
     );
 }
