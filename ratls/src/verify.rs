@@ -583,8 +583,10 @@ fn dcap_verify_with(
     })
 }
 
-/// The time to verify at, and the collateral's end. Inside the grace period after the
-/// collateral's `nextUpdate`, verification happens as of that `nextUpdate`; outside, it fails.
+/// The time to verify at, and the collateral's end (the earliest `nextUpdate` of the TCB info,
+/// the QE identity and both CRLs). Before that end, verification happens at `now`. From it on,
+/// inside the grace period, verification happens as of the collateral's last valid second
+/// (`end - 1`: webpki treats a CRL as expired at its `nextUpdate` itself); outside, it fails.
 fn verification_time(
     c: &QuoteCollateralV3,
     now: u64,
@@ -607,16 +609,23 @@ fn verification_time(
             grace_secs,
         });
     }
-    let (what, next) = if tcb_next <= qe_next {
+    let (what, json_next) = if tcb_next <= qe_next {
         ("TCB info", tcb_next)
     } else {
         ("QE identity", qe_next)
     };
-    if now <= next {
+    let earliest = collateral::next_update(c)
+        .map_err(|detail| VerifyError::CollateralWindow { detail, grace_secs })?;
+    let (what, next) = if earliest < json_next {
+        ("a CRL", earliest)
+    } else {
+        (what, json_next)
+    };
+    if now < next {
         return Ok((now, next));
     }
     if now - next <= grace_secs {
-        return Ok((next, next));
+        return Ok((next.saturating_sub(1), next));
     }
     Err(VerifyError::CollateralWindow {
         detail: format!(
