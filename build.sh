@@ -22,7 +22,10 @@ CLIENT_CONFIG_SVN=1234 # occlum run --config-svn 1234 (KSS), as in the seed
 KMS_ISV_PROD_ID=1      # the KMS enclave's product id; init's policy requires it
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RELEASE=$TARGET/release
+# Occlum's init: no `simulation` feature. The host demo's init (simulated platform) is built
+# apart by `init/build-musl.sh --simulation`, so this path never holds a simulation build.
 MUSL_INIT=$TARGET/x86_64-unknown-linux-musl/release/init
+MUSL_INIT_SIM=$TARGET/musl-simulation/x86_64-unknown-linux-musl/release/init
 
 STEP="start"
 step() { STEP=$*; printf '\n==> %s\n' "$*"; }
@@ -84,10 +87,23 @@ check_prerequisites() {
 }
 
 build_binaries() {
-  step "building kms, app, sgx-sim, ratls (release; grpcio's C core takes ~8 min the first time)"
-  cargo build --release --locked -p kms -p app -p sgx-sim -p ratls -p init
-  step "building init as Occlum loads it (dynamic musl PIE)"
-  "$ROOT/init/build-musl.sh"
+  if [ "$MODE" = occlum ]; then
+    # No `simulation` feature and no sgx-sim in the build: the KMS and init that go into the
+    # enclaves cannot trust a simulated root (kms is built on its own so no other package's
+    # features are unified into it).
+    step "building kms for Occlum (release, no simulation; grpcio's C core takes ~8 min the first time)"
+    cargo build --release --locked -p kms
+    step "building app (release)"
+    cargo build --release --locked -p app
+    step "building init as Occlum loads it (dynamic musl PIE, no simulation)"
+    "$ROOT/init/build-musl.sh"
+  else
+    step "building kms, app, sgx-sim, ratls, init with the SIMULATED platform (release; grpcio's C core takes ~8 min the first time)"
+    cargo build --release --locked -p kms -p app -p sgx-sim -p ratls -p init \
+      --features kms/simulation,init/simulation
+    step "building init as a musl PIE with host mode (simulation)"
+    "$ROOT/init/build-musl.sh" --simulation
+  fi
 }
 
 make_app_tls_and_image_key() {
@@ -136,7 +152,7 @@ build_host() {
   [ "$DEBUGGABLE" = true ] && debug_flag=(--debuggable)
   signer=$(printf 'occlum-ratls demo signing key (SIMULATED)' | sha256sum | cut -d' ' -f1)
   kms_mre=$(sha256_of "$RELEASE/kms")
-  client_mre=$(sha256_of "$MUSL_INIT" "$RELEASE/app" "$ROOT/occlum-configs/init_ra_conf.template.json")
+  client_mre=$(sha256_of "$MUSL_INIT_SIM" "$RELEASE/app" "$ROOT/occlum-configs/init_ra_conf.template.json")
   "$RELEASE/sgx-sim" identity --out "$DEMO/kms/identity.json" --name kms --mr-enclave "$kms_mre" \
     --mr-signer "$signer" --isv-prod-id "$KMS_ISV_PROD_ID" "${debug_flag[@]}"
   mkdir -p "$DEMO/client/etc"
@@ -170,7 +186,7 @@ build_host() {
   rm -rf "$DEMO/client/image"
   mkdir -p "$DEMO/client/image/bin" "$DEMO/client/image/etc" "$DEMO/client/image/var/lib/app"
   cp "$RELEASE/app" "$DEMO/client/image/bin/app"
-  "$MUSL_INIT" pack-image --key "$DEMO/image_key" --in "$DEMO/client/image" --out "$DEMO/client/rootfs.img"
+  "$MUSL_INIT_SIM" pack-image --key "$DEMO/image_key" --in "$DEMO/client/image" --out "$DEMO/client/rootfs.img"
   rm -rf "$DEMO/client/image"
 }
 

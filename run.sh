@@ -18,7 +18,8 @@ APP_PORT=${APP_PORT:-4996}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RELEASE=$TARGET/release
-MUSL_INIT=$TARGET/x86_64-unknown-linux-musl/release/init
+# The host demo's init: built with `simulation` by build.sh (init/build-musl.sh --simulation).
+MUSL_INIT=$TARGET/musl-simulation/x86_64-unknown-linux-musl/release/init
 LOGS=$DEMO/logs
 PIDS=$DEMO/run
 

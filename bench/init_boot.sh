@@ -7,7 +7,7 @@
 # Env: BENCH_RUNS (default 25), E2E_KMS_BIN (else target/release/kms, built if missing).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-init=$("$root/init/build-musl.sh" | tail -n 1)
+init=$("$root/init/build-musl.sh" --simulation | tail -n 1)
 export E2E_INIT_BIN="$init"
 cd "$root"
 exec cargo bench -p e2e-tests --bench init_boot

@@ -24,7 +24,7 @@ for bin in "$a" "$b"; do
     [ -x "$bin" ] || { echo "kms_ab: $bin is not an executable KMS binary" >&2; exit 2; }
 done
 
-bench=$(cargo bench -p kms --bench kms_bench --no-run --message-format=json 2>/dev/null |
+bench=$(cargo bench -p kms --features simulation --bench kms_bench --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*kms_bench[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$bench" ] || { echo "kms_ab: could not build the kms_bench binary" >&2; exit 1; }
 

@@ -104,14 +104,16 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
         },
     )?;
 
-    let collateral =
-        collateral_source(conf.collateral.clone().or(default_collateral), &initfs, log)?;
+    let collateral = collateral_source(
+        conf.collateral.clone().or(default_collateral),
+        &initfs,
+        &anchor,
+        log,
+    )?;
     let verifier = Arc::new(Verifier::new(anchor, collateral, conf.policy));
-    let tls = Arc::new(
-        ratls::tls::client_config(Arc::clone(&verifier), &identity).map_err(|e| {
-            InitError::new(Stage::Internal, "building the TLS client configuration", e)
-        })?,
-    );
+    let (tls, peers) = ratls::tls::attested_client_config(Arc::clone(&verifier), &identity)
+        .map_err(|e| InitError::new(Stage::Internal, "building the TLS client configuration", e))?;
+    let tls = Arc::new(tls);
     drop(identity);
 
     let server = &conf.kms_server;
@@ -135,7 +137,7 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
                 kms::connect(
                     server,
                     Arc::clone(&tls),
-                    &verifier,
+                    &peers,
                     left,
                     |attempt, error, pause| {
                         log.note(format_args!(
@@ -285,6 +287,7 @@ fn timed_out(e: &KmsError) -> bool {
 fn collateral_source(
     choice: Option<CollateralChoice>,
     initfs: &Path,
+    anchor: &TrustAnchor,
     log: &StepLog,
 ) -> Result<Arc<dyn CollateralSource>, InitError> {
     let choice = match choice {
@@ -306,7 +309,10 @@ fn collateral_source(
         }
     };
     let source: Arc<dyn CollateralSource> = match &choice {
-        CollateralChoice::Pccs { url, .. } => Arc::new(PccsClient::new(url)),
+        // The KMS's PCK chain is checked against the verifier's anchor before any fetch.
+        CollateralChoice::Pccs { url, .. } => {
+            Arc::new(PccsClient::new(url).with_trust_anchor(anchor.clone()))
+        }
         CollateralChoice::File { path, .. } => Arc::new(
             StaticCollateral::from_file(path)
                 .map_err(|e| InitError::new(Stage::Config, "loading the collateral file", e))?,

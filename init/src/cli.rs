@@ -2,7 +2,10 @@
 //! this module sees an unparsed argument.
 //!
 //! With no arguments init runs in Occlum mode, exactly as Occlum starts `/bin/init` (argv is
-//! `["init"]`); everything else is a subcommand.
+//! `["init"]`); everything else is a subcommand. Inside Occlum (`occlum_dcap::is_occlum`) argv
+//! comes from the untrusted host, so every subcommand but `--help`/`--version` is refused: host
+//! mode would trust a simulated root the host holds, and `pack-image` writes host-chosen files.
+//! Host mode exists only in builds with the `simulation` feature (never the Occlum build).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -94,8 +97,13 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Parses the arguments after argv[0].
+/// Parses the arguments after argv[0], under the rules for where this process runs.
 pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
+    parse_in(args, occlum_dcap::is_occlum())
+}
+
+/// [`parse`] with the place decided by the caller (`inside_occlum`: see the module docs).
+pub fn parse_in(args: Vec<OsString>, inside_occlum: bool) -> Result<Command, UsageError> {
     let mut words = args.into_iter();
     let Some(first) = words.next() else {
         return Ok(Command::Occlum);
@@ -103,6 +111,17 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
     match first.to_str() {
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("-V" | "--version") => Ok(Command::Version),
+        Some(sub @ ("host" | "pack-image")) if inside_occlum => Err(UsageError(format!(
+            "init {sub} is refused inside Occlum: argv comes from the untrusted host, and {}; Occlum runs init with no arguments",
+            if sub == "host" {
+                "host mode would trust a simulated root (and config, collateral and identity files) the host chooses"
+            } else {
+                "pack-image would write host-chosen files from inside the enclave"
+            }
+        ))),
+        Some("host") if !cfg!(feature = "simulation") => Err(UsageError(
+            "init host: this init was built without the `simulation` feature (the Occlum build trusts only Intel's SGX Root CA); host builds for tests: --features init/simulation".into(),
+        )),
         Some("host") => parse_host(words).map(Command::Host),
         Some("pack-image") => parse_pack(words).map(Command::PackImage),
         _ => Err(UsageError(format!("unknown command {first:?}"))),
@@ -237,10 +256,31 @@ mod tests {
         "host --config-dir c --sim-platform p --sim-identity i --image img --rootfs r";
 
     #[test]
+    fn inside_occlum_only_no_arguments_help_and_version_are_accepted() {
+        assert!(matches!(parse_in(Vec::new(), true), Ok(Command::Occlum)));
+        assert!(matches!(
+            parse_in(words("--version"), true),
+            Ok(Command::Version)
+        ));
+        for line in [HOST, "pack-image --integrity-only --in d --out f"] {
+            let err = parse_in(words(line), true).unwrap_err();
+            assert!(err.0.contains("refused inside Occlum"), "{err}");
+        }
+    }
+
+    #[cfg(not(feature = "simulation"))]
+    #[test]
+    fn without_the_simulation_feature_there_is_no_host_mode() {
+        let err = parse_in(words(HOST), false).unwrap_err();
+        assert!(err.0.contains("without the `simulation` feature"), "{err}");
+    }
+
+    #[test]
     fn no_arguments_is_occlum_mode() {
         assert!(matches!(parse(Vec::new()), Ok(Command::Occlum)));
     }
 
+    #[cfg(feature = "simulation")]
     #[test]
     fn host_mode_takes_its_flags_and_the_app() {
         let Command::Host(args) = parse(words(&format!(
@@ -254,6 +294,7 @@ mod tests {
         assert_eq!(args.app, words("/bin/app {rootfs} -x"));
     }
 
+    #[cfg(feature = "simulation")]
     #[test]
     fn host_mode_refuses_missing_repeated_and_conflicting_flags() {
         assert!(parse(words("host --config-dir c")).is_err());

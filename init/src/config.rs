@@ -235,6 +235,12 @@ pub fn parse_init_ra_conf(
     root: &Path,
     overrides: &Overrides,
 ) -> Result<InitRaConf, ConfigError> {
+    // cJSON (Occlum's init) keeps the first of two equal keys and serde_json the last: a file
+    // that names the KMS's policy must not mean two things, at any depth (ra_config included).
+    ratls::policy::reject_duplicate_keys(bytes).map_err(|e| ConfigError::Json {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
     let raw: RawInitRaConf = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json {
         path: path.to_owned(),
         detail: e.to_string(),
@@ -560,6 +566,31 @@ mod tests {
         let err = parse_init_ra_conf(OCCLUM_TEMPLATE, Path::new("t"), Path::new("/"), &overrides)
             .unwrap_err();
         assert!(matches!(err, ConfigError::Override { .. }), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_anywhere_are_refused() {
+        let good = String::from_utf8(OCCLUM_TEMPLATE.to_vec()).unwrap();
+        assert!(parse(&good).is_ok());
+        for (from, to) in [
+            // top level
+            (
+                "\"kms_server\"",
+                "\"kms_server\": \"evil:1\", \"kms_server\"",
+            ),
+            // inside ra_config
+            (
+                "\"verify_mr_enclave\"",
+                "\"verify_mr_enclave\": \"off\", \"verify_mr_enclave\"",
+            ),
+            // inside an sgx_mrs entry
+            ("\"mr_signer\"", "\"mr_signer\": \"\", \"mr_signer\""),
+        ] {
+            assert!(good.contains(from), "{from}");
+            let bad = good.replacen(from, to, 1);
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains("duplicate key"), "{from}: {err}");
+        }
     }
 
     #[test]

@@ -12,11 +12,12 @@
 use std::fmt;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use grpc_unary::{Channel, ClientConfig, Code};
-use ratls::verify::{VerifiedPeer, Verifier};
+use ratls::tls::HandshakePeers;
+use ratls::verify::VerifiedPeer;
 use rustls_pki_types::ServerName;
 use zeroize::Zeroizing;
 
@@ -224,11 +225,13 @@ pub fn next_backoff(pause: Duration) -> Duration {
     (pause * 2).min(MAX_BACKOFF)
 }
 
-/// Connects to `server`, retrying until `deadline` elapses; the handshake runs `verifier`.
+/// Connects to `server`, retrying until `deadline` elapses. `tls` and `peers` come from
+/// [`ratls::tls::attested_client_config`]: the session holds the [`VerifiedPeer`] the handshake
+/// produced for the certificate the server proved it holds.
 pub fn connect(
     server: &KmsAddress,
     tls: Arc<rustls::ClientConfig>,
-    verifier: &Verifier,
+    peers: &HandshakePeers,
     deadline: Duration,
     mut on_retry: impl FnMut(u32, &grpc_unary::Error, Duration),
 ) -> Result<(Session, Connected), KmsError> {
@@ -256,7 +259,7 @@ pub fn connect(
             .max_message_size(MAX_REPLY_LEN)
             .build();
         let error = match Channel::connect(&addr, name.clone(), Arc::clone(&tls), &cfg) {
-            Ok(channel) => return open(channel, verifier, addr, attempts),
+            Ok(channel) => return open(channel, peers, addr, attempts),
             Err(e) => e,
         };
         if let Some(detail) = attestation_failure(&error) {
@@ -398,19 +401,19 @@ fn describe_base64_error(e: &base64::DecodeError) -> String {
     }
 }
 
+/// The session on a connected channel, with the peer its handshake verified. No clock is read
+/// here: a second, time-filtered lookup would refuse a KMS verified inside the collateral's
+/// grace period or in the last second of a validity window.
 fn open(
     channel: Channel,
-    verifier: &Verifier,
+    peers: &HandshakePeers,
     addr: String,
     attempts: u32,
 ) -> Result<(Session, Connected), KmsError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let peer = channel
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .and_then(|cert| verifier.cached(cert, now))
+        .and_then(|cert| peers.take(cert))
         .ok_or_else(|| KmsError::Unverified { addr: addr.clone() })?;
     Ok((
         Session {

@@ -8,19 +8,25 @@
 //! - Host: `sgx-sim` quotes, the simulated root (loudly), the sealed image unpacked to a
 //!   private directory, then exec of the app.
 
+#[cfg(feature = "simulation")]
 use std::ffi::{OsStr, OsString};
+#[cfg(feature = "simulation")]
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+#[cfg(feature = "simulation")]
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use occlum_dcap::OcclumDevice;
 use ratls::verify::TrustAnchor;
+#[cfg(feature = "simulation")]
 use sgx_sim::{Identity, SimPlatform, SimQuoteSource};
 
 use crate::boot::{self, BootConfig, Mounted, Mounter, Platform};
 use crate::cli::{HostArgs, PackArgs};
-use crate::config::{self, CollateralChoice, ImageType, Overrides};
+#[cfg(feature = "simulation")]
+use crate::config::CollateralChoice;
+use crate::config::{self, ImageType, Overrides};
 use crate::error::{InitError, Stage};
 use crate::image::{self, Seal};
 use crate::image_key::ImageKey;
@@ -50,7 +56,17 @@ pub fn occlum(log: &StepLog) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Host mode without the `simulation` feature: [`crate::cli`] never produces it; fail closed.
+#[cfg(not(feature = "simulation"))]
+pub fn host(_: HostArgs, _: &StepLog) -> Result<(), InitError> {
+    Err(InitError::msg(
+        Stage::Usage,
+        "init host: this init was built without the `simulation` feature",
+    ))
+}
+
 /// Host mode: boot on the simulated platform, then exec the app (or exit 0 without one).
+#[cfg(feature = "simulation")]
 pub fn host(args: HostArgs, log: &StepLog) -> Result<(), InitError> {
     let mut overrides = Overrides::from_env();
     if let Some(addr) = args.kms_server {
@@ -84,6 +100,13 @@ pub fn host(args: HostArgs, log: &StepLog) -> Result<(), InitError> {
             rootfs: args.rootfs,
         }),
     };
+    if occlum_dcap::is_occlum() {
+        // The CLI refuses `host` inside Occlum; this is the second lock on the same door.
+        return Err(InitError::msg(
+            Stage::Usage,
+            "init host is refused inside Occlum: a simulated root would let the host forge the KMS",
+        ));
+    }
     let mounted = boot::boot(platform, config, log)?;
     handover(&mounted.root, args.app, log)
 }
@@ -174,11 +197,13 @@ impl Mounter for OcclumMount {
 }
 
 /// Host mode's "mount": unpack the sealed image into the rootfs directory.
+#[cfg(feature = "simulation")]
 struct HostImage {
     image: PathBuf,
     rootfs: PathBuf,
 }
 
+#[cfg(feature = "simulation")]
 impl Mounter for HostImage {
     fn mount(
         &mut self,
@@ -219,6 +244,7 @@ impl Mounter for HostImage {
 }
 
 /// Starts the app in place of init, or returns (exit 0) when there is none.
+#[cfg(feature = "simulation")]
 fn handover(root: &Path, app: Vec<OsString>, log: &StepLog) -> Result<(), InitError> {
     let mut words = app
         .into_iter()
@@ -245,6 +271,7 @@ fn handover(root: &Path, app: Vec<OsString>, log: &StepLog) -> Result<(), InitEr
 }
 
 /// Replaces every `{rootfs}` in `word` with `root`.
+#[cfg(feature = "simulation")]
 fn substitute_rootfs(word: &OsStr, root: &OsStr) -> OsString {
     const PLACEHOLDER: &[u8] = b"{rootfs}";
     let mut out = Vec::with_capacity(word.len());
@@ -280,7 +307,7 @@ fn read_key_file(path: &Path) -> Result<ImageKey, InitError> {
         .map_err(|e| InitError::new(Stage::Pack, format!("image_key file {}", path.display()), e))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "simulation"))]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;

@@ -3,6 +3,12 @@
 //!
 //! `kms <ADDR>` and `kms server <ADDR>` keep Occlum's `server <addr>` contract: policy from
 //! `dynamic_config.json` and secrets from `secret_config.json` in the working directory.
+//!
+//! Inside Occlum (`occlum_dcap::is_occlum`) argv comes from the untrusted host, so every trust
+//! input is fixed to a path in the measured image ([`OCCLUM_IMAGE_RA_CONFIG`],
+//! [`OCCLUM_IMAGE_SECRETS`], [`OCCLUM_IMAGE_SEALED_SECRETS`]) and every flag that would change
+//! one is refused with its reason. The host may still choose the listen address, the PCCS
+//! (collateral is Intel-signed and verified), outputs, threads and the reply form.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -16,6 +22,14 @@ use crate::secrets::ReplyForm;
 pub const OCCLUM_RA_CONFIG: &str = "dynamic_config.json";
 /// The secrets file Occlum's `server` reads from the working directory.
 pub const OCCLUM_SECRETS: &str = "secret_config.json";
+/// Inside Occlum: the policy, at the root of the measured image (occlum-configs/server.yaml).
+pub const OCCLUM_IMAGE_RA_CONFIG: &str = "/dynamic_config.json";
+/// Inside Occlum: the plain secrets, at the root of the measured image.
+pub const OCCLUM_IMAGE_SECRETS: &str = "/secret_config.json";
+/// Inside Occlum: the sealed secrets read with `--seal-key enclave|enclave-signer`.
+pub const OCCLUM_IMAGE_SEALED_SECRETS: &str = "/secret_config.sealed";
+/// Inside Occlum: DCAP's QCNL configuration in the image.
+const OCCLUM_IMAGE_QCNL: &str = "/etc/sgx_default_qcnl.conf";
 /// Shortest `--cert-lifetime` accepted, in seconds.
 pub const MIN_CERT_LIFETIME_SECS: u64 = 10;
 /// Default gRPC completion-queue threads.
@@ -50,8 +64,16 @@ SERVE OPTIONS:
     --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
                               a new key, quote and certificate are minted at half-life
     --sim-platform <DIR>      SIMULATED SGX: trust the simulated root in DIR instead of Intel's,
-    --sim-identity <FILE>     and quote as the enclave identity in FILE. Never in production.
+    --sim-identity <FILE>     and quote as the enclave identity in FILE. Never in production;
+                              only in builds with the `simulation` feature, never inside Occlum.
                               Collateral then defaults to the simulated platform's own.
+
+INSIDE OCCLUM (uname says Occlum; argv and env come from the untrusted host):
+    The policy is /dynamic_config.json, the secrets /secret_config.json (or, with --seal-key
+    enclave|enclave-signer, /secret_config.sealed), all in the measured image. --ra-config,
+    --secrets, --sealed-secrets, --seal-key-file, --collateral, --collateral-cache and the
+    --sim-* flags are refused, as are the tools (seal, unseal, gen-*). --audit-log and
+    --cert-out may not name a trust input.
 
 SIGNALS:
     SIGHUP reloads the policy and the secrets (both or neither); SIGTERM/SIGINT stop gracefully.
@@ -102,6 +124,7 @@ pub struct ServeConfig {
     pub collateral: CollateralSpec,
     pub collateral_cache: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
+    #[cfg(feature = "simulation")]
     pub sim: Option<SimSpec>,
     pub cert_out: Option<PathBuf>,
     pub reply_form: ReplyForm,
@@ -134,6 +157,7 @@ pub enum CollateralSpec {
 }
 
 /// The simulated platform, only when both flags are given.
+#[cfg(feature = "simulation")]
 #[derive(Debug, Clone)]
 pub struct SimSpec {
     pub platform: PathBuf,
@@ -152,9 +176,19 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Parses the arguments after the program name.
+/// Parses the arguments after the program name, under the rules for where this process runs.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
-    let low = LowArgs::parse(args)?;
+    parse_in(args, occlum_dcap::is_occlum())
+}
+
+/// [`parse`] with the place decided by the caller: `inside_occlum` applies the fixed image paths
+/// and refuses every flag that would let the host choose a trust input.
+pub fn parse_in(
+    args: impl IntoIterator<Item = OsString>,
+    inside_occlum: bool,
+) -> Result<Command, UsageError> {
+    let mut low = LowArgs::parse(args)?;
+    low.inside_occlum = inside_occlum;
     low.into_command()
 }
 
@@ -166,7 +200,44 @@ struct LowArgs {
     flags: Vec<(String, String)>,
     help: bool,
     version: bool,
+    inside_occlum: bool,
 }
+
+/// Flags that would let the host choose a trust input, refused inside Occlum, and why.
+const OCCLUM_REFUSED: &[(&str, &str)] = &[
+    (
+        "--ra-config",
+        "the policy must be the measured image's /dynamic_config.json",
+    ),
+    (
+        "--secrets",
+        "the secrets must be the measured image's /secret_config.json",
+    ),
+    (
+        "--sealed-secrets",
+        "sealed secrets must be the measured image's /secret_config.sealed (use --seal-key enclave|enclave-signer alone)",
+    ),
+    (
+        "--seal-key-file",
+        "a key file outside the enclave would let the host supply the sealed secrets; use --seal-key enclave|enclave-signer",
+    ),
+    (
+        "--collateral",
+        "offline collateral would let the host choose the TCB info and CRLs; use a PCCS",
+    ),
+    (
+        "--collateral-cache",
+        "a host-chosen cache directory would let the host choose which collateral is trusted",
+    ),
+    (
+        "--sim-platform",
+        "a simulated platform would make the KMS trust a root the host holds",
+    ),
+    (
+        "--sim-identity",
+        "a simulated platform would make the KMS trust a root the host holds",
+    ),
+];
 
 /// Flags that take a value (all of them do).
 const VALUE_FLAGS: &[&str] = &[
@@ -259,6 +330,25 @@ impl LowArgs {
         if self.version {
             return Ok(Command::Version);
         }
+        if self.inside_occlum {
+            if let Some(tool) = self
+                .subcommand
+                .as_deref()
+                .filter(|s| !matches!(*s, "server" | "serve"))
+            {
+                return Err(UsageError(format!(
+                    "kms {tool} is refused inside Occlum: argv comes from the untrusted host, and the tools read and write host-chosen files (seal/unseal with the enclave key would put host-chosen secrets into the enclave or take its secrets out); run it on the host"
+                )));
+            }
+            if let Some(&(name, why)) = OCCLUM_REFUSED
+                .iter()
+                .find(|refused| self.flags.iter().any(|(n, _)| n.as_str() == refused.0))
+            {
+                return Err(UsageError(format!(
+                    "{name} is refused inside Occlum: argv comes from the untrusted host, and {why}"
+                )));
+            }
+        }
         let command = match self.subcommand.take().as_deref() {
             None | Some("server") => {
                 let listen = self.one_positional("<ADDR>")?;
@@ -337,12 +427,29 @@ impl LowArgs {
         if listen.is_empty() {
             return Err(UsageError("the listen address is empty".into()));
         }
+        if self.inside_occlum {
+            for flag in ["--audit-log", "--cert-out"] {
+                if let Some((_, path)) = self.flags.iter().find(|(n, _)| n == flag) {
+                    check_occlum_output(flag, path)?;
+                }
+            }
+        }
+        let default_ra_config = if self.inside_occlum {
+            OCCLUM_IMAGE_RA_CONFIG
+        } else {
+            OCCLUM_RA_CONFIG
+        };
         let ra_config = self
             .optional("--ra-config")?
-            .unwrap_or_else(|| OCCLUM_RA_CONFIG.to_owned());
+            .unwrap_or_else(|| default_ra_config.to_owned());
         let plain = self.optional("--secrets")?;
         let sealed = self.optional("--sealed-secrets")?;
         let key = self.key_spec()?;
+        let (plain, sealed) = match (&key, self.inside_occlum) {
+            (Some(_), true) => (None, Some(OCCLUM_IMAGE_SEALED_SECRETS.to_owned())),
+            (None, true) => (Some(OCCLUM_IMAGE_SECRETS.to_owned()), None),
+            (_, false) => (plain, sealed),
+        };
         let secrets = match (plain, sealed, key) {
             (Some(_), Some(_), _) => {
                 return Err(UsageError(
@@ -384,6 +491,7 @@ impl LowArgs {
                 "--collateral-cache applies to a PCCS, not to --collateral".into(),
             ));
         }
+        #[cfg(feature = "simulation")]
         let sim = match (
             self.optional("--sim-platform")?,
             self.optional("--sim-identity")?,
@@ -400,6 +508,14 @@ impl LowArgs {
                 ));
             }
         };
+        #[cfg(not(feature = "simulation"))]
+        for flag in ["--sim-platform", "--sim-identity"] {
+            if self.optional(flag)?.is_some() {
+                return Err(UsageError(format!(
+                    "{flag}: this kms was built without the `simulation` feature and trusts only Intel's SGX Root CA (host builds for tests: --features kms/simulation)"
+                )));
+            }
+        }
         let reply_form = match self.optional("--reply-form")?.as_deref() {
             None | Some("quoted") => ReplyForm::Quoted,
             Some("bare") => ReplyForm::Bare,
@@ -440,6 +556,7 @@ impl LowArgs {
             collateral,
             collateral_cache,
             audit_log: self.optional("--audit-log")?.map(PathBuf::from),
+            #[cfg(feature = "simulation")]
             sim,
             cert_out: self.optional("--cert-out")?.map(PathBuf::from),
             reply_form,
@@ -509,6 +626,37 @@ impl LowArgs {
     }
 }
 
+/// Inside Occlum, an output may not land on (and so replace) a trust input of the image, nor
+/// climb with `..`, which a lexical comparison could not follow.
+fn check_occlum_output(flag: &str, path: &str) -> Result<(), UsageError> {
+    use std::path::{Component, Path};
+    let components: Vec<Component<'_>> = Path::new(path).components().collect();
+    if components.contains(&Component::ParentDir) {
+        return Err(UsageError(format!(
+            "{flag} {path}: `..` is refused inside Occlum (the output must not reach a trust input of the image)"
+        )));
+    }
+    let normal: PathBuf = components
+        .iter()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    // Relative paths resolve from the working directory, `/` under Occlum.
+    let absolute = Path::new("/").join(normal);
+    let protected = [
+        OCCLUM_IMAGE_RA_CONFIG,
+        OCCLUM_IMAGE_SECRETS,
+        OCCLUM_IMAGE_SEALED_SECRETS,
+        OCCLUM_IMAGE_QCNL,
+    ];
+    if protected.iter().any(|p| absolute == Path::new(p)) {
+        return Err(UsageError(format!(
+            "{flag} {path} is refused inside Occlum: it would overwrite {}, a trust input of the measured image",
+            absolute.display()
+        )));
+    }
+    Ok(())
+}
+
 fn check_url(url: String) -> Result<String, UsageError> {
     if url.starts_with("https://") || url.starts_with("http://") {
         Ok(url)
@@ -546,6 +694,7 @@ mod tests {
             );
             assert_eq!(cfg.collateral, CollateralSpec::DefaultPccs);
             assert_eq!(cfg.reply_form, ReplyForm::Quoted);
+            #[cfg(feature = "simulation")]
             assert!(cfg.sim.is_none());
         }
     }
@@ -580,10 +729,6 @@ mod tests {
             "https://pccs:8081",
             "--collateral-cache",
             "/var/cache",
-            "--sim-platform",
-            "plat",
-            "--sim-identity",
-            "id.json",
             "--cert-out",
             "kms.pem",
             "--threads",
@@ -602,8 +747,95 @@ mod tests {
             CollateralSpec::Pccs("https://pccs:8081".into())
         );
         assert_eq!(cfg.threads, 4);
-        assert!(cfg.sim.is_some());
         assert!(cfg.cert_out.is_some());
+    }
+
+    #[cfg(feature = "simulation")]
+    #[test]
+    fn the_simulation_flags_parse_together() {
+        let cfg = serve(&["a:1", "--sim-platform", "p", "--sim-identity", "i"]);
+        assert!(cfg.sim.is_some());
+    }
+
+    #[cfg(not(feature = "simulation"))]
+    #[test]
+    fn without_the_simulation_feature_the_sim_flags_are_refused() {
+        let err = parse_str(&["a:1", "--sim-platform", "p", "--sim-identity", "i"]).unwrap_err();
+        assert!(err.0.contains("without the `simulation` feature"), "{err}");
+    }
+
+    fn occlum(args: &[&str]) -> Result<Command, UsageError> {
+        parse_in(args.iter().map(OsString::from), true)
+    }
+
+    #[test]
+    fn inside_occlum_the_trust_inputs_are_the_image_files() {
+        let Command::Serve(cfg) = occlum(&["server", "0.0.0.0:50051"]).unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(cfg.ra_config, PathBuf::from("/dynamic_config.json"));
+        assert!(
+            matches!(cfg.secrets, SecretsSource::Plain(ref p) if p == &PathBuf::from("/secret_config.json"))
+        );
+        let Command::Serve(cfg) = occlum(&["a:1", "--seal-key", "enclave"]).unwrap() else {
+            panic!("not serve")
+        };
+        assert!(
+            matches!(cfg.secrets, SecretsSource::Sealed { ref path, key: KeySpec::Enclave(_) } if path == &PathBuf::from("/secret_config.sealed"))
+        );
+        let Command::Serve(cfg) = occlum(&[
+            "a:1",
+            "--pccs-url",
+            "https://pccs:8081",
+            "--audit-log",
+            "/host/audit.log",
+        ])
+        .unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            cfg.collateral,
+            CollateralSpec::Pccs("https://pccs:8081".into())
+        );
+    }
+
+    #[test]
+    fn inside_occlum_every_trust_input_flag_is_refused_by_name() {
+        for (flag, _) in OCCLUM_REFUSED {
+            let err = occlum(&["a:1", flag, "/host/x"]).unwrap_err();
+            assert!(
+                err.0
+                    .starts_with(&format!("{flag} is refused inside Occlum")),
+                "{err}"
+            );
+        }
+        for tool in [
+            "seal",
+            "unseal",
+            "gen-seal-key",
+            "gen-cert",
+            "gen-image-key",
+        ] {
+            let err = occlum(&[tool, "--out", "/host/x"]).unwrap_err();
+            assert!(err.0.contains("refused inside Occlum"), "{err}");
+        }
+    }
+
+    #[test]
+    fn inside_occlum_outputs_may_not_replace_a_trust_input() {
+        for path in [
+            "/dynamic_config.json",
+            "dynamic_config.json",
+            "//./secret_config.json",
+            "/secret_config.sealed",
+            "/host/../dynamic_config.json",
+        ] {
+            for flag in ["--audit-log", "--cert-out"] {
+                let err = occlum(&["a:1", flag, path]).unwrap_err();
+                assert!(err.0.contains("inside Occlum"), "{flag} {path}: {err}");
+            }
+        }
+        assert!(occlum(&["a:1", "--cert-out", "/host/kms.pem"]).is_ok());
     }
 
     #[test]

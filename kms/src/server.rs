@@ -3,8 +3,9 @@
 //! (graceful stop).
 //!
 //! Production defaults: quotes from Occlum's `/dev/sgx`, Intel's root, collateral from the
-//! configured PCCS. The simulated platform is used only with `--sim-platform` and
-//! `--sim-identity`, and then the process says so loudly on stderr and in the audit log.
+//! configured PCCS. The simulated platform exists only in builds with the `simulation` feature,
+//! is used only with `--sim-platform` and `--sim-identity`, never inside Occlum, and then the
+//! process says so loudly on stderr and in the audit log.
 
 use std::fmt;
 use std::future::Future;
@@ -38,6 +39,8 @@ pub const QCNL_CONF: &str = "/etc/sgx_default_qcnl.conf";
 const MAX_QCNL_LEN: usize = 64 * 1024;
 /// A TLS handshake (including the client's certificate) must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call from a client on a platform not seen before waits for its collateral.
+const FETCH_WAIT: Duration = Duration::from_millis(250);
 /// How long a graceful stop waits for calls in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -189,15 +192,29 @@ struct Platform {
 
 impl Platform {
     fn open(cfg: &ServeConfig) -> Result<Platform, ServeError> {
-        let Some(sim) = &cfg.sim else {
-            let device = OcclumDevice::open()
-                .map_err(|e| err("opening the SGX quote device (not inside Occlum? use --sim-platform for a simulated platform)", e))?;
-            return Ok(Platform {
-                quotes: Arc::new(device),
-                anchor: TrustAnchor::intel(),
-                sim_collateral: None,
-            });
-        };
+        #[cfg(feature = "simulation")]
+        if let Some(sim) = &cfg.sim {
+            return Platform::simulated(sim);
+        }
+        let _ = cfg;
+        let device = OcclumDevice::open()
+            .map_err(|e| err("opening the SGX quote device (not inside Occlum? use --sim-platform for a simulated platform)", e))?;
+        Ok(Platform {
+            quotes: Arc::new(device),
+            anchor: TrustAnchor::intel(),
+            sim_collateral: None,
+        })
+    }
+
+    /// The simulated platform: only in `simulation` builds, and never inside Occlum (the CLI
+    /// refuses the flags there; this is the second lock on the same door).
+    #[cfg(feature = "simulation")]
+    fn simulated(sim: &crate::cli::SimSpec) -> Result<Platform, ServeError> {
+        if occlum_dcap::is_occlum() {
+            return Err(ServeError(
+                "--sim-platform is refused inside Occlum: a simulated root would let the host forge every client's quote".into(),
+            ));
+        }
         let platform = sgx_sim::SimPlatform::open(&sim.platform).map_err(|e| {
             err(
                 format_args!("opening simulated platform {}", sim.platform.display()),
@@ -232,6 +249,7 @@ impl Platform {
     }
 }
 
+#[cfg(feature = "simulation")]
 fn warn_simulated(what: &str) {
     let bar = "!".repeat(78);
     eprintln!(
@@ -247,7 +265,11 @@ fn collateral_source(
     platform: &Platform,
 ) -> Result<Arc<dyn CollateralSource>, ServeError> {
     let pccs = |url: &str| -> Arc<dyn CollateralSource> {
-        let client = PccsClient::new(&pccs_base(url));
+        // A new platform's first call waits at most FETCH_WAIT for its collateral; the fetch
+        // goes on in the background, so gRPC threads are never held by a slow PCCS.
+        let client = PccsClient::new(&pccs_base(url))
+            .with_trust_anchor(platform.anchor.clone())
+            .with_fetch_wait(FETCH_WAIT);
         match &cfg.collateral_cache {
             Some(dir) => Arc::new(client.with_disk_cache(dir.clone())),
             None => Arc::new(client),

@@ -527,3 +527,33 @@ fn the_kms_certificate_is_re_minted_at_half_life() {
     assert_eq!(before.get_decoded("flask_key").unwrap(), secrets()[1].1);
     fx.kms.assert_logs_clean(&secrets());
 }
+
+#[test]
+fn a_narrowing_reload_refuses_a_cached_clients_next_call() {
+    let fx = Fixture::start("reload-narrow");
+    // One connection, verified and cached: its calls cost a hash.
+    let client = fx.client(&fx.app);
+    assert_eq!(client.get_decoded("flask_key").unwrap(), secrets()[1].1);
+    assert_eq!(client.get_decoded("flask_key").unwrap(), secrets()[1].1);
+    // The new policy admits only the tool.
+    let mut only_tool = fx.app.clone();
+    only_tool.isv_svn = fx.app.isv_svn + 1;
+    std::fs::write(
+        fx.dir.path("ra_config.json"),
+        policy_json(&only_tool, &fx.tool),
+    )
+    .unwrap();
+    fx.kms.signal(1);
+    wait_for("the reload", || {
+        fx.kms
+            .audit()
+            .iter()
+            .any(|r| r["event"] == "reload" && r["verdict"] == "ok")
+    });
+    // The same connection and certificate: verified again under the new policy, and refused.
+    assert_refused(
+        client.get("flask_key"),
+        grpcio::RpcStatusCode::UNAUTHENTICATED,
+        "measurement-policy",
+    );
+}

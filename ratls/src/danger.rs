@@ -5,7 +5,12 @@
 //! verifying them needs that root as the trust anchor. Nothing else in this crate can make a
 //! non-Intel anchor, and every result verified under one says so
 //! ([`crate::verify::VerifiedPeer::anchored_at_intel`] is false).
+//!
+//! [`simulated_root`] exists only with the `simulation` feature, which `sgx-sim` enables: a
+//! binary built without the simulated platform (kms and init for Occlum) cannot make a
+//! non-Intel anchor at all.
 
+#[cfg(feature = "simulation")]
 use crate::verify::TrustAnchor;
 
 /// Trust quotes that chain to `root_der` INSTEAD of Intel's SGX Root CA.
@@ -13,6 +18,7 @@ use crate::verify::TrustAnchor;
 /// Anyone holding that root's key can forge quotes for any enclave, so use it only for a
 /// simulated platform or a test PKI, and say so loudly where it is configured. `label`
 /// (a file name, a subject) appears in every log line and error that mentions the anchor.
+#[cfg(feature = "simulation")]
 pub fn simulated_root(root_der: Vec<u8>, label: String) -> TrustAnchor {
     TrustAnchor::custom(root_der, label)
 }

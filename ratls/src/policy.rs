@@ -66,7 +66,7 @@ mod tcb;
 use std::fmt;
 
 pub use evaluate::{EntryMismatch, Expected, PolicyField, PolicyMatch, PolicyRejection};
-pub use parse::PolicyError;
+pub use parse::{PolicyError, reject_duplicate_keys};
 pub use tcb::{TcbPolicy, TcbStatus};
 
 /// Largest policy file accepted, in bytes.

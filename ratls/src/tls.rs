@@ -5,9 +5,15 @@
 //! call [`Verifier::verify_certificate`] on the end-entity certificate; the handshake itself
 //! proves the peer holds the certificate's private key (TLS 1.3 CertificateVerify, or TLS 1.2
 //! for Occlum's C++ peers). After the handshake, [`RaTlsServerVerifier::peer`] and
-//! [`RaTlsClientVerifier::peer`] return the cached [`VerifiedPeer`] for the peer's certificate.
+//! [`RaTlsClientVerifier::peer`] return the cached [`VerifiedPeer`] for the peer's certificate,
+//! and [`HandshakePeers::take`] (from [`attested_client_config`]) hands over exactly what the
+//! handshake verified, with no second look at the clock: a verification in the collateral's grace
+//! period, or in the last second of a validity window, is still the verification that happened.
+//!
+//! Neither side resumes sessions: every connection presents, and has verified, its evidence.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
@@ -36,6 +42,44 @@ pub struct RaTlsClientVerifier {
 struct Checker {
     verifier: Arc<Verifier>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Where handshake results go, when someone asked for them ([`attested_client_config`]).
+    peers: Option<HandshakePeers>,
+}
+
+/// The [`VerifiedPeer`]s handshakes produced, by SHA-256 of the certificate, until taken.
+#[derive(Clone, Default)]
+pub struct HandshakePeers {
+    slots: Arc<Mutex<HashMap<[u8; 32], VerifiedPeer>>>,
+}
+
+/// At most this many handshake results wait to be taken (a client makes one connection at a
+/// time; the bound only keeps a misuse from growing without limit).
+const MAX_PENDING_PEERS: usize = 64;
+
+impl HandshakePeers {
+    /// The peer a handshake verified with `cert_der` as the server's end-entity certificate,
+    /// removed from the slots. `None` if no handshake verified that certificate.
+    pub fn take(&self, cert_der: &[u8]) -> Option<VerifiedPeer> {
+        lock(&self.slots).remove(&digest(cert_der))
+    }
+
+    fn put(&self, cert_der: &[u8], peer: VerifiedPeer) {
+        let mut slots = lock(&self.slots);
+        if slots.len() >= MAX_PENDING_PEERS {
+            slots.clear();
+        }
+        slots.insert(digest(cert_der), peer);
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // One insert or remove per update: a poisoned map is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl RaTlsServerVerifier {
@@ -82,11 +126,31 @@ pub fn client_config(
     verifier: Arc<Verifier>,
     identity: &RaTlsIdentity,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
+    client_config_with(RaTlsServerVerifier::new(verifier), identity)
+}
+
+/// [`client_config`], plus the [`HandshakePeers`] its handshakes deliver their verified server
+/// to: take it after connecting, instead of looking the certificate up in the verifier's cache
+/// (whose entries expire with the collateral).
+pub fn attested_client_config(
+    verifier: Arc<Verifier>,
+    identity: &RaTlsIdentity,
+) -> Result<(rustls::ClientConfig, HandshakePeers), rustls::Error> {
+    let peers = HandshakePeers::default();
+    let mut server_verifier = RaTlsServerVerifier::new(verifier);
+    server_verifier.inner.peers = Some(peers.clone());
+    Ok((client_config_with(server_verifier, identity)?, peers))
+}
+
+fn client_config_with(
+    server_verifier: RaTlsServerVerifier,
+    identity: &RaTlsIdentity,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let (cert, key) = identity.rustls_pair();
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RaTlsServerVerifier::new(verifier)))
+        .with_custom_certificate_verifier(Arc::new(server_verifier))
         .with_client_auth_cert(vec![cert], key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     // Every connection attests the server afresh: a resumed TLS 1.3 session would carry the
@@ -107,6 +171,11 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(RaTlsClientVerifier::new(verifier)))
         .with_single_cert(vec![cert], key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // As on the client: a resumed session (TLS 1.3 ticket or 1.2 session ID) would admit the
+    // client on its old certificate without its evidence being presented again.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.ticketer = Arc::new(NoTickets);
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -133,21 +202,50 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(provider)
 }
 
+/// A ticketer that never issues a ticket (rustls's default server ticketer is the same; it is
+/// spelled out so a changed default cannot turn resumption on).
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 impl Checker {
     fn new(verifier: Arc<Verifier>) -> Self {
         Self {
             verifier,
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            peers: None,
         }
     }
 
     fn check(&self, end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
-        self.verifier
-            .verify_certificate(end_entity, now.as_secs())
-            .map(drop)
-            .map_err(|e| {
-                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-            })
+        match self.verifier.verify_certificate(end_entity, now.as_secs()) {
+            Ok(peer) => {
+                if let Some(peers) = &self.peers {
+                    peers.put(end_entity, peer);
+                }
+                Ok(())
+            }
+            Err(e) => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(e)),
+            ))),
+        }
     }
 
     fn tls12(

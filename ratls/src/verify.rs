@@ -53,8 +53,17 @@ pub struct TrustAnchor {
 #[derive(Clone)]
 enum AnchorKind {
     Intel,
-    Custom { der: Vec<u8>, label: String },
+    #[cfg(feature = "simulation")]
+    Custom {
+        der: Vec<u8>,
+        label: String,
+    },
 }
+
+/// Intel's SGX Root CA (`CN=Intel SGX Root CA`, valid to 2049-12-31), byte for byte the root
+/// dcap-qvl's `QuoteVerifier::new_prod` trusts; SHA-256 fingerprint
+/// 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3 (pinned by a test).
+const INTEL_SGX_ROOT_CA_DER: &[u8] = include_bytes!("intel-sgx-root-ca.der");
 
 impl TrustAnchor {
     /// Intel's SGX Root CA, the production trust anchor.
@@ -64,7 +73,8 @@ impl TrustAnchor {
         }
     }
 
-    /// A root other than Intel's; only [`crate::danger::simulated_root`] makes one.
+    /// A root other than Intel's; only `crate::danger::simulated_root` makes one.
+    #[cfg(feature = "simulation")]
     pub(crate) fn custom(der: Vec<u8>, label: String) -> Self {
         Self {
             kind: AnchorKind::Custom { der, label },
@@ -80,13 +90,24 @@ impl TrustAnchor {
     pub fn describe(&self) -> String {
         match &self.kind {
             AnchorKind::Intel => "Intel SGX Root CA".to_owned(),
+            #[cfg(feature = "simulation")]
             AnchorKind::Custom { label, .. } => format!("NON-INTEL root {label}"),
+        }
+    }
+
+    /// The root certificate (DER) the PCK chain must lead to.
+    pub(crate) fn root_der(&self) -> &[u8] {
+        match &self.kind {
+            AnchorKind::Intel => INTEL_SGX_ROOT_CA_DER,
+            #[cfg(feature = "simulation")]
+            AnchorKind::Custom { der, .. } => der,
         }
     }
 
     fn quote_verifier(&self) -> QuoteVerifier {
         let verifier = match &self.kind {
             AnchorKind::Intel => QuoteVerifier::new_prod(),
+            #[cfg(feature = "simulation")]
             AnchorKind::Custom { der, .. } => QuoteVerifier::new(der.clone()),
         };
         // Debug enclaves are decided by the measurement policy (step 5), which names the knob.
@@ -196,11 +217,28 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// True when the same evidence may pass shortly: its collateral is being fetched, the
+    /// fetch limit was reached, or a failed fetch is in its backoff. A server should answer
+    /// UNAVAILABLE (retry), not UNAUTHENTICATED; nothing about the peer was judged.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Collateral(
+                CollateralError::Pending { .. }
+                    | CollateralError::Busy { .. }
+                    | CollateralError::Backoff { .. }
+            )
+        )
+    }
+
     /// The name of the failing check, stable for logs and tests.
     pub fn check(&self) -> &'static str {
         match self {
             Self::Evidence(e) => cert_check(e),
             Self::Quote(_) => "quote-format",
+            // The chain to the anchor is step 3's check, made early so nothing is fetched
+            // for an unanchored quote.
+            Self::Collateral(CollateralError::PckChain { .. }) => "dcap-signature",
             Self::Collateral(_) => "collateral",
             Self::CollateralWindow { .. } => "collateral-expiry",
             Self::Revoked { .. } => "revocation",
@@ -532,9 +570,11 @@ fn dcap_verify_with(
     grace_secs: u64,
 ) -> Result<DcapVerdict, VerifyError> {
     let (at, next_update) = verification_time(collateral, now, grace_secs)?;
-    let report = qvl
-        .verify(quote_bytes, collateral, at)
-        .map_err(|e| classify(&e, anchor))?;
+    let report = qvl.verify(quote_bytes, collateral, at).map_err(|e| {
+        // webpki's error survives dcap-qvl's `anyhow` wrapping (`Error::msg`, `context`).
+        let webpki = e.downcast_ref::<dcap_qvl_webpki::Error>().cloned();
+        classify(webpki.as_ref(), format!("{e:#}"), anchor)
+    })?;
     Ok(DcapVerdict {
         tcb_status: report.status,
         advisory_ids: report.advisory_ids,
@@ -543,8 +583,10 @@ fn dcap_verify_with(
     })
 }
 
-/// The time to verify at, and the collateral's end. Inside the grace period after the
-/// collateral's `nextUpdate`, verification happens as of that `nextUpdate`; outside, it fails.
+/// The time to verify at, and the collateral's end (the earliest `nextUpdate` of the TCB info,
+/// the QE identity and both CRLs). Before that end, verification happens at `now`. From it on,
+/// inside the grace period, verification happens as of the collateral's last valid second
+/// (`end - 1`: webpki treats a CRL as expired at its `nextUpdate` itself); outside, it fails.
 fn verification_time(
     c: &QuoteCollateralV3,
     now: u64,
@@ -567,16 +609,23 @@ fn verification_time(
             grace_secs,
         });
     }
-    let (what, next) = if tcb_next <= qe_next {
+    let (what, json_next) = if tcb_next <= qe_next {
         ("TCB info", tcb_next)
     } else {
         ("QE identity", qe_next)
     };
-    if now <= next {
+    let earliest = collateral::next_update(c)
+        .map_err(|detail| VerifyError::CollateralWindow { detail, grace_secs })?;
+    let (what, next) = if earliest < json_next {
+        ("a CRL", earliest)
+    } else {
+        (what, json_next)
+    };
+    if now < next {
         return Ok((now, next));
     }
     if now - next <= grace_secs {
-        return Ok((next, next));
+        return Ok((next.saturating_sub(1), next));
     }
     Err(VerifyError::CollateralWindow {
         detail: format!(
@@ -608,9 +657,21 @@ fn cert_check(e: &CertError) -> &'static str {
     }
 }
 
-fn classify(e: &impl fmt::Display, anchor: &TrustAnchor) -> VerifyError {
-    let detail = format!("{e:#}");
-    if detail.to_ascii_lowercase().contains("revoked") {
+/// dcap-qvl 0.7.1's whole message when the converged TCB status is Revoked (`verify.rs`,
+/// `bail!`): it carries no structured form, so the wording is pinned by
+/// `ratls/tests/dcap_errors.rs`, which fails when dcap-qvl's text changes.
+pub const DCAP_QVL_TCB_REVOKED: &str = "TCB status is invalid: Revoked";
+
+/// Revocation from structured results: webpki's `CertRevoked` (a certificate of the PCK chain,
+/// or the root, is on a CRL), else dcap-qvl's exact Revoked-TCB message; anything else is a
+/// DCAP failure.
+fn classify(
+    webpki: Option<&dcap_qvl_webpki::Error>,
+    detail: String,
+    anchor: &TrustAnchor,
+) -> VerifyError {
+    let tcb_revoked = detail.ends_with(DCAP_QVL_TCB_REVOKED);
+    if matches!(webpki, Some(dcap_qvl_webpki::Error::CertRevoked)) || tcb_revoked {
         VerifyError::Revoked { detail }
     } else {
         VerifyError::Dcap {
@@ -712,6 +773,15 @@ mod tests {
         cache.insert(key(1), peer(20));
         assert_eq!((cache.peers.len(), cache.order.len()), (1, 1));
         assert_eq!(cache.get(&key(1), 15).unwrap().valid_until, 20);
+    }
+
+    #[test]
+    fn the_intel_root_is_the_pinned_certificate() {
+        assert_eq!(
+            hex::encode(Sha256::digest(INTEL_SGX_ROOT_CA_DER)),
+            "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+        );
+        assert_eq!(TrustAnchor::intel().root_der(), INTEL_SGX_ROOT_CA_DER);
     }
 
     #[test]

@@ -278,3 +278,38 @@ fn both_configs_offer_p256_and_aes_128_gcm_sha256_first_and_keep_the_rest() {
         assert!(names.contains(&rustls::NamedGroup::X25519), "{names:?}");
     }
 }
+
+#[test]
+fn the_server_configuration_never_resumes_a_session() {
+    let w = world();
+    let server = server_config(
+        verifier(&w, sim_anchor(&w), policy_for(&w.client)),
+        &w.server.identity,
+    )
+    .unwrap();
+    assert!(!server.session_storage.can_cache(), "no session-ID cache");
+    assert!(!server.ticketer.enabled(), "no TLS 1.2 tickets");
+    assert_eq!(server.send_tls13_tickets, 0, "no TLS 1.3 tickets");
+}
+
+#[test]
+fn the_attested_client_config_hands_over_exactly_the_verified_server() {
+    let w = world();
+    let client_verifier = verifier(&w, sim_anchor(&w), policy_for(&w.server));
+    let server_verifier = verifier(&w, sim_anchor(&w), policy_for(&w.client));
+    let (client, peers) =
+        ratls::tls::attested_client_config(client_verifier, &w.client.identity).unwrap();
+    let server = server_config(server_verifier, &w.server.identity).unwrap();
+    let (c, s) = handshake(client, server);
+    let server_cert = c.unwrap();
+    s.unwrap();
+    let peer = peers
+        .take(&server_cert)
+        .expect("the handshake's verified peer");
+    assert_eq!(
+        hex::encode(peer.report_body().mr_enclave),
+        w.server.mr_enclave
+    );
+    assert!(peers.take(&server_cert).is_none(), "taken once");
+    assert!(peers.take(w.client.identity.cert_der()).is_none());
+}

@@ -458,7 +458,10 @@ fn ratls_pccs_client_fetches_the_same_collateral_and_it_verifies() {
     let quote = std::fs::read(&quote_path).unwrap();
 
     let pccs = Pccs::start(&platform);
-    let client = PccsClient::new(&format!("http://{}", pccs.addr));
+    // The PCK chain is checked against the anchor before anything is fetched.
+    let client = PccsClient::new(&format!("http://{}", pccs.addr)).with_trust_anchor(
+        ratls::danger::simulated_root(root_der(&platform), "simulated root".into()),
+    );
     let parsed = ratls::quote::Quote::parse(&quote).unwrap();
     let fetched = client.collateral(&parsed, now()).unwrap();
     assert_eq!(*fetched, collateral(&platform));

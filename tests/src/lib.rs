@@ -6,8 +6,8 @@
 //! Binaries: `E2E_KMS_BIN`, `E2E_INIT_BIN`, `E2E_SGX_SIM_BIN`, `E2E_APP_BIN` override the
 //! paths. Otherwise `kms`, `sgx-sim` and `app` come from `target/<profile>/` next to the test
 //! executable (built with `cargo build` on first use if missing), and `init` is built by
-//! `init/build-musl.sh`: the tests run the dynamically linked musl PIE that ships in Occlum's
-//! initfs, under Debian's musl loader.
+//! `init/build-musl.sh --simulation`: the tests run the dynamically linked musl PIE Occlum's
+//! initfs takes, with host mode (the `simulation` feature), under Debian's musl loader.
 //!
 //! These are test helpers: a failure panics with a message that says what went wrong.
 
@@ -78,6 +78,10 @@ pub fn workspace_bin(name: &str, package: &str, env_var: &str) -> PathBuf {
             cargo
                 .current_dir(workspace_root())
                 .args(["build", "-p", package, "--bin", name]);
+            if package == "kms" {
+                // The simulated platform these tests run on (never in the Occlum build).
+                cargo.args(["--features", "kms/simulation"]);
+            }
             if profile_dir().ends_with("release") {
                 cargo.arg("--release");
             }
@@ -120,8 +124,11 @@ pub fn init_bin() -> PathBuf {
             return PathBuf::from(path);
         }
         let script = workspace_root().join("init/build-musl.sh");
+        // Host mode runs on the simulated platform: the `--simulation` build (the Occlum build
+        // has no host mode; test.sh checks it separately).
         let out = Command::new("bash")
             .arg(&script)
+            .arg("--simulation")
             .stderr(Stdio::inherit())
             .output()
             .expect("running init/build-musl.sh");

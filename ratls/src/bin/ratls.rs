@@ -100,16 +100,15 @@ fn validate(args: Args) -> Result<Inspect, String> {
     let file = args
         .file
         .ok_or_else(|| format!("inspect needs a FILE\n\n{USAGE}"))?;
-    let collateral: Option<Arc<dyn CollateralSource>> = match (args.collateral, args.pccs_url) {
-        (Some(_), Some(_)) => return Err("--collateral and --pccs-url exclude each other".into()),
-        (Some(path), None) => Some(Arc::new(
-            StaticCollateral::from_file(&path).map_err(|e| e.to_string())?,
-        )),
-        (None, Some(url)) => Some(Arc::new(PccsClient::new(&url))),
-        (None, None) => None,
-    };
     let anchor = match args.root_ca {
         None => TrustAnchor::intel(),
+        #[cfg(not(feature = "simulation"))]
+        Some(_) => {
+            return Err(
+                "--root-ca: this ratls was built without the `simulation` feature, so it trusts only Intel's SGX Root CA (rebuild with --features ratls/simulation)".into(),
+            );
+        }
+        #[cfg(feature = "simulation")]
         Some(path) => {
             let pem =
                 std::fs::read(&path).map_err(|e| format!("--root-ca {}: {e}", path.display()))?;
@@ -121,6 +120,16 @@ fn validate(args: Args) -> Result<Inspect, String> {
             );
             ratls::danger::simulated_root(der.to_vec(), path.display().to_string())
         }
+    };
+    let collateral: Option<Arc<dyn CollateralSource>> = match (args.collateral, args.pccs_url) {
+        (Some(_), Some(_)) => return Err("--collateral and --pccs-url exclude each other".into()),
+        (Some(path), None) => Some(Arc::new(
+            StaticCollateral::from_file(&path).map_err(|e| e.to_string())?,
+        )),
+        (None, Some(url)) => Some(Arc::new(
+            PccsClient::new(&url).with_trust_anchor(anchor.clone()),
+        )),
+        (None, None) => None,
     };
     let policy = match args.policy {
         None => None,

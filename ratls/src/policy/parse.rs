@@ -648,6 +648,13 @@ fn cut(text: &str) -> String {
     }
 }
 
+/// Fails on the first object with a repeated key anywhere in the JSON document `bytes` (a
+/// UTF-8 byte order mark is skipped), for files that embed a policy (`init_ra_conf.json`).
+pub fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    serde_json::from_slice::<NoDuplicateKeys>(bytes).map(drop)
+}
+
 /// Walks any JSON document and fails on the first object with a repeated key. cJSON (Occlum)
 /// keeps the first of two equal keys and serde_json the last: a policy must not mean two things.
 #[derive(Debug)]
