@@ -294,12 +294,19 @@ fn authenticate(
                 .and_then(|der| ratls::cert::extract(&der).ok())
                 .map(|ev| Identity::from_body(&ev.quote.body))
                 .unwrap_or_default();
+            // Collateral still on its way (or a fetch in backoff): nothing about the peer was
+            // judged, so it is told to retry (init attests again on UNAVAILABLE).
+            let code = if e.is_transient() {
+                RpcStatusCode::UNAVAILABLE
+            } else {
+                RpcStatusCode::UNAUTHENTICATED
+            };
             rec.verdict = Verdict::Rejected;
             rec.identity = identity.clone();
-            rec.status = Some("UNAUTHENTICATED");
+            rec.status = Some(code_name(code));
             rec.reason = Some(e.to_string());
             shared.audit.write(&rec);
-            let status = unauthenticated(peer_message(&e));
+            let status = RpcStatus::with_message(code, peer_message(&e));
             let mut refused = Refused::new(identity, status);
             refused.detail = Some(e.to_string());
             Err(refused)
@@ -381,6 +388,7 @@ fn code_name(code: RpcStatusCode) -> &'static str {
         RpcStatusCode::NOT_FOUND => "NOT_FOUND",
         RpcStatusCode::PERMISSION_DENIED => "PERMISSION_DENIED",
         RpcStatusCode::UNAUTHENTICATED => "UNAUTHENTICATED",
+        RpcStatusCode::UNAVAILABLE => "UNAVAILABLE",
         _ => "OTHER",
     }
 }

@@ -159,3 +159,34 @@ fn a_slow_pccs_and_a_flood_of_unknown_platforms_do_not_stall_a_legitimate_client
         "the flood made PCCS requests"
     );
 }
+
+#[test]
+fn a_client_whose_collateral_is_still_being_fetched_is_told_to_retry_not_refused() {
+    let dir = TempDir::new("pending");
+    let sim = Sim::good(&dir);
+    // Slow from the start: the first quote from this platform finds no collateral in time.
+    let slow = Arc::new(AtomicBool::new(true));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let url = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
+    let app = app_identity();
+    let kms = Kms::start(KmsSetup {
+        dir: &dir,
+        sim: &sim,
+        policy: policy_json(&app, &tool_identity()),
+        secrets: secrets_json(&secrets()),
+        extra: vec!["--pccs-url".into(), url],
+    });
+    let t = Instant::now();
+    let (code, message) = GrpcClient::connect(&kms, Some(&sim.client(&app)))
+        .get("flask_key")
+        .expect_err("no collateral yet");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // UNAVAILABLE, which init retries; UNAUTHENTICATED would end its boot.
+    assert_eq!(code, grpcio::RpcStatusCode::UNAVAILABLE, "{message}");
+    assert!(message.contains("collateral"), "{message}");
+    assert!(requests.load(Ordering::SeqCst) >= 1, "a fetch was started");
+}
