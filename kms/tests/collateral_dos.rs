@@ -21,20 +21,34 @@ const SLOW_PCCS: Duration = Duration::from_secs(10);
 /// The bound for a legitimate client's whole connection and call.
 const LEGIT_BOUND: Duration = Duration::from_secs(1);
 
-/// A PCCS for `platform` that answers after SLOW_PCCS once `slow` is set; counts requests.
+/// Requests a test PCCS has in progress now, and the most it ever had at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// A PCCS for `platform` that answers after SLOW_PCCS once `slow` is set; counts requests
+/// (and how many it serves at once, in the returned [`InFlight`]).
 fn start_pccs(
     platform: &sgx_sim::SimPlatform,
     slow: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
-) -> String {
+) -> (String, Arc<InFlight>) {
+    let in_flight = Arc::new(InFlight::default());
+    let counted = Arc::clone(&in_flight);
     let pccs = Arc::new(sgx_sim::pccs::Pccs::for_platform(platform));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let (pccs, slow, requests) =
-                (Arc::clone(&pccs), Arc::clone(&slow), Arc::clone(&requests));
+            let (pccs, slow, requests, in_flight) = (
+                Arc::clone(&pccs),
+                Arc::clone(&slow),
+                Arc::clone(&requests),
+                Arc::clone(&counted),
+            );
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
@@ -50,9 +64,12 @@ fn start_pccs(
                     }
                 }
                 requests.fetch_add(1, Ordering::SeqCst);
+                let now = in_flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+                in_flight.max.fetch_max(now, Ordering::SeqCst);
                 if slow.load(Ordering::SeqCst) {
                     std::thread::sleep(SLOW_PCCS);
                 }
+                in_flight.now.fetch_sub(1, Ordering::SeqCst);
                 let mut words = line.split(' ');
                 let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
                 let response = pccs.respond(method, target);
@@ -70,7 +87,7 @@ fn start_pccs(
             });
         }
     });
-    url
+    (url, in_flight)
 }
 
 #[test]
@@ -79,7 +96,7 @@ fn a_slow_pccs_and_a_flood_of_unknown_platforms_do_not_stall_a_legitimate_client
     let sim = Sim::good(&dir);
     let slow = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicUsize::new(0));
-    let url = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
+    let (url, _) = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
     let app = app_identity();
     let kms = Kms::start(KmsSetup {
         dir: &dir,
@@ -167,7 +184,7 @@ fn a_client_whose_collateral_is_still_being_fetched_is_told_to_retry_not_refused
     // Slow from the start: the first quote from this platform finds no collateral in time.
     let slow = Arc::new(AtomicBool::new(true));
     let requests = Arc::new(AtomicUsize::new(0));
-    let url = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
+    let (url, _) = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
     let app = app_identity();
     let kms = Kms::start(KmsSetup {
         dir: &dir,
@@ -189,4 +206,102 @@ fn a_client_whose_collateral_is_still_being_fetched_is_told_to_retry_not_refused
     assert_eq!(code, grpcio::RpcStatusCode::UNAVAILABLE, "{message}");
     assert!(message.contains("collateral"), "{message}");
     assert!(requests.load(Ordering::SeqCst) >= 1, "a fetch was started");
+}
+
+/// FMSPCs of other platform models under the KMS's own (simulated) root: genuine chains, as an
+/// attacker who owns SGX machines of other models could present, each needing a fetch.
+const OTHER_MODELS: u8 = 8;
+
+#[test]
+fn genuine_platforms_of_unknown_models_cannot_exceed_the_fetch_cap_or_stall_a_legitimate_client() {
+    let dir = TempDir::new("models");
+    let base = sgx_sim::PlatformOptions::default();
+    let same_root = |o: &mut sgx_sim::PlatformOptions| {
+        o.seed = Some(0x5eed);
+        o.not_before = base.not_before;
+        o.not_after = base.not_after;
+    };
+    let sim = Sim::new(&dir, "platform", same_root);
+    let slow = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (url, in_flight) = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
+    let app = app_identity();
+    let kms = Kms::start(KmsSetup {
+        dir: &dir,
+        sim: &sim,
+        policy: policy_json(&app, &tool_identity()),
+        secrets: secrets_json(&secrets()),
+        extra: vec!["--pccs-url".into(), url],
+    });
+    let first = GrpcClient::connect(&kms, Some(&sim.client(&app)));
+    assert_eq!(first.get_decoded("flask_key").unwrap(), secrets()[1].1);
+
+    slow.store(true, Ordering::SeqCst);
+    in_flight
+        .max
+        .store(in_flight.now.load(Ordering::SeqCst), Ordering::SeqCst);
+    let models: Vec<ClientCert> = (0..OTHER_MODELS)
+        .map(|i| {
+            let model = Sim::new(&dir, &format!("model-{i}"), |o| {
+                same_root(o);
+                o.fmspc = [0x00, 0x53, 0x49, 0x4d, 0x10, i];
+            });
+            model.client(&app)
+        })
+        .collect();
+    let models = Arc::new(models);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    // One flood thread per model, so without a cap every model's fetch would be in flight.
+    let flood: Vec<_> = (0..usize::from(OTHER_MODELS))
+        .map(|t| {
+            let (models, stop, answered) = (
+                Arc::clone(&models),
+                Arc::clone(&stop),
+                Arc::clone(&answered),
+            );
+            let kms = Kms::view(&kms);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let result = GrpcClient::connect(&kms, Some(&models[t])).get("flask_key");
+                    let (code, message) = result.expect_err("no collateral for this model");
+                    // Fetch pending, cap reached or in backoff: retry later, nothing judged.
+                    assert_eq!(code, grpcio::RpcStatusCode::UNAVAILABLE, "{message}");
+                    assert!(message.contains("collateral"), "{message}");
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    while answered.load(Ordering::SeqCst) < 16 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let cert = sim.client(&app);
+        let t = Instant::now();
+        let client = GrpcClient::connect(&kms, Some(&cert));
+        assert_eq!(client.get_decoded("image_key").unwrap(), secrets()[2].1);
+        took.push(t.elapsed());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in flood {
+        t.join().unwrap();
+    }
+    let max = in_flight.max.load(Ordering::SeqCst);
+    eprintln!(
+        "legitimate clients took {took:?}; {} flood calls answered; at most {max} PCCS requests at once",
+        answered.load(Ordering::SeqCst)
+    );
+    assert!(answered.load(Ordering::SeqCst) >= 16, "the flood ran");
+    assert!(max >= 1, "the models' fetches reached the PCCS");
+    let cap = ratls::collateral::MAX_CONCURRENT_FETCHES;
+    assert!(max <= cap, "{max} fetches in flight at once (cap {cap})");
+    for t in &took {
+        assert!(
+            *t < LEGIT_BOUND,
+            "a legitimate client took {t:?} (all: {took:?})"
+        );
+    }
 }

@@ -72,6 +72,10 @@ pub struct PlatformOptions {
     pub not_after: u64,
     /// Derive every key and random value from this seed (reproducible test vectors).
     pub seed: Option<u64>,
+    /// The platform's FMSPC (PCK certificate, TCB info). Two platforms made from one seed
+    /// share their root and PCK CA keys, so a different FMSPC gives another platform model
+    /// under the same (simulated) root, as Intel's PKI has many.
+    pub fmspc: [u8; 6],
 }
 
 impl PlatformOptions {
@@ -84,6 +88,7 @@ impl PlatformOptions {
             not_before: now.saturating_sub(DEFAULT_VALID_BEFORE_NOW),
             not_after: now.saturating_add(DEFAULT_VALID_AFTER_NOW),
             seed: None,
+            fmspc: SIM_FMSPC,
         }
     }
 
@@ -132,6 +137,7 @@ impl Default for PlatformOptions {
 pub struct SimPlatform {
     dir: PathBuf,
     params: PlatformFile,
+    fmspc: [u8; 6],
     attestation_key: PrivateKey,
     attestation_public: [u8; 64],
     qe_report: [u8; 384],
@@ -149,7 +155,7 @@ impl fmt::Debug for SimPlatform {
         f.debug_struct("SimPlatform")
             .field("simulated", &true)
             .field("dir", &self.dir)
-            .field("fmspc", &hex::encode(SIM_FMSPC))
+            .field("fmspc", &hex::encode(self.fmspc))
             .field("tcb_status", &self.params.tcb_status)
             .finish_non_exhaustive()
     }
@@ -199,6 +205,7 @@ impl SimPlatform {
         )?;
         let qe_auth_data = hex_array(&platform_path, "qe_auth_data", &params.qe_auth_data)?;
         let qe_id = hex_array(&platform_path, "qe_id", &params.qe_id)?;
+        let fmspc = hex_array(&platform_path, "fmspc", &params.fmspc)?;
         let attestation_public: [u8; 64] = hex_array(
             &platform_path,
             "attestation_public_key",
@@ -250,6 +257,7 @@ impl SimPlatform {
         Ok(Self {
             dir: dir.to_path_buf(),
             params,
+            fmspc,
             attestation_key,
             attestation_public,
             qe_report,
@@ -331,7 +339,7 @@ impl SimPlatform {
 
     /// The platform's FMSPC.
     pub fn fmspc(&self) -> [u8; 6] {
-        SIM_FMSPC
+        self.fmspc
     }
 
     /// The platform's CPUSVN (what report bodies carry).
@@ -417,7 +425,7 @@ impl Made {
             tcb_components: SIM_TCB_COMPONENTS,
             pce_svn: SIM_PCE_SVN,
             pce_id: SIM_PCE_ID,
-            fmspc: SIM_FMSPC,
+            fmspc: opts.fmspc,
         };
         let pki = pki::build(
             &entropy,
@@ -460,7 +468,7 @@ impl Made {
         let qe_report_signature = pki.pck.key.sign(&qe_report, &rng)?;
 
         let tcb_info = collateral::tcb_info_json(&TcbInfoInput {
-            fmspc: SIM_FMSPC,
+            fmspc: opts.fmspc,
             pce_id: SIM_PCE_ID,
             tcb_components: SIM_TCB_COMPONENTS,
             pce_svn: SIM_PCE_SVN,
@@ -496,7 +504,7 @@ impl Made {
         let params = PlatformFile {
             notice: SIMULATED_NOTICE.into(),
             format_version: 1,
-            fmspc: hex::encode(SIM_FMSPC),
+            fmspc: hex::encode(opts.fmspc),
             pce_id: hex::encode(SIM_PCE_ID),
             cpu_svn: hex::encode(SIM_TCB_COMPONENTS),
             pce_svn: SIM_PCE_SVN,
