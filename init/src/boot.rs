@@ -13,7 +13,11 @@ use std::time::Instant;
 
 use occlum_dcap::QuoteSource;
 use ratls::cert::RaTlsIdentity;
-use ratls::collateral::{CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral};
+use ratls::collateral::qcnl::{self, QcnlConfig};
+use ratls::collateral::staple::Stapled;
+use ratls::collateral::{
+    CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral, normalize_base,
+};
 use ratls::verify::{TrustAnchor, VerifiedPeer, Verifier};
 
 use crate::config::{self, CollateralChoice, IMAGE_KEY_SECRET, ImageType, InitRaConf};
@@ -106,7 +110,14 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
 
     let collateral =
         collateral_source(conf.collateral.clone().or(default_collateral), &initfs, log)?;
-    let verifier = Arc::new(Verifier::new(anchor, collateral, conf.policy));
+    // The KMS staples its own collateral to its certificate: when it is fresh and covers the
+    // KMS's platform, the boot makes no PCCS request (its signatures are checked all the same).
+    let stapled = Arc::new(Stapled::new(collateral));
+    let verifier = Arc::new(Verifier::new(
+        anchor,
+        Arc::clone(&stapled) as Arc<dyn CollateralSource>,
+        conf.policy,
+    ));
     let tls = Arc::new(
         ratls::tls::client_config(Arc::clone(&verifier), &identity).map_err(|e| {
             InitError::new(Stage::Internal, "building the TLS client configuration", e)
@@ -128,7 +139,7 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     let mut pause = kms::INITIAL_BACKOFF;
     let fetched = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (mut session, _) = timed(
+        let connected = timed(
             log,
             "handshake",
             || {
@@ -156,7 +167,11 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
                     describe_peer(session.peer())
                 )
             },
-        )?;
+        );
+        if let Some(outcome) = stapled.last_outcome() {
+            log.note(format_args!("KMS's collateral: {outcome}"));
+        }
+        let (mut session, _) = connected?;
         let fetched = fetch(&mut session, &names, log);
         session.close();
         match fetched {
@@ -275,17 +290,31 @@ fn collateral_source(
     initfs: &Path,
     log: &StepLog,
 ) -> Result<Arc<dyn CollateralSource>, InitError> {
+    let mut verify_tls = true;
     let choice = match choice {
         Some(choice) => choice,
         None => {
-            let qcnl = initfs.join(config::QCNL_CONF);
-            let text = config::read_optional_text(&qcnl)
+            // Part of the measured initfs (build.sh copies the host's file there), so it may
+            // choose the PCCS and whether its TLS certificate is checked.
+            let path = initfs.join(config::QCNL_CONF);
+            let text = config::read_optional_text(&path)
                 .map_err(|e| InitError::new(Stage::Config, "collateral", e))?;
-            match text.as_deref().and_then(config::pccs_url_from_qcnl) {
-                Some(url) => CollateralChoice::Pccs {
-                    url,
-                    origin: qcnl.display().to_string(),
-                },
+            let origin = path.display().to_string();
+            match text.as_deref().and_then(QcnlConfig::parse) {
+                Some(qcnl) => {
+                    let url = qcnl.collateral_url().unwrap_or(INTEL_PCS_URL);
+                    if let Some(note) = qcnl::api_version_note(url) {
+                        log.note(format_args!("{origin}: {note}"));
+                    }
+                    if !qcnl.use_secure_cert {
+                        log.note(format_args!("{}", qcnl::insecure_tls_note(url, &origin)));
+                        verify_tls = false;
+                    }
+                    CollateralChoice::Pccs {
+                        url: normalize_base(url),
+                        origin,
+                    }
+                }
                 None => CollateralChoice::Pccs {
                     url: INTEL_PCS_URL.to_owned(),
                     origin: "default (Intel PCS)".into(),
@@ -294,6 +323,9 @@ fn collateral_source(
         }
     };
     let source: Arc<dyn CollateralSource> = match &choice {
+        CollateralChoice::Pccs { url, .. } if !verify_tls => {
+            Arc::new(PccsClient::without_tls_verification(url))
+        }
         CollateralChoice::Pccs { url, .. } => Arc::new(PccsClient::new(url)),
         CollateralChoice::File { path, .. } => Arc::new(
             StaticCollateral::from_file(path)
