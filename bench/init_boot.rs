@@ -278,15 +278,14 @@ fn measure(d: &Deployment, kms_addr: &str, extra: &[&str], runs: usize) -> Measu
 }
 
 /// One more boot, under `strace -f -e trace=connect`: the TCP connections init opened
-/// (AF_INET/AF_INET6 connect calls), and how many the PCCS served meanwhile.
+/// (AF_INET/AF_INET6 connect calls), and how many of them went to the PCCS's port.
 fn count_connections(
     d: &Deployment,
     kms_addr: &str,
     extra: &[&str],
     pccs: &SimPccs,
 ) -> (usize, usize) {
-    let before = pccs.counts().0;
-    let mut cmd = d.init_command(kms_addr, extra, &[]);
+    let cmd = d.init_command(kms_addr, extra, &[]);
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let trace = d.path("connect.trace");
@@ -305,16 +304,16 @@ fn count_connections(
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&trace).unwrap();
-    let connects = text
+    let inet: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("connect(") && (l.contains("AF_INET") || l.contains("AF_INET6")))
+        .filter(|l| l.contains("connect(") && l.contains("AF_INET"))
+        .collect();
+    let port = pccs.url.rsplit(':').next().unwrap();
+    let to_pccs = inet
+        .iter()
+        .filter(|l| l.contains(&format!("htons({port})")))
         .count();
-    // The PCCS logs a connection when it closes; init has exited, so give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while pccs.counts().0 == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (connects, pccs.counts().0 - before)
+    (inet.len(), to_pccs)
 }
 
 /// A self-signed certificate in Occlum's RA-TLS form over `key`, carrying `quote`.
