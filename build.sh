@@ -9,7 +9,10 @@
 #
 # Knobs (environment): DEMO_DIR (default ./demo), KMS_PORT (50051), DEBUGGABLE (false),
 # TCB_STATUSES (accepted TCB statuses, JSON list items, default "UpToDate"), FORCE_HOST=1 to
-# build the simulated host demo even where Occlum is installed.
+# build the simulated host demo even where Occlum is installed, BUILD_CHECK_ONLY=1 to stop after
+# the prerequisites check. Occlum mode: OCCLUM_TOOLCHAIN (occlum-gcc's prefix, default
+# /opt/occlum/toolchains/gcc), OCCLUM_GLIBC (default /opt/occlum/glibc/lib), QCNL_CONF (the QCNL
+# file copied into both images, default /etc/sgx_default_qcnl.conf).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -26,6 +29,10 @@ RELEASE=$TARGET/release
 # apart by `init/build-musl.sh --simulation`, so this path never holds a simulation build.
 MUSL_INIT=$TARGET/x86_64-unknown-linux-musl/release/init
 MUSL_INIT_SIM=$TARGET/musl-simulation/x86_64-unknown-linux-musl/release/init
+OCCLUM_TOOLCHAIN=${OCCLUM_TOOLCHAIN:-/opt/occlum/toolchains/gcc} # occlum-gcc and its musl sysroot
+OCCLUM_GLIBC=${OCCLUM_GLIBC:-/opt/occlum/glibc/lib}               # the glibc Occlum images carry
+# Intel's QCNL configuration (which PCCS, use_secure_cert) copied into both images.
+QCNL_CONF=${QCNL_CONF:-/etc/sgx_default_qcnl.conf}
 
 STEP="start"
 step() { STEP=$*; printf '\n==> %s\n' "$*"; }
@@ -61,12 +68,19 @@ check_prerequisites() {
   command -v cc >/dev/null || { missing+=("a C compiler"); apt+=(build-essential); }
   command -v c++ >/dev/null || { missing+=("a C++ compiler (grpcio)"); apt+=(g++); }
   command -v cmake >/dev/null || { missing+=("cmake (grpcio's C core)"); apt+=(cmake); }
-  command -v musl-gcc >/dev/null || { missing+=("musl-gcc (init is a musl PIE, as Occlum loads it)"); apt+=(musl-tools); }
-  [ -e /lib/ld-musl-x86_64.so.1 ] || { missing+=("the musl loader /lib/ld-musl-x86_64.so.1"); apt+=(musl); }
   command -v curl >/dev/null || { missing+=("curl (run.sh checks the app with it)"); apt+=(curl); }
   if [ "$MODE" = occlum ]; then
+    # Never Debian's musl here: its package owns /lib/ld-musl-x86_64.so.1, which on an Occlum
+    # host is Occlum's own musl (a link into /opt/occlum/toolchains/gcc). init is linked with
+    # Occlum's musl toolchain instead (occlum-gcc, Occlum's musl sysroot).
+    OCCLUM_GCC=$(command -v occlum-gcc || echo "$OCCLUM_TOOLCHAIN/bin/occlum-gcc")
+    [ -x "$OCCLUM_GCC" ] || missing+=("occlum-gcc (Occlum's musl toolchain, $OCCLUM_TOOLCHAIN/bin; ships with Occlum)")
+    [ -e "$OCCLUM_GLIBC/libc.so.6" ] || missing+=("Occlum's glibc $OCCLUM_GLIBC/libc.so.6 (ships with Occlum)")
     command -v jq >/dev/null || { missing+=("jq (Occlum.json edits)"); apt+=(jq); }
     command -v copy_bom >/dev/null || missing+=("copy_bom (ships with Occlum)")
+  else
+    command -v musl-gcc >/dev/null || { missing+=("musl-gcc (init is a musl PIE, as Occlum loads it)"); apt+=(musl-tools); }
+    [ -e /lib/ld-musl-x86_64.so.1 ] || { missing+=("the musl loader /lib/ld-musl-x86_64.so.1"); apt+=(musl); }
   fi
   if [ ${#apt[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing with apt-get: ${apt[*]}"
@@ -80,6 +94,7 @@ check_prerequisites() {
     [ ${#apt[@]} -gt 0 ] && echo "on Debian/Ubuntu: sudo apt-get install ${apt[*]}" >&2
     exit 1
   fi
+  [ "${BUILD_CHECK_ONLY:-0}" = 1 ] && { echo "prerequisites ok ($MODE mode)"; exit 0; }
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
     echo "adding the rustup target x86_64-unknown-linux-musl"
     rustup target add x86_64-unknown-linux-musl
@@ -95,8 +110,10 @@ build_binaries() {
     cargo build --release --locked -p kms
     step "building app (release)"
     cargo build --release --locked -p app
-    step "building init as Occlum loads it (dynamic musl PIE, no simulation)"
-    "$ROOT/init/build-musl.sh"
+    step "checking that kms and app load under Occlum's glibc ($OCCLUM_GLIBC)"
+    "$ROOT/occlum-configs/check-glibc.sh" --glibc "$OCCLUM_GLIBC/libc.so.6" "$RELEASE/kms" "$RELEASE/app"
+    step "building init with Occlum's musl toolchain ($OCCLUM_GCC): dynamic musl PIE, no simulation"
+    MUSL_CC=$OCCLUM_GCC "$ROOT/init/build-musl.sh"
   else
     step "building kms, app, sgx-sim, ratls, init with the SIMULATED platform (release; grpcio's C core takes ~8 min the first time)"
     cargo build --release --locked -p kms -p app -p sgx-sim -p ratls -p init \
@@ -190,16 +207,33 @@ build_host() {
   rm -rf "$DEMO/client/image"
 }
 
+# qcnl_conf: $DEMO/sgx_default_qcnl.conf, copied into both images: the host's $QCNL_CONF, or
+# (none on this host) one naming Intel's PCS, so the enclaves' choice is visible and measured.
+qcnl_conf() {
+  step "QCNL configuration for both enclaves (PCCS URL, use_secure_cert)"
+  if [ -f "$QCNL_CONF" ]; then
+    cp "$QCNL_CONF" "$DEMO/sgx_default_qcnl.conf"
+    echo "    copied $QCNL_CONF (pccs_url, use_secure_cert, collateral_service are read from it)"
+  else
+    echo "    $QCNL_CONF not found: the enclaves will fetch collateral from Intel's PCS (internet egress)"
+    printf '{\n  "pccs_url": "https://api.trustedservices.intel.com/sgx/certification/v4/",\n  "use_secure_cert": true\n}\n' \
+      > "$DEMO/sgx_default_qcnl.conf"
+  fi
+}
+
 build_occlum() {
   local occlum_version
   occlum_version=$(occlum version 2>/dev/null || echo unknown)
   step "Occlum $occlum_version found: building occlum_client and occlum_server (real SGX path)"
   cd "$DEMO"
+  qcnl_conf
   step "occlum_client: occlum new --init-ra grpc_ratls, with our init as initfs/bin/init"
   rm -rf occlum_client
   occlum new occlum_client --init-ra grpc_ratls
   cd occlum_client
   install -m 0755 "$MUSL_INIT" initfs/bin/init
+  # init reads the PCCS URL (and use_secure_cert) from here; the initfs is measured.
+  install -m 0644 "$DEMO/sgx_default_qcnl.conf" initfs/etc/sgx_default_qcnl.conf
   rm -rf image
   APP_BIN=$RELEASE/app copy_bom -f "$ROOT/occlum-configs/client.yaml" --root image --include-dir /opt/occlum/etc/template
   jq --argjson debuggable "$DEBUGGABLE" -f "$ROOT/occlum-configs/client.Occlum.jq" Occlum.json > Occlum.json.new
@@ -227,7 +261,8 @@ build_occlum() {
   jq --argjson debuggable "$DEBUGGABLE" -f "$ROOT/occlum-configs/server.Occlum.jq" Occlum.json > Occlum.json.new
   mv Occlum.json.new Occlum.json
   rm -rf image
-  KMS_BIN=$RELEASE/kms SERVER_DIR=$DEMO/kms copy_bom -f "$ROOT/occlum-configs/server.yaml" --root image \
+  KMS_BIN=$RELEASE/kms SERVER_DIR=$DEMO/kms QCNL_CONF=$DEMO/sgx_default_qcnl.conf \
+    copy_bom -f "$ROOT/occlum-configs/server.yaml" --root image \
     --include-dir /opt/occlum/etc/template
   occlum build
   cd "$ROOT"

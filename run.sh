@@ -72,11 +72,14 @@ start_client() {
   wait_for_app
 }
 
-# spawn NAME DIR COMMAND...: starts COMMAND in DIR in the background, logging to $LOGS/NAME.log.
+# spawn NAME DIR COMMAND...: starts COMMAND in DIR in the background, logging to $LOGS/NAME.log,
+# as the leader of its own process group (setsid), so stop_one reaches all of it: `occlum run`
+# is a bash script whose child occlum-run holds the enclave, and a surviving occlum-run makes
+# the next `occlum run` fail with "the process of current Occlum instance is running".
 spawn() {
   local name=$1 dir=$2
   shift 2
-  (cd "$dir" && exec "$@") > "$LOGS/$name.log" 2>&1 &
+  (cd "$dir" && exec setsid "$@") > "$LOGS/$name.log" 2>&1 &
   echo $! > "$PIDS/$name.pid"
 }
 
@@ -105,11 +108,19 @@ wait_for_app() {
 
 alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 
+# stop_one NAME: SIGTERM to NAME's whole process group (see spawn), SIGKILL to whatever of it
+# is left after 5 s.
 stop_one() {
   local name=$1 pid
   [ -f "$PIDS/$name.pid" ] || return 0
   pid=$(cat "$PIDS/$name.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  case "$pid" in '' | *[!0-9]*) die "$PIDS/$name.pid does not hold a process id" ;; esac
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  elif kill -0 "$pid" 2>/dev/null; then
+    # Started by an older run.sh, not a group leader: only the process itself.
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true

@@ -13,9 +13,12 @@
 # mode and cannot trust a simulated root; the check below proves no simulated-root code is in it.
 # `--simulation` builds the host-mode init (demo, tests) into a separate target directory
 # ($CARGO_TARGET_DIR/musl-simulation), so the Occlum artifact's path never holds it.
+# On an Occlum host, link with Occlum's own musl toolchain instead (MUSL_CC=occlum-gcc, as
+# build.sh does there): its musl is the one whose loader the enclave runs.
 #
 # Usage: init/build-musl.sh [--simulation]   (prints the binary's path on the last line)
 # Env:   INIT_MAX_BYTES  size limit checked after the build (default 6 MiB)
+#        MUSL_CC         the musl C compiler driver that links (default musl-gcc)
 #        CARGO_TARGET_DIR as usual
 set -euo pipefail
 
@@ -45,7 +48,8 @@ if [ "$simulation" = 1 ]; then
     build_dir=$target_dir/musl-simulation
 fi
 
-command -v musl-gcc >/dev/null || die "musl-gcc not found (Debian: apt-get install musl-tools)"
+musl_cc=${MUSL_CC:-musl-gcc}
+command -v "$musl_cc" >/dev/null || die "$musl_cc not found (Debian: apt-get install musl-tools; Occlum: /opt/occlum/toolchains/gcc/bin/occlum-gcc)"
 command -v readelf >/dev/null || die "readelf not found (Debian: apt-get install binutils)"
 rustup target list --installed 2>/dev/null | grep -qx "$target" ||
     die "Rust target $target not installed (rustup target add $target)"
@@ -57,9 +61,9 @@ shim="$target_dir/musl-shim"
 mkdir -p "$shim"
 printf 'INPUT(%s)\n' "$unwind" >"$shim/libgcc_s.so"
 
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=$musl_cc
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=-crt-static -L native=$shim"
-export CC_x86_64_unknown_linux_musl=musl-gcc
+export CC_x86_64_unknown_linux_musl=$musl_cc
 
 (cd "$workspace" && CARGO_TARGET_DIR=$build_dir cargo build --release --locked --target "$target" -p init --bin init "${features[@]}") >&2
 

@@ -13,7 +13,11 @@ use std::time::Instant;
 
 use occlum_dcap::QuoteSource;
 use ratls::cert::RaTlsIdentity;
-use ratls::collateral::{CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral};
+use ratls::collateral::qcnl::{self, QcnlConfig};
+use ratls::collateral::staple::Stapled;
+use ratls::collateral::{
+    CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral, normalize_base,
+};
 use ratls::verify::{TrustAnchor, VerifiedPeer, Verifier};
 
 use crate::config::{self, CollateralChoice, IMAGE_KEY_SECRET, ImageType, InitRaConf};
@@ -110,7 +114,14 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
         &anchor,
         log,
     )?;
-    let verifier = Arc::new(Verifier::new(anchor, collateral, conf.policy));
+    // The KMS staples its own collateral to its certificate: when it is fresh and covers the
+    // KMS's platform, the boot makes no PCCS request (its signatures are checked all the same).
+    let stapled = Arc::new(Stapled::new(collateral));
+    let verifier = Arc::new(Verifier::new(
+        anchor,
+        Arc::clone(&stapled) as Arc<dyn CollateralSource>,
+        conf.policy,
+    ));
     let (tls, peers) = ratls::tls::attested_client_config(Arc::clone(&verifier), &identity)
         .map_err(|e| InitError::new(Stage::Internal, "building the TLS client configuration", e))?;
     let tls = Arc::new(tls);
@@ -130,7 +141,7 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     let mut pause = kms::INITIAL_BACKOFF;
     let fetched = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (mut session, _) = timed(
+        let connected = timed(
             log,
             "handshake",
             || {
@@ -158,7 +169,11 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
                     describe_peer(session.peer())
                 )
             },
-        )?;
+        );
+        if let Some(outcome) = stapled.last_outcome() {
+            log.note(format_args!("KMS's collateral: {outcome}"));
+        }
+        let (mut session, _) = connected?;
         let fetched = fetch(&mut session, &names, log);
         session.close();
         match fetched {
@@ -290,17 +305,31 @@ fn collateral_source(
     anchor: &TrustAnchor,
     log: &StepLog,
 ) -> Result<Arc<dyn CollateralSource>, InitError> {
+    let mut verify_tls = true;
     let choice = match choice {
         Some(choice) => choice,
         None => {
-            let qcnl = initfs.join(config::QCNL_CONF);
-            let text = config::read_optional_text(&qcnl)
+            // Part of the measured initfs (build.sh copies the host's file there), so it may
+            // choose the PCCS and whether its TLS certificate is checked.
+            let path = initfs.join(config::QCNL_CONF);
+            let text = config::read_optional_text(&path)
                 .map_err(|e| InitError::new(Stage::Config, "collateral", e))?;
-            match text.as_deref().and_then(config::pccs_url_from_qcnl) {
-                Some(url) => CollateralChoice::Pccs {
-                    url,
-                    origin: qcnl.display().to_string(),
-                },
+            let origin = path.display().to_string();
+            match text.as_deref().and_then(QcnlConfig::parse) {
+                Some(qcnl) => {
+                    let url = qcnl.collateral_url().unwrap_or(INTEL_PCS_URL);
+                    if let Some(note) = qcnl::api_version_note(url) {
+                        log.note(format_args!("{origin}: {note}"));
+                    }
+                    if !qcnl.use_secure_cert {
+                        log.note(format_args!("{}", qcnl::insecure_tls_note(url, &origin)));
+                        verify_tls = false;
+                    }
+                    CollateralChoice::Pccs {
+                        url: normalize_base(url),
+                        origin,
+                    }
+                }
                 None => CollateralChoice::Pccs {
                     url: INTEL_PCS_URL.to_owned(),
                     origin: "default (Intel PCS)".into(),
@@ -310,6 +339,9 @@ fn collateral_source(
     };
     let source: Arc<dyn CollateralSource> = match &choice {
         // The KMS's PCK chain is checked against the verifier's anchor before any fetch.
+        CollateralChoice::Pccs { url, .. } if !verify_tls => {
+            Arc::new(PccsClient::without_tls_verification(url).with_trust_anchor(anchor.clone()))
+        }
         CollateralChoice::Pccs { url, .. } => {
             Arc::new(PccsClient::new(url).with_trust_anchor(anchor.clone()))
         }

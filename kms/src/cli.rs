@@ -63,6 +63,8 @@ SERVE OPTIONS:
     --threads <N>             gRPC worker threads (default 2)
     --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
                               a new key, quote and certificate are minted at half-life
+    --staple-collateral on|off  carry this platform's collateral in the KMS's certificate, so
+                              clients verify it without a PCCS request (default on)
     --sim-platform <DIR>      SIMULATED SGX: trust the simulated root in DIR instead of Intel's,
     --sim-identity <FILE>     and quote as the enclave identity in FILE. Never in production;
                               only in builds with the `simulation` feature, never inside Occlum.
@@ -131,6 +133,8 @@ pub struct ServeConfig {
     pub threads: usize,
     /// Validity of the KMS's own RA-TLS certificate; it is re-minted at half-life.
     pub cert_lifetime: Duration,
+    /// Staple the KMS's own collateral to its certificate (`--staple-collateral`).
+    pub staple_collateral: bool,
 }
 
 /// Where the secrets come from.
@@ -257,6 +261,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--reply-form",
     "--threads",
     "--cert-lifetime",
+    "--staple-collateral",
     "--in",
     "--out",
     "--cn",
@@ -549,6 +554,15 @@ impl LowArgs {
                 }
             },
         };
+        let staple_collateral = match self.optional("--staple-collateral")?.as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(UsageError(format!(
+                    "--staple-collateral {other}: expected on or off"
+                )));
+            }
+        };
         Ok(ServeConfig {
             listen,
             ra_config: ra_config.into(),
@@ -562,6 +576,7 @@ impl LowArgs {
             reply_form,
             threads,
             cert_lifetime,
+            staple_collateral,
         })
     }
 

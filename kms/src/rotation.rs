@@ -5,6 +5,14 @@
 //! core picks it up through [`ServerCredentialsFetcher`] at the next handshake, so the server
 //! never presents an expired certificate and never restarts. `--cert-out` is rewritten
 //! atomically each time.
+//!
+//! Each certificate also carries the DCAP collateral of the KMS's own platform (TCB info, QE
+//! identity, CRLs and their issuer chains) in a non-critical extension
+//! ([`ratls::collateral::staple`]), so init can verify the KMS without a PCCS request. The
+//! certificate is re-minted before that collateral's earliest `nextUpdate` (at most
+//! [`STAPLE_REFRESH_MARGIN`] before it), so the staple a client receives is fresh; when the
+//! collateral cannot be had or is too large, the certificate carries none and clients use their
+//! PCCS, and minting is retried after [`STAPLE_RETRY`].
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -14,6 +22,8 @@ use std::time::{Duration, SystemTime};
 use grpcio::{CertificateRequestType, ServerCredentialsBuilder, ServerCredentialsFetcher};
 use occlum_dcap::QuoteSource;
 use ratls::cert::{CertError, RaTlsIdentity};
+use ratls::collateral::{CollateralError, CollateralSource, next_update, staple};
+use ratls::quote::Quote;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Record, Verdict};
@@ -30,6 +40,13 @@ pub const CLIENT_CERT_MODE: CertificateRequestType =
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Never re-mint more often than this.
 const MIN_RENEWAL: Duration = Duration::from_secs(1);
+/// Re-mint this long before the stapled collateral's `nextUpdate` (or half-way there, when
+/// its window is shorter).
+pub const STAPLE_REFRESH_MARGIN: Duration = Duration::from_secs(60 * 60);
+/// When no collateral could be stapled, try again after this long.
+pub const STAPLE_RETRY: Duration = Duration::from_secs(5 * 60);
+/// When the collateral was still being fetched, try again after this long.
+pub const STAPLE_RETRY_PENDING: Duration = Duration::from_secs(2);
 
 /// The current certificate and, when a new one is ready, the credentials gRPC should switch to.
 pub struct Rotator {
@@ -43,22 +60,56 @@ struct State {
 
 impl Rotator {
     /// Mints the first identity (so startup fails if quoting fails) and writes `cert_out`.
+    ///
+    /// `collateral` (the KMS's own collateral source) supplies the collateral stapled to each
+    /// certificate; `None` staples nothing.
     pub fn start(
         source: Arc<dyn QuoteSource>,
         lifetime: Duration,
         cert_out: Option<PathBuf>,
         audit: Arc<AuditLog>,
+        collateral: Option<Arc<dyn CollateralSource>>,
     ) -> Result<Arc<Rotator>, CertError> {
-        let mint = move |source: &dyn QuoteSource| {
-            RaTlsIdentity::mint_valid_for(source, SystemTime::now(), lifetime)
-        };
-        let identity = mint(source.as_ref())?;
+        let mint =
+            move |source: &dyn QuoteSource| -> Result<(RaTlsIdentity, SystemTime), CertError> {
+                let now = SystemTime::now();
+                let mut stapled = Err(StapleMiss::from("no collateral source"));
+                let identity = RaTlsIdentity::mint_stapled(source, now, lifetime, |quote| {
+                    stapled = staple_for(collateral.as_deref(), quote, unix(now));
+                    stapled.as_ref().ok().map(|(bytes, _)| bytes.clone())
+                })?;
+                let renew_at = match &stapled {
+                    _ if collateral.is_none() => renewal_time(&identity),
+                    Ok((bytes, until)) => {
+                        eprintln!(
+                            "kms: RA-TLS certificate carries this platform's collateral ({} bytes, nextUpdate {until}): clients need no PCCS request",
+                            bytes.len()
+                        );
+                        renewal_time(&identity).min(staple_refresh_time(now, *until))
+                    }
+                    Err(miss) => {
+                        // A fetch still on its way (cold cache at start-up) is worth a quick
+                        // retry; anything else at the slow pace.
+                        let retry = if miss.transient {
+                            STAPLE_RETRY_PENDING
+                        } else {
+                            STAPLE_RETRY
+                        };
+                        eprintln!(
+                            "kms: RA-TLS certificate carries no collateral ({}); clients fetch it from their PCCS; retrying in {retry:?}",
+                            miss.why
+                        );
+                        renewal_time(&identity).min(now + retry)
+                    }
+                };
+                Ok((identity, renew_at))
+            };
+        let (identity, renew_at) = mint(source.as_ref())?;
         let rotator = Arc::new(Rotator {
             state: Mutex::new(State { pending: None }),
         });
         rotator.install(&identity, cert_out.as_ref(), &audit, false);
         let weak = Arc::downgrade(&rotator);
-        let renew_at = renewal_time(&identity);
         std::thread::Builder::new()
             .name("kms-cert-rotation".into())
             .spawn(move || {
@@ -67,9 +118,9 @@ impl Rotator {
                     sleep_until(next);
                     let Some(rotator) = weak.upgrade() else { return };
                     match mint(source.as_ref()) {
-                        Ok(identity) => {
+                        Ok((identity, renew_at)) => {
                             rotator.install(&identity, cert_out.as_ref(), &audit, true);
-                            next = renewal_time(&identity);
+                            next = renew_at;
                         }
                         Err(e) => {
                             let mut rec = Record::new(Event::Rotation, Verdict::Rejected);
@@ -133,6 +184,71 @@ impl ServerCredentialsFetcher for Fetcher {
     }
 }
 
+/// Why a certificate was minted without a staple.
+struct StapleMiss {
+    why: String,
+    /// The collateral is being fetched (or the fetch cap was reached): it may be there soon.
+    transient: bool,
+}
+
+impl From<&str> for StapleMiss {
+    fn from(why: &str) -> Self {
+        String::from(why).into()
+    }
+}
+
+impl From<String> for StapleMiss {
+    fn from(why: String) -> Self {
+        StapleMiss {
+            why,
+            transient: false,
+        }
+    }
+}
+
+/// The encoded staple for `quote` and its collateral's earliest `nextUpdate`, or why none.
+fn staple_for(
+    collateral: Option<&dyn CollateralSource>,
+    quote: &[u8],
+    now: u64,
+) -> Result<(Vec<u8>, u64), StapleMiss> {
+    let source = collateral.ok_or("no collateral source")?;
+    let quote = Quote::parse(quote).map_err(|e| format!("own quote: {e}"))?;
+    let collateral = source.collateral(&quote, now).map_err(|e| StapleMiss {
+        // Not Backoff: a failed fetch is retried at the slow pace, not every few seconds.
+        transient: matches!(
+            e,
+            CollateralError::Pending { .. } | CollateralError::Busy { .. }
+        ),
+        why: format!("{}: {e}", source.describe()),
+    })?;
+    let until = next_update(&collateral)?;
+    if until <= now {
+        return Err(format!(
+            "{} serves stale collateral (nextUpdate {until}, now {now})",
+            source.describe()
+        )
+        .into());
+    }
+    let bytes = staple::encode(&collateral).map_err(|e| e.to_string())?;
+    Ok((bytes, until))
+}
+
+/// When to re-mint so the stapled collateral is never stale: [`STAPLE_REFRESH_MARGIN`] before
+/// its `nextUpdate`, or half-way there when that is sooner than the margin, but not before
+/// [`STAPLE_RETRY`] (collateral that stays this close to stale is refetched at that pace).
+fn staple_refresh_time(now: SystemTime, next_update: u64) -> SystemTime {
+    let left = Duration::from_secs(next_update.saturating_sub(unix(now)));
+    let margin = STAPLE_REFRESH_MARGIN.min(left / 2);
+    now + (left - margin).max(STAPLE_RETRY.min(left))
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Half-way through the certificate's remaining validity.
 fn renewal_time(identity: &RaTlsIdentity) -> SystemTime {
     let now = SystemTime::now();
@@ -150,5 +266,35 @@ fn sleep_until(when: SystemTime) {
             return;
         }
         std::thread::sleep(left.min(Duration::from_secs(60)));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3600;
+
+    #[test]
+    fn a_staple_is_refreshed_an_hour_before_its_next_update() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = staple_refresh_time(now, 1_000_000 + 30 * 24 * HOUR);
+        assert_eq!(
+            at.duration_since(now).unwrap(),
+            Duration::from_secs(30 * 24 * HOUR - HOUR)
+        );
+    }
+
+    #[test]
+    fn a_short_window_is_refreshed_half_way_but_not_faster_than_the_retry_pace() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = staple_refresh_time(now, 1_000_000 + HOUR);
+        assert_eq!(
+            at.duration_since(now).unwrap(),
+            Duration::from_secs(HOUR / 2)
+        );
+        let at = staple_refresh_time(now, 1_000_000 + 60);
+        assert_eq!(at.duration_since(now).unwrap(), Duration::from_secs(60));
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use grpcio::{ChannelBuilder, EnvBuilder, ServerBuilder, ServerCredentials};
 use occlum_dcap::{OcclumDevice, QuoteSource};
+use ratls::collateral::qcnl::{self, QcnlConfig};
 use ratls::collateral::{CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral};
 use ratls::verify::TrustAnchor;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -91,6 +92,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         cfg.cert_lifetime,
         cfg.cert_out.clone(),
         Arc::clone(&audit),
+        cfg.staple_collateral.then(|| Arc::clone(&collateral)),
     )
     .map_err(|e| {
         err(
@@ -264,10 +266,15 @@ fn collateral_source(
     cfg: &ServeConfig,
     platform: &Platform,
 ) -> Result<Arc<dyn CollateralSource>, ServeError> {
-    let pccs = |url: &str| -> Arc<dyn CollateralSource> {
+    let pccs = |url: &str, verify_tls: bool| -> Arc<dyn CollateralSource> {
+        let client = if verify_tls {
+            PccsClient::new(url)
+        } else {
+            PccsClient::without_tls_verification(url)
+        };
         // A new platform's first call waits at most FETCH_WAIT for its collateral; the fetch
         // goes on in the background, so gRPC threads are never held by a slow PCCS.
-        let client = PccsClient::new(&pccs_base(url))
+        let client = client
             .with_trust_anchor(platform.anchor.clone())
             .with_fetch_wait(FETCH_WAIT);
         match &cfg.collateral_cache {
@@ -279,26 +286,40 @@ fn collateral_source(
         CollateralSpec::File(path) => {
             Arc::new(StaticCollateral::from_file(path).map_err(|e| err("reading --collateral", e))?)
         }
-        CollateralSpec::Pccs(url) => pccs(url),
+        CollateralSpec::Pccs(url) => pccs(url, true),
         CollateralSpec::DefaultPccs => match &platform.sim_collateral {
             Some(sim) => Arc::clone(sim),
-            None => pccs(&default_pccs_url()),
+            None => {
+                let (url, verify_tls) = default_pccs();
+                pccs(&url, verify_tls)
+            }
         },
     })
 }
 
-/// `$PCCS_URL`, else `pccs_url` from the QCNL configuration, else Intel's PCS.
-pub fn default_pccs_url() -> String {
+/// `$PCCS_URL`, else the collateral URL of the QCNL configuration (`collateral_service`, else
+/// `pccs_url`; inside Occlum the copy in the measured image), else Intel's PCS; and whether the
+/// PCCS's TLS certificate is checked (QCNL `use_secure_cert`, default true). Says on stderr when
+/// it is not, and when a v3 URL is used through v4 ([`ratls::collateral::qcnl`]).
+pub fn default_pccs() -> (String, bool) {
     if let Some(url) = std::env::var("PCCS_URL").ok().filter(|u| !u.is_empty()) {
-        return url;
+        return (url, true);
     }
-    crate::fsutil::read_limited(Path::new(QCNL_CONF), MAX_QCNL_LEN)
+    let qcnl = crate::fsutil::read_limited(Path::new(QCNL_CONF), MAX_QCNL_LEN)
         .ok()
-        .and_then(|bytes| qcnl_pccs_url(&String::from_utf8_lossy(&bytes)))
-        .unwrap_or_else(|| INTEL_PCS_URL.to_owned())
+        .and_then(|bytes| QcnlConfig::parse(&String::from_utf8_lossy(&bytes)));
+    let Some(qcnl) = qcnl else {
+        return (INTEL_PCS_URL.to_owned(), true);
+    };
+    let url = qcnl.collateral_url().unwrap_or(INTEL_PCS_URL).to_owned();
+    if let Some(note) = qcnl::api_version_note(&url) {
+        eprintln!("kms: {QCNL_CONF}: {note}");
+    }
+    if !qcnl.use_secure_cert {
+        eprintln!("kms: {}", qcnl::insecure_tls_note(&url, QCNL_CONF));
+    }
+    (url, qcnl.use_secure_cert)
 }
-
-pub use ratls::collateral::qcnl_pccs_url;
 
 fn secrets_file(source: &SecretsSource) -> Result<SecretsFile, ServeError> {
     Ok(match source {
@@ -319,18 +340,6 @@ fn secrets_file(source: &SecretsSource) -> Result<SecretsFile, ServeError> {
             policy: *policy,
         },
     })
-}
-
-/// The PCCS base URL without an API suffix: QCNL configurations often name the v3 API
-/// (`…/sgx/certification/v3/`), while collateral is always fetched through v4.
-pub fn pccs_base(url: &str) -> String {
-    let trimmed = url.trim_end_matches('/');
-    for suffix in ["/sgx/certification/v3", "/sgx/certification/v4"] {
-        if let Some(base) = trimmed.strip_suffix(suffix) {
-            return base.to_owned();
-        }
-    }
-    trimmed.to_owned()
 }
 
 /// `host:0` with the bound port: `localhost:0` -> `localhost:41234`, `[::1]:0` -> `[::1]:41234`.
@@ -369,6 +378,9 @@ fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    // The KMS reads QCNL files and PCCS URLs with ratls's parsers (one normalisation for both
+    // enclaves); these pin what it gets from them.
+    use ratls::collateral::{normalize_base as pccs_base, qcnl_pccs_url};
 
     #[test]
     fn the_real_port_replaces_port_zero() {

@@ -164,6 +164,7 @@ pub struct Evidence {
     pub not_after_unix: i64,
     commitment: Commitment,
     others: Vec<Secondary>,
+    staple: Option<Vec<u8>>,
 }
 
 /// Another evidence extension in the same certificate.
@@ -277,6 +278,12 @@ pub fn extract_bound(cert_der: &[u8]) -> Result<Evidence, CertError> {
 }
 
 impl Evidence {
+    /// The raw value of the stapled-collateral extension, if the certificate carries one
+    /// ([`crate::collateral::staple`]). Untrusted and not yet decoded.
+    pub fn stapled_collateral(&self) -> Option<&[u8]> {
+        self.staple.as_deref()
+    }
+
     /// Checks that every quote in the certificate commits to the certificate's public key under
     /// its format's rule, and that all quotes describe the same enclave.
     pub fn check_binding(&self) -> Result<(), CertError> {

@@ -30,6 +30,9 @@ use serde_json::value::RawValue;
 use crate::quote::{CERT_DATA_PCK_CHAIN, Quote};
 use crate::verify::TrustAnchor;
 
+pub mod qcnl;
+pub mod staple;
+
 /// Intel's Provisioning Certification Service, v4 API base (without `/sgx/certification/v4`).
 pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
 /// Largest collateral response body accepted (TCB info for one FMSPC is ~10 KiB).
@@ -61,6 +64,17 @@ pub trait CollateralSource: Send + Sync {
         quote: &Quote,
         now: u64,
     ) -> Result<Arc<QuoteCollateralV3>, CollateralError>;
+
+    /// Like [`CollateralSource::collateral`], when the peer stapled collateral to its
+    /// certificate ([`staple`]). Sources that do not use staples ignore it.
+    fn collateral_with_staple(
+        &self,
+        quote: &Quote,
+        _staple: &[u8],
+        now: u64,
+    ) -> Result<Arc<QuoteCollateralV3>, CollateralError> {
+        self.collateral(quote, now)
+    }
 
     /// A short description for logs and error messages.
     fn describe(&self) -> String;
@@ -248,14 +262,19 @@ impl PccsClient {
 
     /// Like [`PccsClient::new`] with explicit timeouts.
     pub fn with_timeouts(base_url: &str, connect: Duration, request: Duration) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(connect))
-            .timeout_global(Some(request))
-            .http_status_as_error(false)
-            .max_response_header_size(64 * 1024)
-            .user_agent(concat!("occlum-ratls/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        Self::with_agent(base_url, agent(connect, request, true))
+    }
+
+    /// Like [`PccsClient::new`], without checking the PCCS's TLS certificate: what QCNL's
+    /// `use_secure_cert: false` asks for (see [`qcnl`] for why collateral stays verified).
+    pub fn without_tls_verification(base_url: &str) -> Self {
+        Self::with_agent(
+            base_url,
+            agent(DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, false),
+        )
+    }
+
+    fn with_agent(base_url: &str, agent: ureq::Agent) -> Self {
         Self {
             fetcher: Arc::new(Fetcher {
                 base_url: normalize_base(base_url),
@@ -684,6 +703,23 @@ fn check_pck_chain(
     )
     .map(drop)
     .map_err(|e| fail(e.to_string()))
+}
+
+/// One agent per client, so the requests of one fetch share a kept-alive connection.
+fn agent(connect: Duration, request: Duration, verify_tls: bool) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(connect))
+        .timeout_global(Some(request))
+        .http_status_as_error(false)
+        .max_response_header_size(64 * 1024)
+        .user_agent(concat!("occlum-ratls/", env!("CARGO_PKG_VERSION")))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(!verify_tls)
+                .build(),
+        )
+        .build()
+        .into()
 }
 
 /// The earliest `nextUpdate` of the TCB info, the QE identity and both CRLs, in unix seconds:

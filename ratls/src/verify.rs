@@ -430,6 +430,7 @@ impl Verifier {
             &evidence.quote_bytes,
             &evidence.quote,
             Some(evidence.format),
+            evidence.stapled_collateral(),
             now,
         )?;
         let not_after = u64::try_from(evidence.not_after_unix).unwrap_or(0);
@@ -446,7 +447,7 @@ impl Verifier {
     /// Runs steps 2 to 5 on a bare quote (no certificate, so no key binding).
     pub fn verify_quote(&self, quote_bytes: &[u8], now: u64) -> Result<VerifiedPeer, VerifyError> {
         let quote = Quote::parse(quote_bytes)?;
-        self.verify_parsed(quote_bytes, &quote, None, now)
+        self.verify_parsed(quote_bytes, &quote, None, None, now)
     }
 
     fn verify_parsed(
@@ -454,10 +455,14 @@ impl Verifier {
         quote_bytes: &[u8],
         quote: &Quote,
         evidence_format: Option<cert::EvidenceFormat>,
+        staple: Option<&[u8]>,
         now: u64,
     ) -> Result<VerifiedPeer, VerifyError> {
         let tcb = self.policy.tcb();
-        let collateral = self.collateral.collateral(quote, now)?;
+        let collateral = match staple {
+            Some(staple) => self.collateral.collateral_with_staple(quote, staple, now)?,
+            None => self.collateral.collateral(quote, now)?,
+        };
         let verdict = self.dcap_cached(quote_bytes, quote, &collateral, now, tcb.grace_secs())?;
         check_tcb(tcb, &verdict)?;
         let matched = self.policy.evaluate(&quote.body)?;

@@ -12,9 +12,12 @@
 //!   serves there; dcap-qvl hex-decodes it), or DER with `encoding=der`.
 //!
 //! Issuer chains are PEM, URL-encoded like JavaScript's `encodeURIComponent` (as Intel does).
-//! Every response carries `X-SGX-Sim: SIMULATED`. One request per connection; request heads
-//! are capped at [`MAX_REQUEST_HEAD`] bytes, reads and writes time out, and at most
-//! [`MAX_CONNECTIONS`] are served at once.
+//! Every response carries `X-SGX-Sim: SIMULATED`. Connections are kept alive (HTTP/1.1) for
+//! up to [`MAX_REQUESTS_PER_CONNECTION`] requests and [`KEEP_ALIVE_IDLE`] between them, as a
+//! real PCCS (Node.js) keeps them, so a client's GETs share one TCP connection; each response
+//! leaves in one write (head and body together), so no GET waits on Nagle's algorithm and
+//! the client's delayed ACK. Request heads are capped at [`MAX_REQUEST_HEAD`] bytes, reads and
+//! writes time out, and at most [`MAX_CONNECTIONS`] are served at once.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,6 +38,10 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more get 503.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Requests served on one connection before it is closed.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
+/// How long a kept-alive connection may sit idle between requests.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(2);
 /// How often the accept loop checks for a stop request.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long `serve` waits for in-flight connections after a stop request.
@@ -224,54 +231,126 @@ impl Pccs {
         overloaded: bool,
         log: &(dyn Fn(&str) + Send + Sync),
     ) {
-        let (request_line, response) = if overloaded {
-            (String::from("-"), error(503, "too many connections"))
-        } else {
-            match self.read_request(&mut stream) {
-                Ok((line, response)) => (line, response),
-                Err(e) => {
-                    log(&format!("{peer}: dropped: {e}"));
-                    return;
-                }
+        if overloaded {
+            let response = error(503, "too many connections");
+            let result = write_response(&mut stream, &response, false);
+            linger(&mut stream);
+            log(&format!("{peer} \"-\" {}", outcome(&response, &result)));
+            return;
+        }
+        if let Err(e) = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
+            .and_then(|()| stream.set_nodelay(true))
+        {
+            log(&format!("{peer}: dropped: {e}"));
+            return;
+        }
+        let mut buffered = Vec::new();
+        let mut served = 0;
+        while served < MAX_REQUESTS_PER_CONNECTION {
+            let idle = if served == 0 {
+                IO_TIMEOUT
+            } else {
+                KEEP_ALIVE_IDLE
+            };
+            let (request_line, response, keep_alive) =
+                match self.read_request(&mut stream, &mut buffered, idle) {
+                    Ok(Some(request)) => request,
+                    // The client closed or went idle between requests: a normal end.
+                    Ok(None) => break,
+                    Err(e) => {
+                        log(&format!("{peer}: dropped: {e}"));
+                        return;
+                    }
+                };
+            served += 1;
+            let keep_alive = keep_alive && served < MAX_REQUESTS_PER_CONNECTION;
+            let result = write_response(&mut stream, &response, keep_alive);
+            log(&format!(
+                "{peer} \"{request_line}\" {}",
+                outcome(&response, &result)
+            ));
+            if result.is_err() || !keep_alive {
+                break;
             }
-        };
-        let result = write_response(&mut stream, &response);
+        }
         linger(&mut stream);
-        let outcome = match result {
-            Ok(()) => format!("{} {}", response.status, response.body.len()),
-            Err(e) => format!("{} not sent: {e}", response.status),
-        };
-        log(&format!("{peer} \"{request_line}\" {outcome}"));
+        log(&format!(
+            "{peer}: connection closed after {served} request(s)"
+        ));
     }
 
-    fn read_request(&self, stream: &mut TcpStream) -> io::Result<(String, Response)> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let head = match read_head(stream)? {
-            Head::Complete(head) => head,
-            Head::TooLarge => {
-                return Ok(("-".into(), error(431, "request head too large")));
+    /// Reads the next request head (bytes past it stay in `buffered`); `None` when the client
+    /// closed the connection or sent nothing within `idle`. The flag says whether the
+    /// connection may stay open after the response.
+    fn read_request(
+        &self,
+        stream: &mut TcpStream,
+        buffered: &mut Vec<u8>,
+        idle: Duration,
+    ) -> io::Result<Option<(String, Response, bool)>> {
+        stream.set_read_timeout(Some(idle))?;
+        let head = match read_head(stream, buffered) {
+            Ok(Head::Complete(head)) => head,
+            Ok(Head::TooLarge) => {
+                return Ok(Some((
+                    "-".into(),
+                    error(431, "request head too large"),
+                    false,
+                )));
             }
+            Ok(Head::Closed) => return Ok(None),
+            Err(e)
+                if buffered.is_empty()
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
         let text = String::from_utf8_lossy(&head);
         let line = text.lines().next().unwrap_or_default().to_string();
         let mut words = line.split(' ');
-        let response = match (words.next(), words.next(), words.next(), words.next()) {
+        let (response, http11) = match (words.next(), words.next(), words.next(), words.next()) {
             (Some(method), Some(target), Some(version), None)
                 if version.starts_with("HTTP/1.") && target.starts_with('/') =>
             {
-                self.respond(method, target)
+                (self.respond(method, target), version == "HTTP/1.1")
             }
-            _ => error(400, "malformed request line"),
+            _ => (error(400, "malformed request line"), false),
         };
+        // Only the API's own answers keep the connection; an error, a request with a body
+        // (GETs carry none) or one that asks to close ends it.
+        let headers = text.lines().skip(1).map(|l| l.to_ascii_lowercase());
+        let mut keep_alive = http11 && matches!(response.status, 200 | 404);
+        for header in headers {
+            let header = header.replace(' ', "");
+            if header.starts_with("connection:close")
+                || (header.starts_with("content-length:") && header != "content-length:0")
+                || header.starts_with("transfer-encoding:")
+            {
+                keep_alive = false;
+            }
+        }
         // Request lines are logged, so keep them short and printable.
         let printable: String = line
             .chars()
             .take(200)
             .map(|c| if c.is_control() { '?' } else { c })
             .collect();
-        Ok((printable, response))
+        Ok(Some((printable, response, keep_alive)))
+    }
+}
+
+fn outcome(response: &Response, result: &io::Result<()>) -> String {
+    match result {
+        Ok(()) => format!("{} {}", response.status, response.body.len()),
+        Err(e) => format!("{} not sent: {e}", response.status),
     }
 }
 
@@ -310,17 +389,29 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(stream: &mut TcpStream, r: &Response) -> io::Result<()> {
+/// Writes the whole response with one `write_all` of one buffer: a head written separately
+/// from the body would leave the body behind Nagle's algorithm until the client's delayed ACK
+/// of the head (~40 ms on Linux) on every GET.
+fn write_response(stream: &mut TcpStream, r: &Response, keep_alive: bool) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     for (name, value) in &r.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
+    let connection = if keep_alive {
+        format!(
+            "keep-alive\r\nKeep-Alive: timeout={}",
+            KEEP_ALIVE_IDLE.as_secs()
+        )
+    } else {
+        "close".to_owned()
+    };
     head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\nX-SGX-Sim: SIMULATED\r\n\r\n",
+        "Content-Length: {}\r\nConnection: {connection}\r\nX-SGX-Sim: SIMULATED\r\n\r\n",
         r.body.len()
     ));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&r.body)?;
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&r.body);
+    stream.write_all(&out)?;
     stream.flush()
 }
 
@@ -338,28 +429,42 @@ fn linger(stream: &mut TcpStream) {
 enum Head {
     Complete(Vec<u8>),
     TooLarge,
+    /// The client closed the connection before sending anything more.
+    Closed,
 }
 
 /// Reads up to the blank line ending the request head, at most [`MAX_REQUEST_HEAD`] bytes.
-fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
-    let mut head = Vec::with_capacity(1024);
+/// `buffered` holds bytes already read past the previous request; what follows this head is
+/// left there.
+fn read_head(stream: &mut TcpStream, buffered: &mut Vec<u8>) -> io::Result<Head> {
     let mut chunk = [0u8; 1024];
     loop {
-        if let Some(end) = find_head_end(&head) {
-            head.truncate(end);
+        if let Some(end) = find_head_end(buffered) {
+            let rest = buffered.split_off(end);
+            let head = std::mem::replace(buffered, rest);
+            // Drop the blank line itself from what is kept for the next request.
+            let skip = if buffered.starts_with(b"\r\n\r\n") {
+                4
+            } else {
+                2
+            };
+            buffered.drain(..skip.min(buffered.len()));
             return Ok(Head::Complete(head));
         }
-        if head.len() >= MAX_REQUEST_HEAD {
+        if buffered.len() >= MAX_REQUEST_HEAD {
             return Ok(Head::TooLarge);
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
+            if buffered.is_empty() {
+                return Ok(Head::Closed);
+            }
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed inside the request head",
             ));
         }
-        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        buffered.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
 }
 

@@ -324,6 +324,13 @@ pub struct Kms {
 impl Kms {
     /// Starts the KMS on the simulated platform and waits for "listening on".
     pub fn start(opts: &KmsOptions<'_>) -> Self {
+        let collateral = opts.sim.collateral();
+        Self::start_with_collateral(opts, &["--collateral".as_ref(), collateral.as_os_str()])
+    }
+
+    /// Like [`Kms::start`], with `collateral` (e.g. `--pccs-url URL`) instead of the platform's
+    /// collateral file.
+    pub fn start_with_collateral(opts: &KmsOptions<'_>, collateral: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(kms_bin())
             .arg("serve")
             .args(["--listen", &opts.listen])
@@ -335,8 +342,7 @@ impl Kms {
             .arg(&opts.sim.dir)
             .arg("--sim-identity")
             .arg(opts.identity)
-            .arg("--collateral")
-            .arg(opts.sim.collateral())
+            .args(collateral)
             .arg("--audit-log")
             .arg(opts.audit_log)
             .stdin(Stdio::null())
@@ -400,6 +406,67 @@ fn collect(stream: ChildStderr) -> Arc<Mutex<String>> {
         }
     });
     text
+}
+
+/// A running `sgx-sim pccs` (the simulated PCCS), killed on drop; its log is collected.
+pub struct SimPccs {
+    child: Child,
+    /// `http://host:port`.
+    pub url: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl SimPccs {
+    /// Serves `sim`'s collateral on `listen` (`127.0.0.1:0` picks a port).
+    pub fn start(sim: &Sim, listen: &str) -> Self {
+        let mut child = Command::new(sgx_sim_bin())
+            .arg("pccs")
+            .arg(&sim.dir)
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning sgx-sim pccs");
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("sgx-sim pccs printed {line:?}"))
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    /// Connections the PCCS has closed so far, and the requests it served.
+    pub fn counts(&self) -> (usize, usize) {
+        let log = self.stderr.lock().unwrap().clone();
+        (
+            log.matches("connection closed after").count(),
+            log.matches("\"GET ").count(),
+        )
+    }
+
+    /// Stops it (SIGKILL) and waits.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SimPccs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Reads a JSON-lines audit log.
@@ -550,6 +617,21 @@ impl Deployment {
             identity: &self.kms_identity,
             audit_log: &self.path("kms/audit.log"),
         })
+    }
+
+    /// Starts the KMS with its collateral from the PCCS at `pccs_url` (as the demo runs it).
+    pub fn start_kms_with_pccs(&self, listen: &str, pccs_url: &str) -> Kms {
+        Kms::start_with_collateral(
+            &KmsOptions {
+                listen: listen.to_owned(),
+                ra_config: &self.path("kms/ra_config.json"),
+                secrets: &self.path("kms/secrets.json"),
+                sim: &self.sim,
+                identity: &self.kms_identity,
+                audit_log: &self.path("kms/audit.log"),
+            },
+            &["--pccs-url".as_ref(), pccs_url.as_ref()],
+        )
     }
 
     /// The KMS's audit records so far.

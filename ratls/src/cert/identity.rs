@@ -68,6 +68,19 @@ impl RaTlsIdentity {
         now: SystemTime,
         validity: Duration,
     ) -> Result<Self, CertError> {
+        Self::mint_stapled(source, now, validity, |_| None)
+    }
+
+    /// Like [`Self::mint_valid_for`], also carrying `staple(quote)` (when it returns bytes) in
+    /// the non-critical stapled-collateral extension ([`crate::collateral::staple`]): the
+    /// collateral of the platform that made `quote`, encoded with
+    /// [`crate::collateral::staple::encode`].
+    pub fn mint_stapled(
+        source: &dyn occlum_dcap::QuoteSource,
+        now: SystemTime,
+        validity: Duration,
+        staple: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<Self, CertError> {
         if validity.is_zero() || validity > MAX_VALIDITY {
             return Err(CertError::Mint {
                 detail: format!(
@@ -89,7 +102,8 @@ impl RaTlsIdentity {
         committed.copy_from_slice(&Sha256::digest(key.subject_public_key_info()));
         let quote = source.quote(&report_data).map_err(CertError::QuoteSource)?;
 
-        let params = certificate_params(now, validity, quote.clone())?;
+        let staple = staple(&quote);
+        let params = certificate_params(now, validity, quote.clone(), staple)?;
         let signed = params
             .self_signed(&key)
             .map_err(|e| mint_err("self-signing", e));
@@ -193,6 +207,7 @@ fn certificate_params(
     now: SystemTime,
     validity: Duration,
     quote: Vec<u8>,
+    staple: Option<Vec<u8>>,
 ) -> Result<CertificateParams, CertError> {
     let time_err = || CertError::Mint {
         detail: "validity period out of range".into(),
@@ -223,6 +238,15 @@ fn certificate_params(
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.is_ca = IsCa::ExplicitNoCa;
     params.custom_extensions = vec![CustomExtension::from_oid_content(OCCLUM_QUOTE_ARCS, quote)];
+    if let Some(staple) = staple {
+        // Non-critical (rcgen's default): peers that do not know it ignore it.
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(
+                crate::collateral::staple::STAPLE_OID_ARCS,
+                staple,
+            ));
+    }
     Ok(params)
 }
 

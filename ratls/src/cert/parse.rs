@@ -17,6 +17,7 @@ use super::{
     CBOR_TAG_TEE_QUOTE, CertError, Commitment, Evidence, EvidenceFormat, HashAlg, KeyAlgorithm,
     MAX_CERT_LEN, MAX_CLAIMS, MAX_CLAIMS_LEN, PubkeyHash, Secondary,
 };
+use crate::collateral::staple::OID_STAPLED_COLLATERAL;
 use crate::quote::Quote;
 
 /// The DICE claim that commits to the certificate's key.
@@ -49,7 +50,13 @@ pub(super) fn evidence(cert: &X509Certificate<'_>) -> Result<Evidence, CertError
     let key_algorithm = key_algorithm(cert.public_key())?;
 
     let mut found: Vec<(EvidenceFormat, &[u8])> = Vec::new();
+    let mut staple = None;
     for ext in cert.extensions() {
+        if ext.oid.as_bytes() == OID_STAPLED_COLLATERAL {
+            // Decoded (bounded) only by whoever uses it: see crate::collateral::staple.
+            staple = Some(ext.value.to_vec());
+            continue;
+        }
         match EvidenceFormat::from_oid_bytes(ext.oid.as_bytes()) {
             Some(format) => found.push((format, ext.value)),
             None if ext.critical && !understood(ext.parsed_extension()) => {
@@ -99,6 +106,7 @@ pub(super) fn evidence(cert: &X509Certificate<'_>) -> Result<Evidence, CertError
         not_after_unix: validity.not_after.timestamp(),
         commitment: primary.commitment,
         others,
+        staple,
     })
 }
 

@@ -1,0 +1,388 @@
+//! Collateral stapled to an RA-TLS certificate: the KMS carries the DCAP collateral of its own
+//! platform in its certificate, so init verifies the KMS without asking a PCCS.
+//!
+//! # Why it is safe on an untrusted path
+//!
+//! Every part of the collateral is signed by Intel (TCB info and QE identity by the TCB signing
+//! key, the CRLs by their CAs, all chaining to the trust anchor), and the verifier checks those
+//! signatures and every `nextUpdate` exactly as it does for collateral from a PCCS. A staple
+//! therefore decides nothing by itself: a tampered one fails `dcap-signature`, a stale or
+//! foreign one is not used ([`Stapled`] falls back to its PCCS). The certificate's
+//! self-signature additionally ties the staple to the enclave key, but nothing relies on it.
+//!
+//! # Wire form
+//!
+//! A non-critical X.509 extension, OID [`OID_STAPLED_COLLATERAL`] (`1.3.6.1.3.7283.1`, in
+//! IANA's `experimental` arc of RFC 1155: the project has no Private Enterprise Number, and
+//! rcgen cannot encode a 128-bit `2.25` UUID arc). Peers that do not know it ignore it
+//! (RFC 5280 section 4.2: a non-critical extension that is not recognised may be ignored). Its
+//! value (the extnValue OCTET STRING's contents):
+//!
+//! ```text
+//! magic  "OCST"          4 bytes
+//! version 1              1 byte
+//! 9 fields, in this order, each a u32 little-endian length and that many bytes:
+//!   pck_crl_issuer_chain (PEM, UTF-8)   root_ca_crl (DER)        pck_crl (DER)
+//!   tcb_info_issuer_chain (PEM, UTF-8)  tcb_info (JSON, UTF-8)   tcb_info_signature
+//!   qe_identity_issuer_chain (PEM)      qe_identity (JSON)       qe_identity_signature
+//! ```
+//!
+//! exactly dcap-qvl's `QuoteCollateralV3` (TCB info and QE identity as the exact signed bytes).
+//! The whole value is at most [`MAX_STAPLE_LEN`] bytes, and nothing may follow the last field.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use dcap_qvl::QuoteCollateralV3;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use serde::Deserialize;
+
+use super::{CollateralError, CollateralSource, next_update, platform_key};
+use crate::quote::Quote;
+use crate::reader::Reader;
+
+/// The stapled-collateral extension OID as arcs (`1.3.6.1.3.7283.1`).
+pub const STAPLE_OID_ARCS: &[u64] = &[1, 3, 6, 1, 3, 7283, 1];
+/// The same OID as DER content bytes, as x509-parser reports it.
+pub const OID_STAPLED_COLLATERAL: &[u8] = &[0x2b, 0x06, 0x01, 0x03, 0xb8, 0x73, 0x01];
+/// The OID in dotted form, for messages and documentation.
+pub const STAPLE_OID: &str = "1.3.6.1.3.7283.1";
+
+/// Largest staple minted or accepted, in bytes. rustls refuses a handshake message over
+/// 64 KiB, and the certificate also carries a quote (~5 KiB): a larger staple would make the
+/// KMS's certificate unacceptable to rustls clients. Real collateral is 10 to 30 KiB.
+pub const MAX_STAPLE_LEN: usize = 48 * 1024;
+
+const MAGIC: &[u8; 4] = b"OCST";
+const VERSION: u8 = 1;
+
+/// Why a staple was not made or not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StapleError {
+    /// Encoded, it would exceed [`MAX_STAPLE_LEN`].
+    TooLarge { len: usize, max: usize },
+    /// The bytes are not a staple (magic, version, truncation, trailing data, UTF-8).
+    Malformed { detail: String },
+}
+
+impl fmt::Display for StapleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { len, max } => {
+                write!(f, "stapled collateral is {len} bytes, at most {max}")
+            }
+            Self::Malformed { detail } => write!(f, "stapled collateral: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for StapleError {}
+
+/// Encodes `collateral` as a staple (the extension value), refusing one over [`MAX_STAPLE_LEN`].
+pub fn encode(collateral: &QuoteCollateralV3) -> Result<Vec<u8>, StapleError> {
+    let fields = fields_of(collateral);
+    let len = MAGIC.len() + 1 + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
+    if len > MAX_STAPLE_LEN {
+        return Err(StapleError::TooLarge {
+            len,
+            max: MAX_STAPLE_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    for field in fields {
+        // Each field is shorter than MAX_STAPLE_LEN (checked above), so it fits a u32.
+        let n = u32::try_from(field.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(field);
+    }
+    Ok(out)
+}
+
+/// Decodes a staple (untrusted bytes: bounded, strict, never panics).
+pub fn decode(bytes: &[u8]) -> Result<QuoteCollateralV3, StapleError> {
+    if bytes.len() > MAX_STAPLE_LEN {
+        return Err(StapleError::TooLarge {
+            len: bytes.len(),
+            max: MAX_STAPLE_LEN,
+        });
+    }
+    let bad = |detail: String| StapleError::Malformed { detail };
+    let mut r = Reader::new(bytes);
+    let truncated = |t: crate::reader::Truncated| {
+        bad(format!(
+            "{} truncated: needs {} bytes, {} left",
+            t.field, t.needed, t.left
+        ))
+    };
+    if r.take("magic", MAGIC.len()).map_err(truncated)? != MAGIC {
+        return Err(bad("magic is not \"OCST\"".into()));
+    }
+    let [version] = r.array::<1>("version").map_err(truncated)?;
+    if version != VERSION {
+        return Err(bad(format!(
+            "version {version} (this build reads {VERSION})"
+        )));
+    }
+    let mut field = |name: &'static str| -> Result<Vec<u8>, StapleError> {
+        let len = r.u32_le(name).map_err(truncated)?;
+        let len = usize::try_from(len).map_err(|_| bad(format!("{name}: length {len}")))?;
+        Ok(r.take(name, len).map_err(truncated)?.to_vec())
+    };
+    let text = |name: &'static str, bytes: Vec<u8>| {
+        String::from_utf8(bytes).map_err(|_| bad(format!("{name} is not UTF-8")))
+    };
+    let pck_crl_issuer_chain = text("pck_crl_issuer_chain", field("pck_crl_issuer_chain")?)?;
+    let root_ca_crl = field("root_ca_crl")?;
+    let pck_crl = field("pck_crl")?;
+    let tcb_info_issuer_chain = text("tcb_info_issuer_chain", field("tcb_info_issuer_chain")?)?;
+    let tcb_info = text("tcb_info", field("tcb_info")?)?;
+    let tcb_info_signature = field("tcb_info_signature")?;
+    let qe_identity_issuer_chain = text(
+        "qe_identity_issuer_chain",
+        field("qe_identity_issuer_chain")?,
+    )?;
+    let qe_identity = text("qe_identity", field("qe_identity")?)?;
+    let qe_identity_signature = field("qe_identity_signature")?;
+    if let Err(left) = r.expect_end() {
+        return Err(bad(format!("{left} trailing bytes")));
+    }
+    Ok(QuoteCollateralV3 {
+        pck_crl_issuer_chain,
+        root_ca_crl,
+        pck_crl,
+        tcb_info_issuer_chain,
+        tcb_info,
+        tcb_info_signature,
+        qe_identity_issuer_chain,
+        qe_identity,
+        qe_identity_signature,
+        pck_certificate_chain: None,
+    })
+}
+
+fn fields_of(c: &QuoteCollateralV3) -> [&[u8]; 9] {
+    [
+        c.pck_crl_issuer_chain.as_bytes(),
+        c.root_ca_crl.as_slice(),
+        c.pck_crl.as_slice(),
+        c.tcb_info_issuer_chain.as_bytes(),
+        c.tcb_info.as_bytes(),
+        c.tcb_info_signature.as_slice(),
+        c.qe_identity_issuer_chain.as_bytes(),
+        c.qe_identity.as_bytes(),
+        c.qe_identity_signature.as_slice(),
+    ]
+}
+
+/// A collateral source that uses a peer's stapled collateral when it covers the quote's
+/// platform and is fresh, and asks `fallback` (a PCCS) otherwise.
+///
+/// "Fresh" means the staple's earliest `nextUpdate` is after `now`; "covers" means its TCB
+/// info names the quote's FMSPC and its PCK CRL was issued by the CA that issued the quote's
+/// PCK certificate. Neither is a security decision (the verifier checks signatures and
+/// windows either way); they pick the source that can succeed. What happened last is kept for
+/// the log ([`Stapled::last_outcome`]).
+pub struct Stapled {
+    fallback: Arc<dyn CollateralSource>,
+    last: Mutex<Option<String>>,
+}
+
+impl Stapled {
+    /// Uses staples when good, `fallback` otherwise.
+    pub fn new(fallback: Arc<dyn CollateralSource>) -> Self {
+        Self {
+            fallback,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// A line saying which collateral the last verification used, and why.
+    pub fn last_outcome(&self) -> Option<String> {
+        super::lock(&self.last).clone()
+    }
+
+    fn record(&self, outcome: String) {
+        *super::lock(&self.last) = Some(outcome);
+    }
+
+    fn usable(&self, quote: &Quote, staple: &[u8], now: u64) -> Result<QuoteCollateralV3, String> {
+        let collateral = decode(staple).map_err(|e| e.to_string())?;
+        let next = next_update(&collateral).map_err(|e| format!("stapled collateral: {e}"))?;
+        if next <= now {
+            return Err(format!(
+                "stapled collateral is stale: nextUpdate {next}, now {now}"
+            ));
+        }
+        let key = platform_key(quote).map_err(|e| e.to_string())?;
+        let fmspc = staple_fmspc(&collateral.tcb_info)?;
+        if !fmspc.eq_ignore_ascii_case(&key.fmspc) {
+            return Err(format!(
+                "stapled TCB info is for FMSPC {fmspc}, the quote's platform is {}",
+                key.fmspc
+            ));
+        }
+        if !same_issuer(quote, &collateral.pck_crl)? {
+            return Err(format!(
+                "stapled PCK CRL is not from the CA ({}) that issued the quote's PCK certificate",
+                key.ca
+            ));
+        }
+        Ok(collateral)
+    }
+}
+
+impl CollateralSource for Stapled {
+    fn collateral(
+        &self,
+        quote: &Quote,
+        now: u64,
+    ) -> Result<Arc<QuoteCollateralV3>, CollateralError> {
+        self.record(format!(
+            "no stapled collateral: {}",
+            self.fallback.describe()
+        ));
+        self.fallback.collateral(quote, now)
+    }
+
+    fn collateral_with_staple(
+        &self,
+        quote: &Quote,
+        staple: &[u8],
+        now: u64,
+    ) -> Result<Arc<QuoteCollateralV3>, CollateralError> {
+        match self.usable(quote, staple, now) {
+            Ok(collateral) => {
+                let until = next_update(&collateral).unwrap_or_default();
+                self.record(format!(
+                    "collateral stapled by the peer ({} bytes, nextUpdate {until}); no PCCS request",
+                    staple.len()
+                ));
+                Ok(Arc::new(collateral))
+            }
+            Err(why) => {
+                self.record(format!(
+                    "stapled collateral not used ({why}): {}",
+                    self.fallback.describe()
+                ));
+                self.fallback.collateral(quote, now)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "collateral stapled by the peer, else {}",
+            self.fallback.describe()
+        )
+    }
+}
+
+/// The FMSPC a TCB info JSON names.
+fn staple_fmspc(tcb_info: &str) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Fmspc {
+        fmspc: String,
+    }
+    serde_json::from_str::<Fmspc>(tcb_info)
+        .map(|f| f.fmspc)
+        .map_err(|e| format!("stapled TCB info: {e}"))
+}
+
+/// True when `crl_der`'s issuer is the issuer of the quote's PCK certificate.
+fn same_issuer(quote: &Quote, crl_der: &[u8]) -> Result<bool, String> {
+    let (_, crl) = x509_parser::parse_x509_crl(crl_der)
+        .map_err(|e| format!("stapled PCK CRL is not a DER CRL: {e}"))?;
+    let leaf = CertificateDer::pem_slice_iter(&quote.signature.cert_data)
+        .next()
+        .ok_or("the quote's PCK chain has no certificate")?
+        .map_err(|e| format!("the quote's PCK chain: {e}"))?;
+    let (_, pck) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|e| format!("the quote's PCK certificate: {e}"))?;
+    Ok(crl.issuer().as_raw() == pck.issuer().as_raw())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn sample() -> QuoteCollateralV3 {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/dcap-sample/sgx_quote_collateral.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_staple_round_trips_every_field_of_the_collateral() {
+        let c = sample();
+        let bytes = encode(&c).unwrap();
+        assert!(bytes.len() < MAX_STAPLE_LEN, "{}", bytes.len());
+        let back = decode(&bytes).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), {
+            let mut v = serde_json::to_value(&c).unwrap();
+            v.as_object_mut().unwrap().remove("pck_certificate_chain");
+            v
+        });
+    }
+
+    #[test]
+    fn the_oid_bytes_encode_the_documented_arcs() {
+        let oid = x509_parser::asn1_rs::Oid::new(OID_STAPLED_COLLATERAL.into());
+        assert_eq!(oid.to_id_string(), STAPLE_OID);
+        let arcs: Vec<String> = STAPLE_OID_ARCS.iter().map(u64::to_string).collect();
+        assert_eq!(arcs.join("."), STAPLE_OID);
+    }
+
+    #[test]
+    fn truncated_trailing_and_foreign_staples_are_malformed() {
+        let bytes = encode(&sample()).unwrap();
+        for cut in [0, 3, 5, 9, bytes.len() - 1] {
+            assert!(
+                matches!(decode(&bytes[..cut]), Err(StapleError::Malformed { .. })),
+                "cut at {cut}"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        let err = decode(&long).unwrap_err();
+        assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+        let mut other = bytes.clone();
+        other[4] = 2;
+        assert!(
+            decode(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("version 2")
+        );
+        let mut magic = bytes;
+        magic[0] = b'X';
+        assert!(decode(&magic).unwrap_err().to_string().contains("magic"));
+    }
+
+    #[test]
+    fn oversized_staples_are_neither_minted_nor_read() {
+        let mut c = sample();
+        c.pck_crl = vec![0x30; MAX_STAPLE_LEN];
+        assert!(matches!(encode(&c), Err(StapleError::TooLarge { .. })));
+        let big = vec![0u8; MAX_STAPLE_LEN + 1];
+        assert!(matches!(
+            decode(&big),
+            Err(StapleError::TooLarge { len, max: MAX_STAPLE_LEN }) if len == MAX_STAPLE_LEN + 1
+        ));
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_truncation_not_a_panic() {
+        let mut bytes = b"OCST\x01".to_vec();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        let err = decode(&bytes).unwrap_err();
+        assert!(
+            err.to_string().contains("pck_crl_issuer_chain truncated"),
+            "{err}"
+        );
+    }
+}
