@@ -113,7 +113,8 @@ fn anchor(w: &World) -> ratls::verify::TrustAnchor {
 /// A verifier as init builds it: staples first, then the PCCS at `pccs_url`.
 fn init_verifier(w: &World, pccs_url: &str) -> (Verifier, Arc<Stapled>) {
     let pccs =
-        PccsClient::with_timeouts(pccs_url, Duration::from_millis(500), Duration::from_secs(5));
+        PccsClient::with_timeouts(pccs_url, Duration::from_millis(500), Duration::from_secs(5))
+            .with_trust_anchor(anchor(w));
     let stapled = Arc::new(Stapled::new(Arc::new(pccs)));
     let source = Arc::clone(&stapled) as Arc<dyn CollateralSource>;
     (Verifier::new(anchor(w), source, w.policy.clone()), stapled)
