@@ -1,14 +1,18 @@
-//! The sealed stream: header, key check and AES-128-GCM chunks (STREAM), read by
-//! [`Opener`] and written by [`Sealer`].
+//! The sealed stream: header, key check and AES-128-GCM chunks, read by [`Opener`] and
+//! written by [`Sealer`]. The chunks are the aead crate's STREAM construction with a 32-bit
+//! big-endian counter ([`StreamBE32`]: nonce = prefix || counter || last flag), so the
+//! crate, not this module, builds every chunk nonce. The key check uses the last flag value
+//! 0x02, which STREAM never produces, so its nonce cannot collide with a chunk's.
+
+use aes_gcm::aead::stream::{NewStream as _, StreamBE32, StreamPrimitive as _};
 
 use super::*;
 
 /// Reads `seal`'s header from `reader` and verifies the key check.
 pub(super) struct Opener<R> {
     pub(super) inner: R,
-    pub(super) cipher: Aes128Gcm,
+    pub(super) stream: StreamBE32<Aes128Gcm>,
     pub(super) header: [u8; HEADER_LEN],
-    pub(super) prefix: [u8; NONCE_PREFIX_LEN],
     pub(super) chunk_size: usize,
     pub(super) counter: u32,
     /// Ciphertext, then plaintext, of the current chunk.
@@ -67,9 +71,8 @@ impl<R: BufRead> Opener<R> {
             .map_err(|_| ImageError::WrongKey)?;
         Ok(Self {
             inner,
-            cipher,
+            stream: StreamBE32::from_aead(cipher, (&header.prefix).into()),
             header: header_arr,
-            prefix: header.prefix,
             chunk_size: header.chunk_size,
             counter: 0,
             chunk: Zeroizing::new(Vec::with_capacity(header.chunk_size + TAG_LEN)),
@@ -98,11 +101,10 @@ impl<R: BufRead> Opener<R> {
                 .fill_buf()
                 .map_err(|source| io_err("read image", Path::new("chunk"), source))?
                 .is_empty();
+        // Ciphertext || tag; authenticated in place, leaving the plaintext.
         self.chunk.truncate(n);
-        let (body, tag) = self.chunk.split_at_mut(n - TAG_LEN);
-        let flag = if at_end { LAST_CHUNK } else { 0 };
-        self.cipher
-            .decrypt_in_place_detached(&nonce(&self.prefix, self.counter, flag), &self.header, body, Tag::from_slice(tag))
+        self.stream
+            .decrypt_in_place(self.counter, at_end, &self.header, &mut *self.chunk)
             .map_err(|_| {
                 if at_end {
                     ImageError::Truncated {
@@ -115,7 +117,6 @@ impl<R: BufRead> Opener<R> {
                     ImageError::Tampered { chunk: self.counter }
                 }
             })?;
-        self.chunk.truncate(n - TAG_LEN);
         self.finished = at_end;
         self.counter = self
             .counter
@@ -176,9 +177,8 @@ impl<R: BufRead> Read for Opener<R> {
 /// Encrypts a byte stream into image chunks.
 pub(super) struct Sealer<W: Write> {
     pub(super) inner: W,
-    pub(super) cipher: Aes128Gcm,
+    pub(super) stream: StreamBE32<Aes128Gcm>,
     pub(super) header: [u8; HEADER_LEN],
-    pub(super) prefix: [u8; NONCE_PREFIX_LEN],
     pub(super) counter: u32,
     pub(super) chunk: Zeroizing<Vec<u8>>,
 }
@@ -212,26 +212,20 @@ impl<W: Write> Sealer<W> {
         inner.write_all(&check)?;
         Ok(Self {
             inner,
-            cipher,
+            stream: StreamBE32::from_aead(cipher, (&prefix).into()),
             header,
-            prefix,
             counter: 0,
             chunk: Zeroizing::new(Vec::with_capacity(CHUNK_SIZE + TAG_LEN)),
         })
     }
 
     pub(super) fn emit(&mut self, last: bool) -> io::Result<()> {
-        let flag = if last { LAST_CHUNK } else { 0 };
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(
-                &nonce(&self.prefix, self.counter, flag),
-                &self.header,
-                &mut self.chunk,
-            )
+        // The tag is appended in place: the buffer has room for it, so the plaintext is never
+        // copied to a reallocation that zeroizing would miss.
+        self.stream
+            .encrypt_in_place(self.counter, last, &self.header, &mut *self.chunk)
             .map_err(|_| io::Error::other("AES-GCM refused a chunk"))?;
         self.inner.write_all(&self.chunk)?;
-        self.inner.write_all(&tag)?;
         self.chunk.clear();
         self.counter = self
             .counter

@@ -73,7 +73,6 @@ pub const MAX_ENTRIES: u64 = 1 << 20;
 pub const FLAG_INTEGRITY_ONLY: u16 = 1;
 
 const NONCE_PREFIX_LEN: usize = 7;
-const LAST_CHUNK: u8 = 1;
 const KEY_CHECK: u8 = 2;
 const KEY_CHECK_COUNTER: u32 = u32::MAX;
 

@@ -406,3 +406,54 @@ fn setuid_bits_are_dropped() {
         & 0o7777;
     assert_eq!(mode, 0o755);
 }
+
+/// Pins the on-disk format as the module documentation states it, independently of the aead
+/// crate's STREAM code: each chunk opens with AES-128-GCM under nonce = prefix || counter
+/// (big-endian) || last flag and the header as AAD, and the key check under counter
+/// 0xffffffff, flag 0x02.
+#[test]
+fn chunks_are_sealed_exactly_as_the_format_documents() {
+    let plaintext: Vec<u8> = (0..CHUNK_SIZE + 5).map(|i| (i % 253) as u8).collect();
+    let sealed = sealed_bytes(Seal::Encrypted(&KEY), &plaintext);
+    assert_eq!(
+        sealed.len(),
+        HEADER_LEN + TAG_LEN + CHUNK_SIZE + 5 + 2 * TAG_LEN
+    );
+    let header = &sealed[..HEADER_LEN];
+    let prefix = &header[16..23];
+    let cipher = Aes128Gcm::new((&KEY).into());
+    let nonce_of = |counter: u32, flag: u8| {
+        let mut n = [0u8; 12];
+        n[..7].copy_from_slice(prefix);
+        n[7..11].copy_from_slice(&counter.to_be_bytes());
+        n[11] = flag;
+        n
+    };
+    let mut empty: [u8; 0] = [];
+    let check = &sealed[HEADER_LEN..HEADER_LEN + TAG_LEN];
+    cipher
+        .decrypt_in_place_detached(
+            (&nonce_of(u32::MAX, 2)).into(),
+            header,
+            &mut empty,
+            Tag::from_slice(check),
+        )
+        .unwrap();
+    let mut at = HEADER_LEN + TAG_LEN;
+    let mut opened = Vec::new();
+    for (counter, (len, flag)) in [(CHUNK_SIZE, 0u8), (5, 1u8)].into_iter().enumerate() {
+        let mut body = sealed[at..at + len].to_vec();
+        let tag = &sealed[at + len..at + len + TAG_LEN];
+        cipher
+            .decrypt_in_place_detached(
+                (&nonce_of(counter as u32, flag)).into(),
+                header,
+                &mut body,
+                Tag::from_slice(tag),
+            )
+            .unwrap();
+        opened.extend_from_slice(&body);
+        at += len + TAG_LEN;
+    }
+    assert_eq!(opened, plaintext);
+}
