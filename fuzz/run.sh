@@ -20,6 +20,15 @@ for t in "${targets[@]}"; do
         >"corpus/$t/image_key_reply" ;;
     # SecretRequest { name: "image_key" }.
     kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
+    # First byte: the client's read size; then a GET and a pipelined form PUT.
+    app_http) printf '\x07GET /customer/1 HTTP/1.1\r\nHost: x\r\n\r\nPUT /customer/2 HTTP/1.1\r\nContent-Length: 8\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ndata=Tom' \
+        >"corpus/$t/get_and_put" ;;
+    # First byte odd: the rest is a tar archive that the target seals as an image.
+    image_unpack)
+      seed=$(mktemp -d)
+      mkdir -p "$seed/bin" && printf 'hi\n' >"$seed/bin/app" && ln -sf ../bin/app "$seed/link"
+      { printf '\x01'; tar -C "$seed" --format=ustar -cf - bin link; } >"corpus/$t/small_tree"
+      rm -rf "$seed" ;;
   esac
   echo "== fuzz target $t for ${secs}s"
   cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 \

@@ -32,6 +32,7 @@ pub mod fuzzing;
 mod grpc;
 mod hpack;
 pub mod proto;
+pub mod wire;
 
 pub use channel::{Channel, Replies};
 pub use config::{

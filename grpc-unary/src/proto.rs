@@ -9,17 +9,7 @@
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-
-/// Longest varint: 10 bytes encode 64 bits.
-const MAX_VARINT_LEN: usize = 10;
-
-/// Wire types (protobuf encoding guide).
-const WIRE_VARINT: u64 = 0;
-const WIRE_I64: u64 = 1;
-const WIRE_LEN: u64 = 2;
-const WIRE_START_GROUP: u64 = 3;
-const WIRE_END_GROUP: u64 = 4;
-const WIRE_I32: u64 = 5;
+use crate::wire::{self, MAX_VARINT_LEN, Reader, WIRE_LEN, WireError};
 
 /// Encodes `message { string field = 1; }`. An empty string is the default value and, as
 /// protobuf encoders do, is not emitted: the message is then empty.
@@ -28,44 +18,29 @@ pub fn encode_string_field1(value: &str) -> Vec<u8> {
         return Vec::new();
     }
     let mut out = Vec::with_capacity(1 + MAX_VARINT_LEN + value.len());
-    out.push(0x0a); // field 1, wire type 2
-    put_varint(&mut out, value.len() as u64);
-    out.extend_from_slice(value.as_bytes());
+    wire::put_len_field(&mut out, 1, value.as_bytes());
     out
 }
 
 /// Decodes `message { string field = 1; }`; a message without field 1 yields "".
 pub fn decode_string_field1(message: &[u8]) -> Result<Zeroizing<String>, Error> {
-    let mut rest = message;
+    let mut rest = Reader::new(message);
     let mut value: &[u8] = &[];
     while !rest.is_empty() {
-        let key = take_varint(&mut rest)?;
-        let field = key >> 3;
-        let wire = key & 7;
+        let (field, wire_type) = rest.key().map_err(wire_error)?;
         if field == 0 || field > u64::from(u32::MAX >> 3) {
             return Err(decode("invalid field number"));
         }
-        match wire {
-            WIRE_VARINT => {
-                take_varint(&mut rest)?;
+        if wire_type == WIRE_LEN {
+            let bytes = rest.length_delimited("field").map_err(wire_error)?;
+            if field == 1 {
+                value = bytes;
             }
-            WIRE_I64 => take(&mut rest, 8).map(drop)?,
-            WIRE_LEN => {
-                let len = take_varint(&mut rest)?;
-                let len = usize::try_from(len).map_err(|_| decode("length overflows"))?;
-                let bytes = take(&mut rest, len)?;
-                if field == 1 {
-                    value = bytes;
-                }
+        } else {
+            rest.skip(field, wire_type).map_err(wire_error)?;
+            if field == 1 {
+                return Err(decode("field 1 is not length-delimited"));
             }
-            WIRE_I32 => take(&mut rest, 4).map(drop)?,
-            WIRE_START_GROUP | WIRE_END_GROUP => {
-                return Err(decode("groups are not supported"));
-            }
-            _ => return Err(decode("invalid wire type")),
-        }
-        if field == 1 && wire != WIRE_LEN {
-            return Err(decode("field 1 is not length-delimited"));
         }
     }
     let text = std::str::from_utf8(value).map_err(|_| decode("field 1 is not valid UTF-8"))?;
@@ -76,38 +51,15 @@ fn decode(detail: &'static str) -> Error {
     Error::Decode { detail }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn take_varint(rest: &mut &[u8]) -> Result<u64, Error> {
-    let mut value = 0u64;
-    for i in 0..MAX_VARINT_LEN {
-        let (&byte, tail) = rest.split_first().ok_or(decode("truncated varint"))?;
-        *rest = tail;
-        let bits = u64::from(byte & 0x7f);
-        // The 10th byte may only carry the 64th bit.
-        if i == MAX_VARINT_LEN - 1 && bits > 1 {
-            return Err(decode("varint overflows 64 bits"));
-        }
-        value |= bits << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(decode("varint longer than 10 bytes"))
-}
-
-fn take<'a>(rest: &mut &'a [u8], len: usize) -> Result<&'a [u8], Error> {
-    let (head, tail) = rest
-        .split_at_checked(len)
-        .ok_or(decode("field runs past the end of the message"))?;
-    *rest = tail;
-    Ok(head)
+fn wire_error(e: WireError) -> Error {
+    decode(match e {
+        WireError::TruncatedVarint { .. } => "truncated varint",
+        WireError::TruncatedField { .. } => "field runs past the end of the message",
+        WireError::VarintTooLong => "varint longer than 10 bytes",
+        WireError::VarintOverflow => "varint overflows 64 bits",
+        WireError::Group { .. } => "groups are not supported",
+        _ => "invalid wire type",
+    })
 }
 
 #[cfg(test)]

@@ -524,37 +524,21 @@ impl GrpcClient {
 }
 
 pub fn encode_field1(bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x0a];
-    let mut len = bytes.len();
-    while len >= 0x80 {
-        out.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    out.push(len as u8);
-    out.extend_from_slice(bytes);
+    let mut out = Vec::new();
+    grpc_unary::wire::put_len_field(&mut out, 1, bytes);
     out
 }
 
 pub fn decode_field1(msg: &[u8]) -> Vec<u8> {
+    let mut reader = grpc_unary::wire::Reader::new(msg);
     assert_eq!(
-        msg.first(),
-        Some(&0x0a),
+        reader.key().ok(),
+        Some((1, grpc_unary::wire::WIRE_LEN)),
         "reply must be field 1, length-delimited"
     );
-    let mut len = 0usize;
-    let mut shift = 0;
-    let mut i = 1;
-    loop {
-        let b = msg[i];
-        len |= ((b & 0x7f) as usize) << shift;
-        shift += 7;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    assert_eq!(msg.len(), i + len, "reply has exactly one field");
-    msg[i..].to_vec()
+    let value = reader.length_delimited("secret").unwrap();
+    assert!(reader.is_empty(), "reply has exactly one field");
+    value.to_vec()
 }
 
 /// A standard setup: one good platform, the app/tool policy and the test secrets.
