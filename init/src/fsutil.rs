@@ -2,7 +2,7 @@
 //!
 //! Guarantees: paths taken from configuration or from an image stay below their root (no
 //! absolute paths, no `..`, no symlinked ancestors, no symlink targets that leave the root),
-//! and secret files appear atomically (temporary file, fsync, rename) with mode 0600.
+//! and secret files appear atomically (temporary file, rename) with mode 0600.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
@@ -102,7 +102,11 @@ pub fn prepare_parents(root: &Path, relative: &Path) -> io::Result<PathBuf> {
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600: a temporary file in the same
-/// directory, fsync, rename over `path`, then (best effort) fsync of the directory.
+/// directory, renamed over `path`, so a reader sees the whole file or none.
+///
+/// No fsync: init writes every secret again on every boot, before the app starts, so nothing
+/// needs the file to survive a host crash; an fsync per file and directory only lengthened
+/// every boot (and not every LibOS file system supports fsync on directories).
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_sibling(path, "tmp");
     let result = (|| {
@@ -112,18 +116,12 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(SECRET_MODE)
             .open(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
         drop(file);
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
         return result;
-    }
-    // The rename is what makes the file visible; syncing the directory only makes it durable
-    // across a host crash, and not every LibOS file system supports fsync on directories.
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
 }

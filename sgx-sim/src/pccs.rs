@@ -42,8 +42,9 @@ pub const MAX_CONNECTIONS: usize = 32;
 pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
 /// How long a kept-alive connection may sit idle between requests.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(2);
-/// How often the accept loop checks for a stop request.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the accept loop checks for a stop request (and for a new connection: the listener
+/// is non-blocking, so this bounds the delay a PCCS client waits before it is accepted).
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// How long `serve` waits for in-flight connections after a stop request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long, and how many bytes, to drain from a client after responding.
