@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use sgx_sim::Identity;
 
 /// How long the PCCS takes to answer once it turns slow.
 const SLOW_PCCS: Duration = Duration::from_secs(10);
@@ -90,6 +91,27 @@ fn start_pccs(
     (url, in_flight)
 }
 
+/// Waits (at most 20 s) until the flood has had `n` calls answered.
+fn wait_for(answered: &AtomicUsize, n: usize) {
+    let started = Instant::now();
+    while answered.load(Ordering::SeqCst) < n && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Three legitimate clients, each with a new certificate, fetch a secret; their times.
+fn time_legitimate_clients(kms: &Kms, sim: &Sim, app: &Identity) -> Vec<Duration> {
+    (0..3)
+        .map(|_| {
+            let cert = sim.client(app);
+            let t = Instant::now();
+            let client = GrpcClient::connect(kms, Some(&cert));
+            assert_eq!(client.get_decoded("image_key").unwrap(), secrets()[2].1);
+            t.elapsed()
+        })
+        .collect()
+}
+
 #[test]
 fn a_slow_pccs_and_a_flood_of_unknown_platforms_do_not_stall_a_legitimate_client() {
     let dir = TempDir::new("dos");
@@ -140,18 +162,8 @@ fn a_slow_pccs_and_a_flood_of_unknown_platforms_do_not_stall_a_legitimate_client
         })
         .collect();
     // Let the flood get going, then time legitimate clients (new certificate each time).
-    let started = Instant::now();
-    while refusals.load(Ordering::SeqCst) < 8 && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut took = Vec::new();
-    for _ in 0..3 {
-        let cert = sim.client(&app);
-        let t = Instant::now();
-        let client = GrpcClient::connect(&kms, Some(&cert));
-        assert_eq!(client.get_decoded("image_key").unwrap(), secrets()[2].1);
-        took.push(t.elapsed());
-    }
+    wait_for(&refusals, 8);
+    let took = time_legitimate_clients(&kms, &sim, &app);
     stop.store(true, Ordering::SeqCst);
     for t in flood {
         t.join().unwrap();
@@ -273,18 +285,8 @@ fn genuine_platforms_of_unknown_models_cannot_exceed_the_fetch_cap_or_stall_a_le
             })
         })
         .collect();
-    let started = Instant::now();
-    while answered.load(Ordering::SeqCst) < 16 && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut took = Vec::new();
-    for _ in 0..3 {
-        let cert = sim.client(&app);
-        let t = Instant::now();
-        let client = GrpcClient::connect(&kms, Some(&cert));
-        assert_eq!(client.get_decoded("image_key").unwrap(), secrets()[2].1);
-        took.push(t.elapsed());
-    }
+    wait_for(&answered, 16);
+    let took = time_legitimate_clients(&kms, &sim, &app);
     stop.store(true, Ordering::SeqCst);
     for t in flood {
         t.join().unwrap();
