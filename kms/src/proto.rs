@@ -7,11 +7,14 @@
 //! panicking. Encoding follows the protobuf encoding guide
 //! (<https://protobuf.dev/programming-guides/encoding/>).
 //!
-//! Keep this module on std and zeroize alone: `fuzz/fuzz_targets/kms_request.rs` compiles it as
-//! it is, without the rest of the KMS (grpcio).
+//! The wire primitives (varints, lengths, skipping unknown fields) are `grpc_unary::wire`'s,
+//! shared with init's client codec; this module adds the messages, the limits and the KMS's
+//! error type. Keep it on std, zeroize and grpc-unary alone: `fuzz/fuzz_targets/kms_request.rs`
+//! compiles it as it is, without the rest of the KMS (grpcio).
 
 use std::fmt;
 
+use grpc_unary::wire::{self, Reader, WIRE_LEN, WireError, put_varint};
 use zeroize::Zeroizing;
 
 /// Largest request message accepted, in bytes. A request is one short name.
@@ -25,11 +28,6 @@ pub const HEALTH_SERVING: [u8; 2] = [0x08, 0x01];
 
 /// Field number of `SecretRequest.name`, `SecretReply.secret` and `HealthCheckRequest.service`.
 const FIELD_ONE: u64 = 1;
-
-const WIRE_VARINT: u64 = 0;
-const WIRE_FIXED64: u64 = 1;
-const WIRE_LEN: u64 = 2;
-const WIRE_FIXED32: u64 = 5;
 
 /// A request that does not decode as the expected message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +48,8 @@ pub enum DecodeError {
     NameTooLong { len: usize },
     /// A proto3 `string` must be UTF-8.
     NotUtf8,
+    /// Any other malformed wire format `grpc_unary::wire` reports.
+    Wire(WireError),
 }
 
 impl fmt::Display for DecodeError {
@@ -80,6 +80,7 @@ impl fmt::Display for DecodeError {
                 )
             }
             Self::NotUtf8 => write!(f, "malformed request: name is not UTF-8"),
+            Self::Wire(e) => write!(f, "malformed request: {e}"),
         }
     }
 }
@@ -92,9 +93,9 @@ pub fn decode_name(msg: &[u8]) -> Result<String, DecodeError> {
     if msg.len() > MAX_REQUEST_LEN {
         return Err(DecodeError::TooLong { len: msg.len() });
     }
-    let mut cursor = Cursor { buf: msg };
+    let mut cursor = Cursor(Reader::new(msg));
     let mut name: &[u8] = &[];
-    while !cursor.buf.is_empty() {
+    while !cursor.is_empty() {
         let key = cursor.varint("field key")?;
         let field = key >> 3;
         let wire_type = key & 0x7;
@@ -146,9 +147,9 @@ fn encode_request(name: &str) -> Vec<u8> {
 /// Decodes a `SecretReply` into its `secret` string bytes.
 #[cfg(test)]
 fn decode_reply(msg: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
-    let mut cursor = Cursor { buf: msg };
+    let mut cursor = Cursor(Reader::new(msg));
     let mut secret: &[u8] = &[];
-    while !cursor.buf.is_empty() {
+    while !cursor.is_empty() {
         let key = cursor.varint("field key")?;
         let (field, wire_type) = (key >> 3, key & 0x7);
         if field == FIELD_ONE && wire_type == WIRE_LEN {
@@ -162,65 +163,45 @@ fn decode_reply(msg: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
     Ok(Zeroizing::new(secret.to_vec()))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// A forward-only cursor; every read is bounded by what is left.
-struct Cursor<'a> {
-    buf: &'a [u8],
-}
+/// A forward-only cursor over the message: [`wire::Reader`] with its errors in the KMS's terms.
+struct Cursor<'a>(Reader<'a>);
 
 impl<'a> Cursor<'a> {
-    fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let mut value: u64 = 0;
-        for i in 0..10u32 {
-            let Some((&byte, rest)) = self.buf.split_first() else {
-                return Err(DecodeError::Truncated { what });
-            };
-            self.buf = rest;
-            let bits = u64::from(byte & 0x7f);
-            // The tenth byte may only carry the top bit of a u64.
-            if i == 9 && bits > 1 {
-                return Err(DecodeError::BadVarint);
-            }
-            value |= bits << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(DecodeError::BadVarint)
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
-    fn take(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let n = usize::try_from(n).map_err(|_| DecodeError::Truncated { what })?;
-        if n > self.buf.len() {
-            return Err(DecodeError::Truncated { what });
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
+    fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(self.0.varint(what)?)
     }
 
     fn length_delimited(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let len = self.varint(what)?;
-        self.take(len, what)
+        Ok(self.0.length_delimited(what)?)
     }
 
     fn skip(&mut self, field: u64, wire_type: u64) -> Result<(), DecodeError> {
-        match wire_type {
-            WIRE_VARINT => self.varint("unknown varint field").map(drop),
-            WIRE_FIXED64 => self.take(8, "unknown fixed64 field").map(drop),
-            WIRE_LEN => self
-                .length_delimited("unknown length-delimited field")
-                .map(drop),
-            WIRE_FIXED32 => self.take(4, "unknown fixed32 field").map(drop),
-            // Groups (3, 4; deprecated, never in these messages) and undefined types 6, 7.
-            _ => Err(DecodeError::BadWireType { field, wire_type }),
+        self.0.skip(field, wire_type).map_err(|e| match e {
+            // Groups (3, 4; deprecated, never in these messages) are as unsupported here as
+            // the undefined types 6 and 7, and the error keeps the wire type seen.
+            WireError::Group { field } => DecodeError::BadWireType { field, wire_type },
+            e => e.into(),
+        })
+    }
+}
+
+impl From<WireError> for DecodeError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::TruncatedVarint { what } | WireError::TruncatedField { what } => {
+                Self::Truncated { what }
+            }
+            WireError::VarintTooLong | WireError::VarintOverflow => Self::BadVarint,
+            WireError::BadWireType { field, wire_type } => Self::BadWireType { field, wire_type },
+            WireError::Group { field } => Self::BadWireType {
+                field,
+                wire_type: wire::WIRE_START_GROUP,
+            },
+            e => Self::Wire(e),
         }
     }
 }
