@@ -6,6 +6,9 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
 use crate::pyjson;
 
 /// Largest request head (request line and header fields) accepted.
@@ -387,43 +390,21 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// IMF-fixdate (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// IMF-fixdate (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`. A clock before 1970
+/// reads as the epoch; one past year 9999 (which the format's 4-digit year cannot hold) as the
+/// last second of 9999.
 pub fn http_date(now: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS.get((days % 7) as usize).unwrap_or(&"Thu"),
-        day,
-        MONTHS
-            .get(month.saturating_sub(1) as usize)
-            .unwrap_or(&"Jan"),
-        year,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian calendar
-/// (the "civil from days" algorithm of H. Hinnant's date library, unsigned form).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let dt = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .filter(|dt| dt.year() <= 9999)
+        .unwrap_or(PrimitiveDateTime::MAX.assume_utc());
+    let format = format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    // Every component of a year-1970..=9999 date-time has a field in this format.
+    dt.format(&format).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -767,6 +748,18 @@ mod tests {
         assert_eq!(
             http_date(at(1_735_689_599)),
             "Tue, 31 Dec 2024 23:59:59 GMT"
+        );
+        assert_eq!(
+            http_date(at(1_700_000_000)),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+        assert_eq!(
+            http_date(at(253_402_300_799)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+        assert_eq!(
+            http_date(UNIX_EPOCH - Duration::from_secs(1)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
         );
     }
 }

@@ -1,7 +1,11 @@
-//! UTC calendar arithmetic for RFC 3339 audit timestamps and certificate validity dates,
-//! without a date-time dependency (proleptic Gregorian calendar, Hinnant's `civil_from_days`).
+//! UTC times for RFC 3339 audit timestamps and certificate validity dates, on the `time`
+//! crate (proleptic Gregorian calendar). Years past 9999, which neither RFC 3339 nor X.509
+//! dates can hold, read as the last instant of 9999.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 /// Seconds since the Unix epoch, now (0 if the clock is before 1970).
 pub fn now_unix() -> u64 {
@@ -11,9 +15,19 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// A Unix time as a UTC date-time, clamped to the end of year 9999.
+fn utc(secs: u64) -> OffsetDateTime {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .filter(|dt| dt.year() <= 9999)
+        .unwrap_or(PrimitiveDateTime::MAX.assume_utc())
+}
+
 /// A UTC date: (year, month 1–12, day 1–31).
 pub fn civil_from_unix(secs: u64) -> (i64, u8, u8) {
-    civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2))
+    let dt = utc(secs);
+    (i64::from(dt.year()), u8::from(dt.month()), dt.day())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for `now`.
@@ -26,28 +40,13 @@ pub fn rfc3339_now() -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a Unix time.
 pub fn rfc3339(secs: u64, millis: u32) -> String {
-    let (y, m, d) = civil_from_unix(secs);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-fn civil_from_days(days: i64) -> (i64, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // day is in 1..=31 and month in 1..=12 by construction.
-    (year, month as u8, day as u8)
+    let dt = utc(secs)
+        .replace_millisecond(u16::try_from(millis.min(999)).unwrap_or(999))
+        .unwrap_or_else(|_| utc(secs));
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    // Every component of a year-0..=9999 date-time has a field in this format.
+    dt.format(&format).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -60,5 +59,14 @@ mod tests {
         assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(rfc3339(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(4_102_444_799, 999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_300_799, 0), "9999-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn certificate_dates_are_utc_days() {
+        assert_eq!(civil_from_unix(0), (1970, 1, 1));
+        assert_eq!(civil_from_unix(951_868_799), (2000, 2, 29));
+        assert_eq!(civil_from_unix(1_700_000_000), (2023, 11, 14));
+        assert_eq!(civil_from_unix(u64::MAX), (9999, 12, 31));
     }
 }
