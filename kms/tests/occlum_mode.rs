@@ -7,48 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+
+#[path = "../../occlum-dcap/testsupport/occlum_uname_shim.rs"]
+mod occlum_uname_shim;
+use occlum_uname_shim::shim;
 
 const KMS: &str = env!("CARGO_BIN_EXE_kms");
-
-const SHIM_C: &str = r#"
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <string.h>
-#include <sys/utsname.h>
-int uname(struct utsname *buf) {
-    int (*real)(struct utsname *) = (int (*)(struct utsname *))dlsym(RTLD_NEXT, "uname");
-    int ret = real(buf);
-    if (ret == 0) {
-        memset(buf->sysname, 0, sizeof buf->sysname);
-        strcpy(buf->sysname, "Occlum");
-    }
-    return ret;
-}
-"#;
-
-/// The shim, built once per test process.
-fn shim() -> &'static Path {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kms-occlum-shim-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("uname_occlum.c");
-        std::fs::write(&src, SHIM_C).unwrap();
-        let lib = dir.join("uname_occlum.so");
-        let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .arg("-ldl")
-            .status()
-            .expect("running cc");
-        assert!(status.success(), "cc failed to build the uname shim");
-        lib
-    })
-}
 
 /// `kms args` as if inside Occlum.
 fn kms_in_occlum(args: &[&str]) -> Output {
