@@ -11,6 +11,10 @@
 //!   idle: half bare TCP (never a ClientHello), half after the TLS handshake and the HTTP/2
 //!   preface. Connections the KMS closes are opened again.
 //!
+//! The attacker's sockets come from `--from` (default 127.0.0.2, another loopback address):
+//! the KMS's connection gate budgets per peer address, and in a deployment attackers and
+//! enclaves do not share one. `--from 127.0.0.1` floods from the legitimate client's address.
+//!
 //! Throughout, a legitimate client (init's stack: grpc-unary over rustls with the ratls
 //! verifier, a NEW RA-TLS certificate each time) fetches three secrets about every second and
 //! the KMS's RSS (VmRSS) is sampled. Reported per flood: RSS at baseline, its peak during
@@ -21,7 +25,7 @@
 //! its baseline after, and the legitimate client gets its secrets in under 1 s.
 //!
 //! `cargo bench -p kms --bench kms_flood [-- --floods rapid-reset,streams,idle --secs 60
-//! --recover 20 --conns 4 --streams 20000 --idle 18000]`; `KMS_BIN=path/to/kms` floods that
+//! --recover 20 --conns 4 --streams 20000 --idle 18000 --from 127.0.0.2]`; `KMS_BIN=path/to/kms` floods that
 //! server binary instead of the one cargo built. The platform is SIMULATED (sgx-sim).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -59,6 +63,7 @@ struct Args {
     conns: usize,
     streams: u32,
     idle: usize,
+    from: std::net::Ipv4Addr,
 }
 
 fn parse_args() -> Args {
@@ -69,6 +74,7 @@ fn parse_args() -> Args {
         conns: 4,
         streams: 20_000,
         idle: 18_000,
+        from: std::net::Ipv4Addr::new(127, 0, 0, 2),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -78,6 +84,7 @@ fn parse_args() -> Args {
             "--secs" => args.secs = value().parse().unwrap(),
             "--recover" => args.recover = value().parse().unwrap(),
             "--conns" => args.conns = value().parse().unwrap(),
+            "--from" => args.from = value().parse().unwrap(),
             "--streams" => args.streams = value().parse().unwrap(),
             "--idle" => args.idle = value().parse().unwrap(),
             "--bench" => {}
@@ -87,10 +94,30 @@ fn parse_args() -> Args {
     args
 }
 
+/// The attacker's source address (`--from`).
+static FROM: std::sync::OnceLock<std::net::Ipv4Addr> = std::sync::OnceLock::new();
+
+/// A TCP connection to `addr` from the attacker's source address.
+fn attack_connect(addr: &str) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let to: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .find(std::net::SocketAddr::is_ipv4)
+        .ok_or_else(|| std::io::Error::other("no IPv4 address"))?;
+    let from = std::net::SocketAddrV4::new(*FROM.get().expect("--from"), 0);
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    bind(&fd, &from)?;
+    connect(&fd, &to)?;
+    Ok(TcpStream::from(fd))
+}
+
 fn main() {
     let args = parse_args();
+    FROM.set(args.from).unwrap();
     let setup = Setup::new();
-    println!("kms_flood: server {}; SIMULATED platform", setup.kms_bin);
+    println!(
+        "kms_flood: server {}; SIMULATED platform; attacker from {}",
+        setup.kms_bin, args.from
+    );
     println!(
         "{:<12} {:>9} {:>9} {:>9} {:>8} | {:>9} {:>9} {:>9} {:>6} {:>9} | {:>10}",
         "flood",
@@ -326,7 +353,7 @@ fn idle(addr: &str, n: usize, stop: &AtomicBool, ops: &AtomicU64) {
                 continue;
             }
             *slot = if i % 2 == 0 {
-                TcpStream::connect(addr).ok().map(Idle::Tcp)
+                attack_connect(addr).ok().map(Idle::Tcp)
             } else {
                 H2::connect(addr).ok().map(|h| Idle::H2(Box::new(h)))
             };
@@ -346,7 +373,7 @@ struct H2 {
 
 impl H2 {
     fn connect(addr: &str) -> std::io::Result<H2> {
-        let tcp = TcpStream::connect(addr)?;
+        let tcp = attack_connect(addr)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut cfg = rustls::ClientConfig::builder()

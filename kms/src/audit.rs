@@ -58,8 +58,10 @@ pub enum Event {
     Attestation,
     /// A GetSecret call was answered with the secret.
     Release,
-    /// A GetSecret call was refused.
+    /// A GetSecret call, or a connection (`gate`), was refused.
     Refusal,
+    /// A connection sent faster than the gate's ingress budget and is read more slowly.
+    Throttle,
     /// SIGHUP reload, applied or rejected.
     Reload,
     /// The KMS's own RA-TLS certificate was re-minted (or re-minting failed).
@@ -163,7 +165,10 @@ impl<'a> Record<'a> {
     /// Refusals are aggregated; everything else is always written.
     fn is_aggregated(&self) -> bool {
         self.verdict == Verdict::Rejected
-            && matches!(self.event, Event::Refusal | Event::Attestation)
+            && matches!(
+                self.event,
+                Event::Refusal | Event::Attestation | Event::Throttle
+            )
     }
 }
 

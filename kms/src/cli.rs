@@ -15,6 +15,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::gate;
 use crate::seal::EnclavePolicy;
 use crate::secrets::ReplyForm;
 
@@ -32,6 +33,8 @@ pub const OCCLUM_IMAGE_SEALED_SECRETS: &str = "/secret_config.sealed";
 const OCCLUM_IMAGE_QCNL: &str = "/etc/sgx_default_qcnl.conf";
 /// Shortest `--cert-lifetime` accepted, in seconds.
 pub const MIN_CERT_LIFETIME_SECS: u64 = 10;
+/// Highest `--max-connections`: each costs three file descriptors.
+pub const MAX_CONNECTIONS: usize = 65_536;
 /// Default gRPC completion-queue threads.
 pub const DEFAULT_THREADS: usize = 2;
 
@@ -61,6 +64,10 @@ SERVE OPTIONS:
     --reply-form quoted|bare  SecretReply.secret as Occlum's server sends it (\"<base64>\", the
                               default) or bare base64
     --threads <N>             gRPC worker threads (default 2)
+    --max-connections <N>     connections open at once, in total (default 1024); at the cap the
+                              longest-idle one makes room
+    --max-connections-per-peer <N>  connections open at once from one IPv4 address or IPv6 /64
+                              (default 64)
     --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
                               a new key, quote and certificate are minted at half-life
     --staple-collateral on|off  carry this platform's collateral in the KMS's certificate, so
@@ -131,6 +138,8 @@ pub struct ServeConfig {
     pub cert_out: Option<PathBuf>,
     pub reply_form: ReplyForm,
     pub threads: usize,
+    /// The connection gate's limits (`--max-connections`, `--max-connections-per-peer`).
+    pub gate: gate::Limits,
     /// Validity of the KMS's own RA-TLS certificate; it is re-minted at half-life.
     pub cert_lifetime: Duration,
     /// Staple the KMS's own collateral to its certificate (`--staple-collateral`).
@@ -260,6 +269,8 @@ const VALUE_FLAGS: &[&str] = &[
     "--cert-out",
     "--reply-form",
     "--threads",
+    "--max-connections",
+    "--max-connections-per-peer",
     "--cert-lifetime",
     "--staple-collateral",
     "--in",
@@ -537,6 +548,7 @@ impl LowArgs {
                 _ => return Err(UsageError(format!("--threads {n}: expected 1 to 64"))),
             },
         };
+        let gate = self.gate_limits()?;
         let cert_lifetime = match self.optional("--cert-lifetime")? {
             None => ratls::cert::DEFAULT_VALIDITY,
             Some(n) => match n.parse::<u64>() {
@@ -575,9 +587,38 @@ impl LowArgs {
             cert_out: self.optional("--cert-out")?.map(PathBuf::from),
             reply_form,
             threads,
+            gate,
             cert_lifetime,
             staple_collateral,
         })
+    }
+
+    /// `--max-connections` and `--max-connections-per-peer` on top of the gate's defaults.
+    fn gate_limits(&mut self) -> Result<gate::Limits, UsageError> {
+        let mut limits = gate::Limits::default();
+        if let Some(n) = self.optional("--max-connections")? {
+            limits.max_connections = match n.parse::<usize>() {
+                Ok(n @ 1..=MAX_CONNECTIONS) => n,
+                _ => {
+                    return Err(UsageError(format!(
+                        "--max-connections {n}: expected 1 to {MAX_CONNECTIONS}"
+                    )));
+                }
+            };
+        }
+        let total = limits.max_connections;
+        limits.max_connections_per_peer = match self.optional("--max-connections-per-peer")? {
+            None => limits.max_connections_per_peer.min(total),
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if (1..=total).contains(&n) => n,
+                _ => {
+                    return Err(UsageError(format!(
+                        "--max-connections-per-peer {n}: expected 1 to --max-connections ({total})"
+                    )));
+                }
+            },
+        };
+        Ok(limits)
     }
 
     fn key_spec(&mut self) -> Result<Option<KeySpec>, UsageError> {
@@ -854,6 +895,26 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_default_and_parse() {
+        let cfg = serve(&["a:1"]);
+        assert_eq!(cfg.gate, gate::Limits::default());
+        let cfg = serve(&["a:1", "--max-connections", "8"]);
+        assert_eq!(cfg.gate.max_connections, 8);
+        assert_eq!(cfg.gate.max_connections_per_peer, 8, "capped by the total");
+        let cfg = serve(&[
+            "a:1",
+            "--max-connections",
+            "100",
+            "--max-connections-per-peer",
+            "3",
+        ]);
+        assert_eq!(
+            (cfg.gate.max_connections, cfg.gate.max_connections_per_peer),
+            (100, 3)
+        );
+    }
+
+    #[test]
     fn serve_needs_a_listen_address() {
         assert_eq!(
             parse_str(&["serve"]).unwrap_err(),
@@ -881,6 +942,16 @@ mod tests {
             &["a:1", "--sim-identity", "i"],
             &["a:1", "--reply-form", "json"],
             &["a:1", "--threads", "0"],
+            &["a:1", "--max-connections", "0"],
+            &["a:1", "--max-connections", "65537"],
+            &["a:1", "--max-connections-per-peer", "0"],
+            &[
+                "a:1",
+                "--max-connections",
+                "8",
+                "--max-connections-per-peer",
+                "9",
+            ],
             &["a:1", "--cert-lifetime", "9"],
             &["a:1", "--cert-lifetime", "forever"],
             &["a:1", "--pccs-url", "ftp://x"],

@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod enclave;
 mod fsutil;
+mod gate;
 mod grpclog;
 mod keygen;
 mod limits;

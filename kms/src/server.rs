@@ -10,7 +10,8 @@
 use std::fmt;
 use std::future::Future;
 use std::io::Write as _;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -28,6 +29,7 @@ use signal_hook::iterator::Signals;
 use crate::audit::{AuditLog, Event, Record, Verdict};
 use crate::cli::{CollateralSpec, KeySpec, SecretsSource, ServeConfig};
 use crate::enclave::OcclumEnclaveKeys;
+use crate::gate;
 use crate::proto::MAX_REQUEST_LEN;
 use crate::rotation::{self, Rotator};
 use crate::runtime::{Loader, SecretsFile};
@@ -45,32 +47,106 @@ const FETCH_WAIT: Duration = Duration::from_millis(250);
 /// How long a graceful stop waits for calls in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// A failure that stops the server from starting, with context.
+/// A failure that stops the server from starting: the step that failed, and why.
 #[derive(Debug)]
-pub struct ServeError(String);
+pub struct ServeError {
+    step: Step,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
 
-impl fmt::Display for ServeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// What `serve` was doing when it failed.
+#[derive(Debug)]
+enum Step {
+    OpenAuditLog(PathBuf),
+    InstallSignalHandlers,
+    OpenQuoteDevice,
+    /// `--sim-platform` inside Occlum (the CLI refuses it first; this is the second lock).
+    #[cfg(feature = "simulation")]
+    SimulatedInOcclum,
+    #[cfg(feature = "simulation")]
+    OpenSimPlatform(PathBuf),
+    #[cfg(feature = "simulation")]
+    LoadSimIdentity(PathBuf),
+    ReadCollateral,
+    LoadConfiguration,
+    MintCertificate(String),
+    ReadSealKeyFile,
+    OpenEnclaveKeys,
+    BuildGrpcServer,
+    BindGrpcUpstream(String),
+    StartGate(String),
+}
+
+impl ServeError {
+    fn new(step: Step, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ServeError {
+            step,
+            source: Some(source.into()),
+        }
     }
 }
 
-impl std::error::Error for ServeError {}
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::OpenAuditLog(path) => write!(f, "opening audit log {}", path.display()),
+            Step::InstallSignalHandlers => f.write_str("installing signal handlers"),
+            Step::OpenQuoteDevice => f.write_str(
+                "opening the SGX quote device (not inside Occlum? use --sim-platform for a simulated platform)",
+            ),
+            #[cfg(feature = "simulation")]
+            Step::SimulatedInOcclum => f.write_str(
+                "--sim-platform is refused inside Occlum: a simulated root would let the host forge every client's quote",
+            ),
+            #[cfg(feature = "simulation")]
+            Step::OpenSimPlatform(dir) => {
+                write!(f, "opening simulated platform {}", dir.display())
+            }
+            #[cfg(feature = "simulation")]
+            Step::LoadSimIdentity(path) => {
+                write!(f, "reading simulated enclave identity {}", path.display())
+            }
+            Step::ReadCollateral => f.write_str("reading --collateral"),
+            Step::LoadConfiguration => f.write_str("loading configuration"),
+            Step::MintCertificate(quotes) => {
+                write!(f, "minting the KMS's RA-TLS certificate from {quotes}")
+            }
+            Step::ReadSealKeyFile => f.write_str("reading --seal-key-file"),
+            Step::OpenEnclaveKeys => f.write_str("--seal-key enclave"),
+            Step::BuildGrpcServer => f.write_str("building the gRPC server"),
+            Step::BindGrpcUpstream(addr) => write!(f, "binding gRPC core to {addr}"),
+            Step::StartGate(listen) => write!(f, "listening on {listen}"),
+        }
+    }
+}
 
-fn err(context: impl fmt::Display, e: impl fmt::Display) -> ServeError {
-    ServeError(format!("{context}: {e}"))
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.step),
+            None => write!(f, "{}", self.step),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     let audit = match &cfg.audit_log {
         Some(path) => AuditLog::file(path)
-            .map_err(|e| err(format_args!("opening audit log {}", path.display()), e))?,
+            .map_err(|e| ServeError::new(Step::OpenAuditLog(path.clone()), e))?,
         None => AuditLog::stderr(),
     };
     // Register before anything slow, so an early SIGTERM is not lost.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .map_err(|e| err("installing signal handlers", e))?;
+        .map_err(|e| ServeError::new(Step::InstallSignalHandlers, e))?;
 
     let platform = Platform::open(cfg)?;
     let collateral = collateral_source(cfg, &platform)?;
@@ -80,7 +156,9 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         anchor: platform.anchor.clone(),
         collateral: Arc::clone(&collateral),
     };
-    let runtime = loader.load().map_err(|e| err("loading configuration", e))?;
+    let runtime = loader
+        .load()
+        .map_err(|e| ServeError::new(Step::LoadConfiguration, e))?;
     for warning in runtime.verifier.policy().warnings() {
         eprintln!("kms: policy warning: {warning}");
     }
@@ -94,17 +172,64 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         Arc::clone(&audit),
         cfg.staple_collateral.then(|| Arc::clone(&collateral)),
     )
-    .map_err(|e| {
-        err(
-            format_args!(
-                "minting the KMS's RA-TLS certificate from {}",
-                platform.quotes.describe()
-            ),
-            e,
-        )
-    })?;
+    .map_err(|e| ServeError::new(Step::MintCertificate(platform.quotes.describe()), e))?;
 
     let shared = Arc::new(Shared::new(runtime, audit, cfg.reply_form));
+    let (mut server, upstream) = start_grpc(cfg, &shared, &rotator)?;
+    let limits = gate::fit_fd_limit(cfg.gate);
+    let gate = gate::Bound::bind(&cfg.listen)
+        .and_then(|bound| {
+            let port = bound.port();
+            let gate = bound.start(upstream, limits, Arc::clone(shared.audit_arc()))?;
+            Ok((gate, port))
+        })
+        .map_err(|e| ServeError::new(Step::StartGate(cfg.listen.clone()), e));
+    let (gate, port) = match gate {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            return Err(e);
+        }
+    };
+
+    let mut start = Record::new(Event::Start, Verdict::Ok);
+    start.reason = Some(format!(
+        "{} secrets; policy {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer",
+        secret_count,
+        cfg.ra_config.display(),
+        platform.anchor.describe(),
+        collateral.describe(),
+        platform.quotes.describe(),
+        limits.max_connections,
+        limits.max_connections_per_peer,
+    ));
+    shared.audit().write(&start);
+    println!("listening on {}", with_port(&cfg.listen, port));
+    let _ = std::io::stdout().flush();
+
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => reload(&shared, &loader),
+            _ => break,
+        }
+    }
+    let mut stop = Record::new(Event::Stop, Verdict::Ok);
+    stop.reason = Some("signal received, shutting down".into());
+    shared.audit().write(&stop);
+    // No new connections; calls in flight finish through the gate within the grace period.
+    gate.stop_accepting();
+    let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+    drop(gate);
+    Ok(())
+}
+
+/// gRPC core with the services, on an ephemeral loopback port behind the gate: the server and
+/// the address the gate forwards to.
+fn start_grpc(
+    cfg: &ServeConfig,
+    shared: &Arc<Shared>,
+    rotator: &Arc<Rotator>,
+) -> Result<(grpcio::Server, SocketAddr), ServeError> {
     crate::grpclog::install();
     crate::grpclog::audit_tls_failures(Arc::clone(shared.audit_arc()));
     let env = Arc::new(
@@ -113,7 +238,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             .name_prefix("kms-grpc")
             .build(),
     );
-    let (secrets_service, health_service) = service::services(&shared);
+    let (secrets_service, health_service) = service::services(shared);
     // Streams, connection lifetime and memory per peer: see `limits` (flood resistance).
     let args = crate::limits::apply(ChannelBuilder::new(Arc::clone(&env)))
         // Requests are one short name; the service reads at most MAX_REQUEST_LEN + 1 bytes.
@@ -132,38 +257,21 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         .register_service(secrets_service)
         .register_service(health_service)
         .build()
-        .map_err(|e| err("building the gRPC server", e))?;
+        .map_err(|e| ServeError::new(Step::BuildGrpcServer, e))?;
     let credentials =
         ServerCredentials::with_fetcher(rotator.fetcher(), rotation::CLIENT_CERT_MODE);
+    let upstream = format!("{}:0", gate::UPSTREAM_HOST);
     let port = server
-        .add_listening_port(cfg.listen.as_str(), credentials)
-        .map_err(|e| err(format_args!("binding {}", cfg.listen), e))?;
+        .add_listening_port(upstream.as_str(), credentials)
+        .map_err(|e| ServeError::new(Step::BindGrpcUpstream(upstream.clone()), e))?;
     server.start();
-
-    let mut start = Record::new(Event::Start, Verdict::Ok);
-    start.reason = Some(format!(
-        "{} secrets; policy {}; trust anchor {}; collateral {}; quotes {}",
-        secret_count,
-        cfg.ra_config.display(),
-        platform.anchor.describe(),
-        collateral.describe(),
-        platform.quotes.describe()
-    ));
-    shared.audit().write(&start);
-    println!("listening on {}", with_port(&cfg.listen, port));
-    let _ = std::io::stdout().flush();
-
-    for signal in signals.forever() {
-        match signal {
-            SIGHUP => reload(&shared, &loader),
-            _ => break,
-        }
-    }
-    let mut stop = Record::new(Event::Stop, Verdict::Ok);
-    stop.reason = Some("signal received, shutting down".into());
-    shared.audit().write(&stop);
-    let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
-    Ok(())
+    let addr = SocketAddr::new(
+        gate::UPSTREAM_HOST
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+        port,
+    );
+    Ok((server, addr))
 }
 
 /// Reloads policy and secrets together; keeps the running configuration on any error.
@@ -199,8 +307,7 @@ impl Platform {
             return Platform::simulated(sim);
         }
         let _ = cfg;
-        let device = OcclumDevice::open()
-            .map_err(|e| err("opening the SGX quote device (not inside Occlum? use --sim-platform for a simulated platform)", e))?;
+        let device = OcclumDevice::open().map_err(|e| ServeError::new(Step::OpenQuoteDevice, e))?;
         Ok(Platform {
             quotes: Arc::new(device),
             anchor: TrustAnchor::intel(),
@@ -213,25 +320,15 @@ impl Platform {
     #[cfg(feature = "simulation")]
     fn simulated(sim: &crate::cli::SimSpec) -> Result<Platform, ServeError> {
         if occlum_dcap::is_occlum() {
-            return Err(ServeError(
-                "--sim-platform is refused inside Occlum: a simulated root would let the host forge every client's quote".into(),
-            ));
+            return Err(ServeError {
+                step: Step::SimulatedInOcclum,
+                source: None,
+            });
         }
-        let platform = sgx_sim::SimPlatform::open(&sim.platform).map_err(|e| {
-            err(
-                format_args!("opening simulated platform {}", sim.platform.display()),
-                e,
-            )
-        })?;
-        let identity = sgx_sim::Identity::load(&sim.identity).map_err(|e| {
-            err(
-                format_args!(
-                    "reading simulated enclave identity {}",
-                    sim.identity.display()
-                ),
-                e,
-            )
-        })?;
+        let platform = sgx_sim::SimPlatform::open(&sim.platform)
+            .map_err(|e| ServeError::new(Step::OpenSimPlatform(sim.platform.clone()), e))?;
+        let identity = sgx_sim::Identity::load(&sim.identity)
+            .map_err(|e| ServeError::new(Step::LoadSimIdentity(sim.identity.clone()), e))?;
         let label = format!(
             "SIMULATED root of {}",
             sim.platform.join(sgx_sim::files::ROOT_CA_PEM).display()
@@ -283,9 +380,10 @@ fn collateral_source(
         }
     };
     Ok(match &cfg.collateral {
-        CollateralSpec::File(path) => {
-            Arc::new(StaticCollateral::from_file(path).map_err(|e| err("reading --collateral", e))?)
-        }
+        CollateralSpec::File(path) => Arc::new(
+            StaticCollateral::from_file(path)
+                .map_err(|e| ServeError::new(Step::ReadCollateral, e))?,
+        ),
         CollateralSpec::Pccs(url) => pccs(url, true),
         CollateralSpec::DefaultPccs => match &platform.sim_collateral {
             Some(sim) => Arc::clone(sim),
@@ -329,14 +427,16 @@ fn secrets_file(source: &SecretsSource) -> Result<SecretsFile, ServeError> {
             key: KeySpec::File(key),
         } => SecretsFile::SealedWithFile {
             path: path.clone(),
-            key: FileKey::read_file(key).map_err(|e| err("reading --seal-key-file", e))?,
+            key: FileKey::read_file(key).map_err(|e| ServeError::new(Step::ReadSealKeyFile, e))?,
         },
         SecretsSource::Sealed {
             path,
             key: KeySpec::Enclave(policy),
         } => SecretsFile::SealedWithEnclave {
             path: path.clone(),
-            keys: Box::new(OcclumEnclaveKeys::open().map_err(|e| err("--seal-key enclave", e))?),
+            keys: Box::new(
+                OcclumEnclaveKeys::open().map_err(|e| ServeError::new(Step::OpenEnclaveKeys, e))?,
+            ),
             policy: *policy,
         },
     })

@@ -152,7 +152,7 @@ pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
     let s = Arc::clone(shared);
     let secrets = ServiceBuilder::new()
         .add_unary_handler(&METHOD_GET_SECRET, move |ctx, req: RawRequest, sink| {
-            let peer = ctx.peer();
+            let peer = crate::gate::client_address(&ctx.peer());
             let cert_pem = peer_cert_pem(&ctx);
             let outcome = get_secret(&s, &peer, cert_pem.as_deref(), &req.0);
             respond(&ctx, sink, outcome);

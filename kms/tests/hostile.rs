@@ -9,6 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::Kms;
 use common::*;
 use grpcio::RpcStatusCode;
 use occlum_dcap::QuoteSource as _;
@@ -156,4 +157,102 @@ fn a_client_certificate_of_32_kb_over_tls13_is_refused_with_an_audit_record() {
         releases, 1,
         "only the small certificate's call was answered"
     );
+}
+
+/// A TCP connection to the KMS from 127.0.0.`octet` (the connection gate counts per address).
+fn connect_from(octet: u8, kms: &Kms) -> std::net::TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let to: std::net::SocketAddr = kms.addr.parse().unwrap();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(
+        &fd,
+        &std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, octet), 0),
+    )
+    .unwrap();
+    connect(&fd, &to).unwrap();
+    let s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s
+}
+
+/// Local and remote ports of this host's IPv4 TCP sockets (`/proc/net/tcp`).
+fn tcp_sockets() -> Vec<(u16, u16)> {
+    let port = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (port(f[1]), port(f[2]))
+        })
+        .collect()
+}
+
+#[test]
+fn the_gate_closes_a_peers_connections_over_its_cap_and_audits_real_client_addresses() {
+    use std::io::Read as _;
+    let mut fx = Fixture::start_with(
+        "gate",
+        |_| {},
+        vec!["--max-connections-per-peer".into(), "3".into()],
+    );
+    let _held: Vec<_> = (0..3).map(|_| connect_from(2, &fx.kms)).collect();
+    let mut fourth = connect_from(2, &fx.kms);
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(fourth.read(&mut b), Ok(0) | Err(_)),
+        "a fourth connection from 127.0.0.2 should be closed"
+    );
+    let refusal = fx.kms.wait_audit(|r| {
+        r["event"] == "refusal"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("connection limit: 3 connections"))
+    });
+    assert!(
+        refusal["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("ipv4:127.0.0.2:")
+    );
+
+    // Another address is served in full while 127.0.0.2 holds its three.
+    let app = fx.client(&fx.app);
+    for (name, value, allow) in secrets() {
+        if allow.is_none() {
+            assert_eq!(app.get_decoded(name).unwrap(), value, "{name}");
+        }
+    }
+
+    // gRPC core sees the gate's loopback connection; the audit names the client's own: the
+    // KMS's public port has a socket connected to it (an unmapped name would be the gate's
+    // socket to gRPC core's port instead).
+    let anonymous = GrpcClient::connect(&fx.kms, None);
+    assert_refused(
+        anonymous.get("flask_key"),
+        RpcStatusCode::UNAUTHENTICATED,
+        "no client certificate",
+    );
+    let rec = fx.kms.wait_audit(|r| {
+        r["event"] == "refusal"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("no client certificate"))
+    });
+    let peer = rec["peer"].as_str().unwrap();
+    let port: u16 = peer.rsplit(':').next().unwrap().parse().unwrap();
+    let public: u16 = fx.kms.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let sockets = tcp_sockets();
+    assert!(
+        sockets.contains(&(public, port)),
+        "{peer} is not a client of the KMS's port {public}: {:?}",
+        sockets
+            .iter()
+            .filter(|s| s.0 == port || s.1 == port)
+            .collect::<Vec<_>>()
+    );
+    drop(anonymous);
+    assert!(fx.kms.stop().success());
 }

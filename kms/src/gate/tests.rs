@@ -1,0 +1,427 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use super::*;
+
+#[test]
+fn ipv6_peers_count_per_64_and_mapped_ipv4_as_ipv4() {
+    let a: SocketAddr = "[2001:db8:1:2:aaaa::1]:1".parse().unwrap();
+    let b: SocketAddr = "[2001:db8:1:2:bbbb::9]:2".parse().unwrap();
+    let c: SocketAddr = "[2001:db8:1:3::1]:3".parse().unwrap();
+    assert_eq!(PeerKey::of(&a), PeerKey::of(&b));
+    assert_ne!(PeerKey::of(&a), PeerKey::of(&c));
+    let mapped: SocketAddr = "[::ffff:192.0.2.7]:5".parse().unwrap();
+    let v4: SocketAddr = "192.0.2.7:6".parse().unwrap();
+    assert_eq!(PeerKey::of(&mapped), PeerKey::of(&v4));
+}
+
+#[test]
+fn a_bucket_refills_at_its_rate_up_to_its_burst() {
+    let rate = Rate {
+        per_sec: 1000,
+        burst: 4000,
+    };
+    let t0 = Instant::now();
+    let mut b = Bucket::full(rate, t0);
+    b.take(4000);
+    assert_eq!(b.available(), 0);
+    b.refill(rate, t0 + Duration::from_millis(500));
+    assert_eq!(b.available(), 500);
+    b.refill(rate, t0 + Duration::from_secs(60));
+    assert_eq!(b.available(), 4000);
+    assert!(b.is_full(rate));
+}
+
+#[test]
+fn unknown_grpc_peers_pass_through_unchanged() {
+    assert_eq!(client_address("ipv4:10.0.0.1:5"), "ipv4:10.0.0.1:5");
+    assert_eq!(client_address("ipv4:127.0.0.1:1"), "ipv4:127.0.0.1:1");
+    assert_eq!(client_address("unix:/x"), "unix:/x");
+}
+
+#[test]
+fn a_gate_connection_maps_back_to_its_client() {
+    let client: SocketAddr = "[2001:db8::7]:4433".parse().unwrap();
+    clients().insert(65000, client);
+    assert_eq!(
+        client_address("ipv4:127.0.0.1:65000"),
+        "ipv6:[2001:db8::7]:4433"
+    );
+    clients().remove(&65000);
+}
+
+// Over real loopback sockets: a gate in front of a stand-in for gRPC core that echoes (or only
+// counts) what it is sent, and clients from other loopback addresses (the gate counts per
+// address).
+
+use std::net::{Ipv4Addr, TcpStream as StdStream};
+use std::sync::atomic::AtomicUsize;
+
+/// gRPC core's stand-in: per connection, counts the bytes and echoes them if `echo`; closes
+/// when the gate closes its side. Records the gate's (upstream) port of each connection.
+struct Upstream {
+    addr: SocketAddr,
+    received: Arc<AtomicUsize>,
+    ports: Arc<Mutex<Vec<u16>>>,
+}
+
+impl Upstream {
+    fn start(echo: bool) -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let ports = Arc::new(Mutex::new(Vec::new()));
+        let (r, p) = (Arc::clone(&received), Arc::clone(&ports));
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                p.lock().unwrap().push(s.peer_addr().unwrap().port());
+                let r = Arc::clone(&r);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        r.fetch_add(n, Ordering::SeqCst);
+                        if echo && s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream {
+            addr,
+            received,
+            ports,
+        }
+    }
+}
+
+/// Audit lines, shared with the gate's log.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Lines {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn records(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn start_gate(limits: Limits, upstream: &Upstream) -> (Gate, SocketAddr, Lines) {
+    let lines = Lines::default();
+    let audit = Arc::new(AuditLog::to_writer(
+        Box::new(lines.clone()),
+        Duration::from_secs(60),
+    ));
+    let bound = Bound::bind("127.0.0.1:0").unwrap();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, bound.port()));
+    let gate = bound.start(upstream.addr, limits, audit).unwrap();
+    (gate, addr, lines)
+}
+
+fn connect_from(last_octet: u8, to: SocketAddr) -> StdStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(
+        &fd,
+        &std::net::SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, last_octet), 0),
+    )
+    .unwrap();
+    connect(&fd, &to).unwrap();
+    let s = StdStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sends `bytes` and reads them back through the echoing upstream.
+fn round_trip(s: &mut StdStream, bytes: &[u8]) {
+    s.write_all(bytes).unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, bytes);
+}
+
+/// True if the gate closed `s`: EOF or a reset, not a timeout.
+fn closed(s: &mut StdStream) -> bool {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn limits(total: usize, per_peer: usize) -> Limits {
+    Limits {
+        max_connections: total,
+        max_connections_per_peer: per_peer,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn bytes_pass_both_ways_unchanged_and_a_half_close_reaches_the_upstream() {
+    let upstream = Upstream::start(true);
+    let (_gate, addr, _) = start_gate(Limits::default(), &upstream);
+    let mut s = connect_from(2, addr);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    round_trip(&mut s, &data);
+    s.shutdown(Shutdown::Write).unwrap();
+    // The upstream sees EOF, closes, and the gate closes the client's side after it.
+    assert!(closed(&mut s));
+    assert_eq!(upstream.received.load(Ordering::SeqCst), data.len());
+}
+
+#[test]
+fn calls_through_the_gate_are_attributed_to_the_client_address() {
+    let upstream = Upstream::start(true);
+    let (_gate, addr, _) = start_gate(Limits::default(), &upstream);
+    let mut s = connect_from(5, addr);
+    round_trip(&mut s, b"hello");
+    let port = *upstream.ports.lock().unwrap().last().unwrap();
+    let mine = s.local_addr().unwrap();
+    assert_eq!(
+        client_address(&format!("ipv4:127.0.0.1:{port}")),
+        format!("ipv4:{mine}")
+    );
+    drop(s);
+    // Forgotten once the connection is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while clients().contains_key(&port) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        client_address(&format!("ipv4:127.0.0.1:{port}")),
+        format!("ipv4:127.0.0.1:{port}")
+    );
+}
+
+#[test]
+fn a_peer_over_its_connection_cap_is_closed_and_audited_while_another_peer_gets_in() {
+    let upstream = Upstream::start(true);
+    let (_gate, addr, audit) = start_gate(limits(16, 2), &upstream);
+    let mut held: Vec<StdStream> = (0..2).map(|_| connect_from(2, addr)).collect();
+    for s in &mut held {
+        round_trip(s, b"ping");
+    }
+    let mut third = connect_from(2, addr);
+    assert!(closed(&mut third), "a third connection from 127.0.0.2");
+    let mut other = connect_from(3, addr);
+    round_trip(&mut other, b"another peer");
+    for s in &mut held {
+        round_trip(s, b"still open");
+    }
+    // A closed connection frees its slot.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = connect_from(2, addr);
+        let _ = again.write_all(b"x");
+        let mut b = [0u8; 1];
+        if matches!(again.read(&mut b), Ok(1)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refusals: Vec<_> = audit
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "refusal")
+        .collect();
+    assert!(!refusals.is_empty());
+    for r in &refusals {
+        assert!(
+            r["peer"].as_str().unwrap().starts_with("ipv4:127.0.0.2:"),
+            "{r}"
+        );
+        assert_eq!(r["status"], "UNAVAILABLE");
+        let reason = r["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("connection limit: 2 connections"),
+            "{reason}"
+        );
+        assert!(reason.contains("--max-connections-per-peer"), "{reason}");
+    }
+}
+
+#[test]
+fn at_the_total_cap_the_longest_idle_connection_makes_room() {
+    let upstream = Upstream::start(true);
+    let (_gate, addr, audit) = start_gate(limits(2, 2), &upstream);
+    let mut old = connect_from(2, addr);
+    let mut busy = connect_from(3, addr);
+    round_trip(&mut old, b"a");
+    std::thread::sleep(EVICT_IDLE_AFTER + Duration::from_millis(200));
+    round_trip(&mut busy, b"b");
+    let mut new = connect_from(4, addr);
+    round_trip(&mut new, b"c");
+    assert!(
+        closed(&mut old),
+        "the idle connection should have been closed"
+    );
+    round_trip(&mut busy, b"d");
+    assert!(
+        audit.records().iter().all(|r| r["event"] != "refusal"),
+        "eviction is not a refusal"
+    );
+}
+
+#[test]
+fn at_the_total_cap_with_no_idle_connection_a_new_one_is_refused() {
+    let upstream = Upstream::start(true);
+    let (_gate, addr, audit) = start_gate(limits(2, 2), &upstream);
+    let mut a = connect_from(2, addr);
+    let mut b = connect_from(3, addr);
+    round_trip(&mut a, b"a");
+    round_trip(&mut b, b"b");
+    let mut c = connect_from(4, addr);
+    assert!(closed(&mut c));
+    round_trip(&mut a, b"a");
+    let r = audit
+        .records()
+        .into_iter()
+        .find(|r| r["event"] == "refusal")
+        .expect("a refusal record");
+    assert!(r["peer"].as_str().unwrap().starts_with("ipv4:127.0.0.4:"));
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("connection limit: 2 connections are open and none idle"),
+        "{reason}"
+    );
+    assert!(reason.contains("--max-connections)"), "{reason}");
+}
+
+/// `from` connections (by last octet) each write as fast as they can for `secs`, into a
+/// counting upstream: the bytes it got, and how long the writing went on.
+fn flood_ingress(limits: Limits, from: &[u8], secs: f64) -> (usize, Duration, Lines) {
+    let upstream = Upstream::start(false);
+    let (_gate, addr, audit) = start_gate(limits, &upstream);
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(secs);
+    let writers: Vec<_> = from
+        .iter()
+        .map(|&octet| {
+            let mut s = connect_from(octet, addr);
+            s.set_write_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            std::thread::spawn(move || {
+                let chunk = [0x5au8; 16 * 1024];
+                while Instant::now() < until {
+                    let _ = s.write(&chunk);
+                }
+                s
+            })
+        })
+        .collect();
+    let streams: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let elapsed = start.elapsed();
+    // What the gate had already read may still be on its way.
+    std::thread::sleep(Duration::from_millis(300));
+    let got = upstream.received.load(Ordering::SeqCst);
+    drop(streams);
+    (got, elapsed + Duration::from_millis(300), audit)
+}
+
+/// At most the burst, the rate over the time, and what one read may take beyond the budget
+/// (none: reads are cut to the budget) plus rounding.
+fn bucket_bound(rate: Rate, elapsed: Duration) -> usize {
+    (rate.burst as f64 + rate.per_sec as f64 * elapsed.as_secs_f64()) as usize + 1024
+}
+
+const SMALL: Rate = Rate {
+    per_sec: 64 * 1024,
+    burst: 64 * 1024,
+};
+const LARGE: Rate = Rate {
+    per_sec: 1 << 30,
+    burst: 1 << 30,
+};
+
+#[test]
+fn a_connection_over_its_ingress_budget_is_read_at_its_rate_and_audited() {
+    let limits = Limits {
+        connection_rate: SMALL,
+        peer_rate: LARGE,
+        total_rate: LARGE,
+        ..Limits::default()
+    };
+    let (got, elapsed, audit) = flood_ingress(limits, &[2], 1.5);
+    assert!(
+        got >= SMALL.burst as usize,
+        "{got} bytes: not even the burst"
+    );
+    assert!(
+        got <= bucket_bound(SMALL, elapsed),
+        "{got} bytes in {elapsed:?}"
+    );
+    let t = audit
+        .records()
+        .into_iter()
+        .find(|r| r["event"] == "throttle")
+        .expect("a throttle record");
+    assert!(t["peer"].as_str().unwrap().starts_with("ipv4:127.0.0.2:"));
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("ingress rate limit: ")
+    );
+}
+
+#[test]
+fn a_peers_connections_share_its_ingress_budget() {
+    let limits = Limits {
+        connection_rate: LARGE,
+        peer_rate: SMALL,
+        total_rate: LARGE,
+        ..Limits::default()
+    };
+    let (got, elapsed, _) = flood_ingress(limits, &[2, 2, 2], 1.5);
+    assert!(
+        got <= bucket_bound(SMALL, elapsed),
+        "{got} bytes in {elapsed:?}"
+    );
+}
+
+#[test]
+fn all_peers_share_the_total_ingress_budget() {
+    let limits = Limits {
+        connection_rate: LARGE,
+        peer_rate: LARGE,
+        total_rate: SMALL,
+        ..Limits::default()
+    };
+    let (got, elapsed, _) = flood_ingress(limits, &[2, 3, 4], 1.5);
+    assert!(
+        got <= bucket_bound(SMALL, elapsed),
+        "{got} bytes in {elapsed:?}"
+    );
+}
+
+#[test]
+fn the_fd_limit_is_raised_or_the_cap_lowered_to_fit() {
+    let fitted = fit_fd_limit(limits(10, 10));
+    assert_eq!(fitted, limits(10, 10), "10 connections fit any limit");
+    let huge = fit_fd_limit(limits(usize::MAX / 4, 64));
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    assert!(huge.max_connections as u64 * 3 + FD_RESERVE <= soft);
+    assert!(huge.max_connections_per_peer <= huge.max_connections);
+}
