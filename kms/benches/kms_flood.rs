@@ -11,9 +11,10 @@
 //!   idle: half bare TCP (never a ClientHello), half after the TLS handshake and the HTTP/2
 //!   preface. Connections the KMS closes are opened again.
 //!
-//! The attacker's sockets come from `--from` (default 127.0.0.2, another loopback address):
-//! the KMS's connection gate budgets per peer address, and in a deployment attackers and
-//! enclaves do not share one. `--from 127.0.0.1` floods from the legitimate client's address.
+//! The attacker's sockets come from `--from` (default 127.0.0.2, another loopback address; a
+//! comma-separated list spreads them over several, round robin): the KMS's connection gate
+//! budgets per peer address, and in a deployment attackers and enclaves do not share one.
+//! `--from 127.0.0.1` floods from the legitimate client's address.
 //!
 //! Throughout, a legitimate client (init's stack: grpc-unary over rustls with the ratls
 //! verifier, a NEW RA-TLS certificate each time) fetches three secrets about every second and
@@ -63,7 +64,7 @@ struct Args {
     conns: usize,
     streams: u32,
     idle: usize,
-    from: std::net::Ipv4Addr,
+    from: Vec<std::net::Ipv4Addr>,
 }
 
 fn parse_args() -> Args {
@@ -74,7 +75,7 @@ fn parse_args() -> Args {
         conns: 4,
         streams: 20_000,
         idle: 18_000,
-        from: std::net::Ipv4Addr::new(127, 0, 0, 2),
+        from: vec![std::net::Ipv4Addr::new(127, 0, 0, 2)],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -84,7 +85,7 @@ fn parse_args() -> Args {
             "--secs" => args.secs = value().parse().unwrap(),
             "--recover" => args.recover = value().parse().unwrap(),
             "--conns" => args.conns = value().parse().unwrap(),
-            "--from" => args.from = value().parse().unwrap(),
+            "--from" => args.from = value().split(',').map(|a| a.parse().unwrap()).collect(),
             "--streams" => args.streams = value().parse().unwrap(),
             "--idle" => args.idle = value().parse().unwrap(),
             "--bench" => {}
@@ -94,16 +95,19 @@ fn parse_args() -> Args {
     args
 }
 
-/// The attacker's source address (`--from`).
-static FROM: std::sync::OnceLock<std::net::Ipv4Addr> = std::sync::OnceLock::new();
+/// The attacker's source addresses (`--from`), and which one is next.
+static FROM: std::sync::OnceLock<Vec<std::net::Ipv4Addr>> = std::sync::OnceLock::new();
+static NEXT_FROM: AtomicU64 = AtomicU64::new(0);
 
-/// A TCP connection to `addr` from the attacker's source address.
+/// A TCP connection to `addr` from the attacker's next source address.
 fn attack_connect(addr: &str) -> std::io::Result<TcpStream> {
     use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
     let to: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
         .find(std::net::SocketAddr::is_ipv4)
         .ok_or_else(|| std::io::Error::other("no IPv4 address"))?;
-    let from = std::net::SocketAddrV4::new(*FROM.get().expect("--from"), 0);
+    let all = FROM.get().expect("--from");
+    let next = NEXT_FROM.fetch_add(1, Ordering::Relaxed) as usize % all.len();
+    let from = std::net::SocketAddrV4::new(all[next], 0);
     let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
     bind(&fd, &from)?;
     connect(&fd, &to)?;
@@ -112,10 +116,10 @@ fn attack_connect(addr: &str) -> std::io::Result<TcpStream> {
 
 fn main() {
     let args = parse_args();
-    FROM.set(args.from).unwrap();
+    FROM.set(args.from.clone()).unwrap();
     let setup = Setup::new();
     println!(
-        "kms_flood: server {}; SIMULATED platform; attacker from {}",
+        "kms_flood: server {}; SIMULATED platform; attacker from {:?}",
         setup.kms_bin, args.from
     );
     println!(

@@ -35,6 +35,8 @@ const OCCLUM_IMAGE_QCNL: &str = "/etc/sgx_default_qcnl.conf";
 pub const MIN_CERT_LIFETIME_SECS: u64 = 10;
 /// Highest `--max-connections`: each costs three file descriptors.
 pub const MAX_CONNECTIONS: usize = 65_536;
+/// Highest `--max-ingress`, in KiB a second (1 GiB/s).
+pub const MAX_INGRESS_KIB: u64 = 1024 * 1024;
 /// Default gRPC completion-queue threads.
 pub const DEFAULT_THREADS: usize = 2;
 
@@ -68,6 +70,9 @@ SERVE OPTIONS:
                               longest-idle one makes room
     --max-connections-per-peer <N>  connections open at once from one IPv4 address or IPv6 /64
                               (default 64)
+    --max-ingress <KIB/S>     bytes read from all clients together, in KiB a second (default
+                              256, about 36 boots a second; bursts of 4 s worth). Higher rates
+                              let an HTTP/2 rapid-reset flood outpace gRPC core's drain
     --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
                               a new key, quote and certificate are minted at half-life
     --staple-collateral on|off  carry this platform's collateral in the KMS's certificate, so
@@ -271,6 +276,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--threads",
     "--max-connections",
     "--max-connections-per-peer",
+    "--max-ingress",
     "--cert-lifetime",
     "--staple-collateral",
     "--in",
@@ -606,6 +612,23 @@ impl LowArgs {
                 }
             };
         }
+        if let Some(n) = self.optional("--max-ingress")? {
+            let kib = match n.parse::<u64>() {
+                Ok(kib @ 16..=MAX_INGRESS_KIB) => kib,
+                _ => {
+                    return Err(UsageError(format!(
+                        "--max-ingress {n}: expected 16 to {MAX_INGRESS_KIB} (KiB a second)"
+                    )));
+                }
+            };
+            limits.total_rate = gate::Rate {
+                per_sec: kib * 1024,
+                burst: kib * 1024 * gate::TOTAL_BURST_SECS,
+            };
+            // One peer never gets more than everyone together.
+            limits.peer_rate.per_sec = limits.peer_rate.per_sec.min(limits.total_rate.per_sec);
+            limits.peer_rate.burst = limits.peer_rate.burst.min(limits.total_rate.burst);
+        }
         let total = limits.max_connections;
         limits.max_connections_per_peer = match self.optional("--max-connections-per-peer")? {
             None => limits.max_connections_per_peer.min(total),
@@ -912,6 +935,13 @@ mod tests {
             (cfg.gate.max_connections, cfg.gate.max_connections_per_peer),
             (100, 3)
         );
+        let cfg = serve(&["a:1", "--max-ingress", "4096"]);
+        assert_eq!(cfg.gate.total_rate.per_sec, 4096 * 1024);
+        assert_eq!(cfg.gate.total_rate.burst, 4 * 4096 * 1024);
+        assert_eq!(cfg.gate.peer_rate, gate::PEER_RATE);
+        let cfg = serve(&["a:1", "--max-ingress", "64"]);
+        assert_eq!(cfg.gate.peer_rate.per_sec, 64 * 1024, "capped by the total");
+        assert_eq!(cfg.gate.peer_rate.burst, 4 * 64 * 1024);
     }
 
     #[test]
@@ -945,6 +975,8 @@ mod tests {
             &["a:1", "--max-connections", "0"],
             &["a:1", "--max-connections", "65537"],
             &["a:1", "--max-connections-per-peer", "0"],
+            &["a:1", "--max-ingress", "15"],
+            &["a:1", "--max-ingress", "lots"],
             &[
                 "a:1",
                 "--max-connections",
