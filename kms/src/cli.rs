@@ -71,7 +71,7 @@ SERVE OPTIONS:
     --max-connections-per-peer <N>  connections open at once from one IPv4 address or IPv6 /64
                               (default 64)
     --max-ingress <KIB/S>     bytes read from all clients together, in KiB a second (default
-                              256, about 36 boots a second; bursts of 4 s worth). Higher rates
+                              128, about 18 boots a second; bursts of 4 s worth). Higher rates
                               let an HTTP/2 rapid-reset flood outpace gRPC core's drain
     --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
                               a new key, quote and certificate are minted at half-life
@@ -939,9 +939,9 @@ mod tests {
         assert_eq!(cfg.gate.total_rate.per_sec, 4096 * 1024);
         assert_eq!(cfg.gate.total_rate.burst, 4 * 4096 * 1024);
         assert_eq!(cfg.gate.peer_rate, gate::PEER_RATE);
-        let cfg = serve(&["a:1", "--max-ingress", "64"]);
-        assert_eq!(cfg.gate.peer_rate.per_sec, 64 * 1024, "capped by the total");
-        assert_eq!(cfg.gate.peer_rate.burst, 4 * 64 * 1024);
+        let cfg = serve(&["a:1", "--max-ingress", "32"]);
+        assert_eq!(cfg.gate.peer_rate.per_sec, 32 * 1024, "capped by the total");
+        assert_eq!(cfg.gate.peer_rate.burst, 4 * 32 * 1024);
     }
 
     #[test]
