@@ -152,6 +152,32 @@ impl fmt::Display for CollateralError {
 
 impl std::error::Error for CollateralError {}
 
+/// Why a collateral's validity window (`issueDate`, `nextUpdate`) could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WindowError {
+    /// The TCB info or QE identity is not JSON with string `issueDate` and `nextUpdate`.
+    Json { what: &'static str, detail: String },
+    /// A date that is not an RFC 3339 time at or after 1970.
+    Time { what: &'static str, text: String },
+    /// A PCK or root CA CRL that is not a DER CRL.
+    Crl { what: &'static str, detail: String },
+}
+
+impl fmt::Display for WindowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Json { what, detail } => write!(f, "{what}: {detail}"),
+            Self::Time { what, text } => {
+                write!(f, "{what}: {text:?} is not an RFC 3339 time after 1970")
+            }
+            Self::Crl { what, detail } => write!(f, "{what}: not a DER CRL: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for WindowError {}
+
 /// One collateral set for every quote, read from a file (offline verification).
 pub struct StaticCollateral {
     collateral: Arc<QuoteCollateralV3>,
@@ -452,11 +478,10 @@ impl Fetcher {
             return Ok(fresh.clone());
         }
         let fetched = self.fetch(key).and_then(|collateral| {
-            let next_update =
-                next_update(&collateral).map_err(|detail| CollateralError::Response {
-                    url: self.base_url.clone(),
-                    detail,
-                })?;
+            let next_update = next_update(&collateral).map_err(|e| CollateralError::Response {
+                url: self.base_url.clone(),
+                detail: e.to_string(),
+            })?;
             // The disk cache is an optimisation: failing to write it must not fail verification.
             let _ = self.store_disk(key, &collateral);
             Ok(Cached {
@@ -724,7 +749,7 @@ fn agent(connect: Duration, request: Duration, verify_tls: bool) -> ureq::Agent 
 
 /// The earliest `nextUpdate` of the TCB info, the QE identity and both CRLs, in unix seconds:
 /// after it the collateral is stale and must be refetched.
-pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, String> {
+pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, WindowError> {
     let (_, tcb) = json_window(&collateral.tcb_info, "TCB info")?;
     let (_, qe) = json_window(&collateral.qe_identity, "QE identity")?;
     let mut earliest = tcb.min(qe);
@@ -732,7 +757,7 @@ pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, String> {
         (&collateral.pck_crl, "PCK CRL"),
         (&collateral.root_ca_crl, "root CA CRL"),
     ] {
-        if let Some(next) = crl_next_update(crl).map_err(|e| format!("{what}: {e}"))? {
+        if let Some(next) = crl_next_update(crl, what)? {
             earliest = earliest.min(next);
         }
     }
@@ -740,29 +765,38 @@ pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, String> {
 }
 
 /// `(issueDate, nextUpdate)` of a TCB info or QE identity JSON body, in unix seconds.
-pub fn json_window(json: &str, what: &str) -> Result<(u64, u64), String> {
+pub fn json_window(json: &str, what: &'static str) -> Result<(u64, u64), WindowError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Window {
         issue_date: String,
         next_update: String,
     }
-    let w: Window = serde_json::from_str(json).map_err(|e| format!("{what}: {e}"))?;
+    let w: Window = serde_json::from_str(json).map_err(|e| WindowError::Json {
+        what,
+        detail: e.to_string(),
+    })?;
     Ok((
         rfc3339(&w.issue_date, what)?,
         rfc3339(&w.next_update, what)?,
     ))
 }
 
-fn rfc3339(text: &str, what: &str) -> Result<u64, String> {
+fn rfc3339(text: &str, what: &'static str) -> Result<u64, WindowError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .and_then(|t| u64::try_from(t.timestamp()).ok())
-        .ok_or_else(|| format!("{what}: {text:?} is not an RFC 3339 time after 1970"))
+        .ok_or_else(|| WindowError::Time {
+            what,
+            text: text.to_owned(),
+        })
 }
 
-fn crl_next_update(der: &[u8]) -> Result<Option<u64>, String> {
-    let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| format!("not a DER CRL: {e}"))?;
+fn crl_next_update(der: &[u8], what: &'static str) -> Result<Option<u64>, WindowError> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| WindowError::Crl {
+        what,
+        detail: e.to_string(),
+    })?;
     Ok(crl
         .next_update()
         .and_then(|t| u64::try_from(t.timestamp()).ok()))
