@@ -25,12 +25,12 @@ use dcap_qvl::QuoteCollateralV3;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::quote::{CERT_DATA_PCK_CHAIN, Quote};
 use crate::verify::TrustAnchor;
 
 pub mod qcnl;
+pub mod response;
 pub mod staple;
 
 /// Intel's Provisioning Certification Service, v4 API base (without `/sgx/certification/v4`).
@@ -498,45 +498,7 @@ impl Fetcher {
 
     /// Fetches the collateral for one platform from the PCCS, bypassing every cache.
     fn fetch(&self, key: &PlatformKey) -> Result<QuoteCollateralV3, CollateralError> {
-        let base = format!("{}/sgx/certification/v4", self.base_url);
-        let url = format!("{base}/pckcrl?ca={}&encoding=der", key.ca);
-        let (pck_crl, headers) = self.get(&url)?;
-        let pck_crl_issuer_chain = header(&url, &headers, &["SGX-PCK-CRL-Issuer-Chain"])?;
-
-        let url = format!("{base}/tcb?fmspc={}", key.fmspc);
-        let (body, headers) = self.get(&url)?;
-        let tcb_info_issuer_chain = header(
-            &url,
-            &headers,
-            &["TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"],
-        )?;
-        let (tcb_info, tcb_info_signature) = signed_json(&url, &body, "tcbInfo")?;
-
-        let url = format!("{base}/qe/identity");
-        let (body, headers) = self.get(&url)?;
-        let qe_identity_issuer_chain =
-            header(&url, &headers, &["SGX-Enclave-Identity-Issuer-Chain"])?;
-        let (qe_identity, qe_identity_signature) = signed_json(&url, &body, "enclaveIdentity")?;
-
-        let url = format!("{base}/rootcacrl");
-        let (body, _) = self.get(&url)?;
-        let root_ca_crl = decode_root_crl(&body).ok_or_else(|| CollateralError::Response {
-            url,
-            detail: "root CA CRL is neither DER nor hex DER".into(),
-        })?;
-
-        Ok(QuoteCollateralV3 {
-            pck_crl_issuer_chain,
-            root_ca_crl,
-            pck_crl,
-            tcb_info_issuer_chain,
-            tcb_info,
-            tcb_info_signature,
-            qe_identity_issuer_chain,
-            qe_identity,
-            qe_identity_signature,
-            pck_certificate_chain: None,
-        })
+        response::fetch_platform(&self.base_url, &key.fmspc, key.ca, |url| self.get(url))
     }
 
     fn get(&self, url: &str) -> Result<(Vec<u8>, ureq::http::HeaderMap), CollateralError> {
@@ -857,62 +819,6 @@ pub fn normalize_base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
 }
 
-fn header(
-    url: &str,
-    headers: &ureq::http::HeaderMap,
-    names: &[&str],
-) -> Result<String, CollateralError> {
-    let value =
-        names
-            .iter()
-            .find_map(|n| headers.get(*n))
-            .ok_or_else(|| CollateralError::Response {
-                url: url.to_owned(),
-                detail: format!("missing header {}", names.join(" or ")),
-            })?;
-    let value = value.to_str().map_err(|_| CollateralError::Response {
-        url: url.to_owned(),
-        detail: format!("header {} is not ASCII", names.join("/")),
-    })?;
-    percent_encoding::percent_decode_str(value)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| CollateralError::Response {
-            url: url.to_owned(),
-            detail: "issuer chain header is not UTF-8".into(),
-        })
-}
-
-/// Splits `{"<field>": {...}, "signature": "<hex>"}` into the exact bytes of the object and
-/// the decoded signature. The object is not re-serialized: its signature covers these bytes.
-fn signed_json(url: &str, body: &[u8], field: &str) -> Result<(String, Vec<u8>), CollateralError> {
-    let bad = |detail: String| CollateralError::Response {
-        url: url.to_owned(),
-        detail,
-    };
-    let map: HashMap<&str, &RawValue> =
-        serde_json::from_slice(body).map_err(|e| bad(format!("not a JSON object: {e}")))?;
-    let object = map
-        .get(field)
-        .ok_or_else(|| bad(format!("missing field {field:?}")))?;
-    let signature = map
-        .get("signature")
-        .ok_or_else(|| bad("missing field \"signature\"".into()))?;
-    let signature: String = serde_json::from_str(signature.get())
-        .map_err(|_| bad("\"signature\" is not a string".into()))?;
-    let signature = hex::decode(signature).map_err(|_| bad("\"signature\" is not hex".into()))?;
-    Ok((object.get().to_owned(), signature))
-}
-
-/// Intel's PCS serves DER; a PCCS serves the same DER as hex text.
-fn decode_root_crl(body: &[u8]) -> Option<Vec<u8>> {
-    if body.first() == Some(&0x30) {
-        return Some(body.to_vec());
-    }
-    let text = std::str::from_utf8(body).ok()?.trim();
-    hex::decode(text).ok()
-}
-
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|e| format!("open: {e}"))?;
@@ -965,29 +871,12 @@ mod tests {
     }
 
     #[test]
-    fn signed_json_keeps_the_exact_bytes_of_the_signed_object() {
-        let body = br#"{"tcbInfo":{"b":1,  "a":[2, 3]},"signature":"0aff"}"#;
-        let (json, sig) = signed_json("u", body, "tcbInfo").unwrap();
-        assert_eq!(json, r#"{"b":1,  "a":[2, 3]}"#);
-        assert_eq!(sig, vec![0x0a, 0xff]);
-        assert!(signed_json("u", br#"{"signature":"00"}"#, "tcbInfo").is_err());
-        assert!(signed_json("u", br#"{"tcbInfo":{},"signature":"zz"}"#, "tcbInfo").is_err());
-    }
-
-    #[test]
     fn base_urls_are_normalized_with_or_without_the_api_path() {
         assert_eq!(
             normalize_base("https://p:8081/sgx/certification/v4/"),
             "https://p:8081"
         );
         assert_eq!(normalize_base("https://p:8081/"), "https://p:8081");
-    }
-
-    #[test]
-    fn a_root_crl_is_accepted_as_der_or_hex() {
-        assert_eq!(decode_root_crl(&[0x30, 1, 0]), Some(vec![0x30, 1, 0]));
-        assert_eq!(decode_root_crl(b"300100\n"), Some(vec![0x30, 1, 0]));
-        assert_eq!(decode_root_crl(b"nope"), None);
     }
 
     /// A time inside the sample quote's validity (its README).
