@@ -744,6 +744,8 @@ pub fn json_window(json: &str, what: &'static str) -> Result<(u64, u64), WindowE
     ))
 }
 
+/// Parsed exactly as dcap-qvl parses the same fields (`utils::parse_rfc3339_unix_secs`), so
+/// our window and dcap-qvl's own validity check agree on every date, odd ones included.
 fn rfc3339(text: &str, what: &'static str) -> Result<u64, WindowError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
