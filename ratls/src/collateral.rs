@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -195,10 +194,10 @@ impl StaticCollateral {
 
     /// Reads dcap-qvl's `QuoteCollateralV3` JSON form from `path`.
     pub fn from_file(path: &Path) -> Result<Self, CollateralError> {
-        let bytes = read_bounded(path, MAX_COLLATERAL_FILE_LEN).map_err(|detail| {
+        let bytes = fileio::read_bounded(path, MAX_COLLATERAL_FILE_LEN).map_err(|e| {
             CollateralError::File {
                 path: path.to_owned(),
-                detail,
+                detail: e.to_string(),
             }
         })?;
         let collateral = serde_json::from_slice(&bytes).map_err(|e| CollateralError::File {
@@ -540,7 +539,7 @@ impl Fetcher {
     /// The disk cache's entry for `key`, fresh or not.
     fn load_disk(&self, key: &PlatformKey) -> Option<Cached> {
         let path = self.disk_path(key)?;
-        let bytes = read_bounded(&path, MAX_COLLATERAL_FILE_LEN).ok()?;
+        let bytes = fileio::read_bounded(&path, MAX_COLLATERAL_FILE_LEN).ok()?;
         let collateral: QuoteCollateralV3 = serde_json::from_slice(&bytes).ok()?;
         let next_update = next_update(&collateral).ok()?;
         Some(Cached {
@@ -549,8 +548,9 @@ impl Fetcher {
         })
     }
 
-    /// Writes through a temporary file unique to this write (created exclusively, mode 0600),
-    /// renamed over the entry; the temporary file is removed on any error.
+    /// Writes through a temporary file unique to this write (created exclusively, mode 0600:
+    /// collateral is public, but the cache directory's files should be writable by this
+    /// process alone), renamed over the entry; the temporary file is removed on any error.
     fn store_disk(&self, key: &PlatformKey, collateral: &QuoteCollateralV3) -> std::io::Result<()> {
         let Some(path) = self.disk_path(key) else {
             return Ok(());
@@ -558,46 +558,8 @@ impl Fetcher {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let bytes = serde_json::to_vec(collateral)?;
-        let (tmp, mut file) = create_unique_tmp(&path)?;
-        let written = file
-            .write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        fileio::write_atomic(&path, &bytes, 0o600, fileio::Durability::Fsync)
     }
-}
-
-/// `<path>.tmp.<pid>.<n>`, created with `O_EXCL` and mode 0600 (collateral is public, but the
-/// cache directory's files should be writable by this process alone).
-fn create_unique_tmp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut last = None;
-    for _ in 0..16 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}.tmp.{}.{n}",
-            path.file_name()
-                .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
-            std::process::id()
-        );
-        let tmp = path.with_file_name(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no unique temporary file name")))
 }
 
 impl CollateralSource for PccsClient {
@@ -819,19 +781,6 @@ pub fn normalize_base(url: &str) -> String {
         .find_map(|suffix| url.strip_suffix(suffix))
         .unwrap_or(url);
     url.trim_end_matches('/').to_owned()
-}
-
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| format!("open: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("read: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
-    }
-    Ok(bytes)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
