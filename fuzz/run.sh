@@ -29,6 +29,25 @@ for t in "${targets[@]}"; do
       mkdir -p "$seed/bin" && printf 'hi\n' >"$seed/bin/app" && ln -sf ../bin/app "$seed/link"
       { printf '\x01'; tar -C "$seed" --format=ustar -cf - bin link; } >"corpus/$t/small_tree"
       rm -rf "$seed" ;;
+    # The sample collateral as the four PCCS answers (body, percent-encoded issuer chain).
+    pccs_response) python3 - ../ratls/testdata/dcap-sample/sgx_quote_collateral.json \
+        >"corpus/$t/sample" <<'PY'
+import json, struct, sys, urllib.parse
+c = json.load(open(sys.argv[1]))
+def answer(body, chain=None):
+    head = b"" if chain is None else urllib.parse.quote(chain).encode()
+    return (struct.pack("<H", len(body)) + body
+            + struct.pack("<H", 0xFFFF if chain is None else len(head)) + head)
+def signed(field, obj, sig):
+    return ('{"%s":%s,"signature":"%s"}' % (field, obj, sig)).encode()
+sys.stdout.buffer.write(
+    answer(bytes.fromhex(c["pck_crl"]), c["pck_crl_issuer_chain"])
+    + answer(signed("tcbInfo", c["tcb_info"], c["tcb_info_signature"]), c["tcb_info_issuer_chain"])
+    + answer(signed("enclaveIdentity", c["qe_identity"], c["qe_identity_signature"]),
+             c["qe_identity_issuer_chain"])
+    + answer(c["root_ca_crl"].encode()))
+PY
+      ;;
   esac
   echo "== fuzz target $t for ${secs}s"
   cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 \

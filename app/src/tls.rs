@@ -3,8 +3,6 @@
 //! Every error names the file and the flag that sets it: that is what failed provisioning
 //! looks like from the app's side.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -198,25 +196,19 @@ fn read_bounded(
     what: &'static str,
     flag: &'static str,
 ) -> Result<Zeroizing<Vec<u8>>, TlsSetupError> {
-    let read_err = |source| TlsSetupError::Read {
-        what,
-        flag,
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(read_err)?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_PEM_BYTES {
-        return Err(TlsSetupError::TooLarge {
+    fileio::read_bounded(path, MAX_PEM_BYTES).map_err(|e| match e {
+        fileio::ReadError::Open(source) | fileio::ReadError::Read(source) => TlsSetupError::Read {
             what,
             flag,
             path: path.to_owned(),
-        });
-    }
-    Ok(bytes)
+            source,
+        },
+        fileio::ReadError::TooLarge { .. } => TlsSetupError::TooLarge {
+            what,
+            flag,
+            path: path.to_owned(),
+        },
+    })
 }
 
 #[cfg(test)]

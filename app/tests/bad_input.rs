@@ -212,7 +212,12 @@ fn a_slow_client_gets_408_after_the_request_timeout() {
     let (status, text) = parse_response(&read_until_close(&mut stream));
     assert_eq!(status, 408);
     assert_json_error(&text);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // The 1 s request timeout plus a wide margin, below raw_tls's 20 s read timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     assert_still_serving(&app, &cert);
 }
 
@@ -220,15 +225,17 @@ fn a_slow_client_gets_408_after_the_request_timeout() {
 fn a_client_that_never_handshakes_is_dropped_after_the_timeout() {
     let (_dir, cert, app) = app_with_customer("silent", &["--request-timeout", "1"]);
     let mut tcp = TcpStream::connect(("127.0.0.1", app.port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 16];
     // EOF or reset: either way the server gave up on us.
     let n = tcp.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0);
     let waited = started.elapsed();
+    // The 1 s timeout plus a wide margin, below our own 30 s read timeout (which would also
+    // read as 0 bytes).
     assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(15),
         "{waited:?}"
     );
     assert_still_serving(&app, &cert);
@@ -311,8 +318,10 @@ fn idle_and_silent_connections_do_not_hold_the_workers() {
     for _ in 0..20 {
         let started = Instant::now();
         assert_still_serving(&app, &cert);
+        // A worker held by a silent socket would cost the 10 s request timeout; half of it is
+        // a generous bound for a GET on a loaded machine. Latency is measured by bench/.
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(5),
             "a GET took {:?} with idle sockets open",
             started.elapsed()
         );

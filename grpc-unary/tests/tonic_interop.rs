@@ -181,7 +181,8 @@ fn a_slow_handler_hits_the_deadline_and_the_channel_survives() {
         other => panic!("{other}"),
     }
     assert_eq!(err.code().map(|c| c == Code::Ok), Some(false));
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    // The 300 ms deadline plus a wide margin, well below the handler's 10 s.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     assert_eq!(get(&mut channel, "after").unwrap(), "secret of after");
 }
 
@@ -225,7 +226,8 @@ fn a_server_that_dies_mid_call_fails_the_call() {
         matches!(err, Error::ConnectionClosed { .. } | Error::Io { .. }),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // The kill at 200 ms plus a wide margin, well below the handler's 30 s.
+    assert!(started.elapsed() < Duration::from_secs(15));
     assert!(matches!(
         get(&mut channel, "b"),
         Err(Error::Unusable { .. })

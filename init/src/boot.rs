@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use occlum_dcap::QuoteSource;
 use ratls::cert::RaTlsIdentity;
@@ -18,9 +18,12 @@ use ratls::collateral::staple::Stapled;
 use ratls::collateral::{
     CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral, normalize_base,
 };
+use ratls::tls::HandshakePeers;
 use ratls::verify::{TrustAnchor, VerifiedPeer, Verifier};
 
-use crate::config::{self, CollateralChoice, IMAGE_KEY_SECRET, ImageType, InitRaConf};
+use crate::config::{
+    self, CollateralChoice, IMAGE_KEY_SECRET, ImageType, InitRaConf, KmsAddress, KmsKey,
+};
 use crate::error::{InitError, Stage};
 use crate::fsutil;
 use crate::image_key::ImageKey;
@@ -84,11 +87,59 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     } = config;
     warn_if_simulated(quotes.as_ref(), &anchor, log);
 
-    let identity = timed(
+    let identity = mint_identity(quotes.as_ref(), log)?;
+    let collateral = collateral_source(
+        conf.collateral.clone().or(default_collateral),
+        &initfs,
+        &anchor,
+        log,
+    )?;
+    // The KMS staples its own collateral to its certificate: when it is fresh and covers the
+    // KMS's platform, the boot makes no PCCS request (its signatures are checked all the same).
+    let stapled = Arc::new(Stapled::new(collateral));
+    let verifier = Arc::new(Verifier::new(
+        anchor,
+        Arc::clone(&stapled) as Arc<dyn CollateralSource>,
+        conf.policy,
+    ));
+    let (tls, peers) = ratls::tls::attested_client_config(Arc::clone(&verifier), &identity)
+        .map_err(|e| InitError::new(Stage::Internal, "building the TLS client configuration", e))?;
+    let kms = AttestedKms {
+        server: &conf.kms_server,
+        tls: Arc::new(tls),
+        peers: &peers,
+        stapled: &stapled,
+    };
+    drop(identity);
+
+    let encrypted = matches!(image_type, ImageType::Encrypted);
+    let names: Vec<&str> = encrypted
+        .then_some(IMAGE_KEY_SECRET)
+        .into_iter()
+        .chain(conf.kms_keys.iter().map(|k| k.name.as_str()))
+        .collect();
+    let fetched = kms.fetch_all(&names, conf.connect_deadline, log)?;
+    let (image_key, secrets) = split_image_key(encrypted, fetched, &conf.kms_keys)?;
+
+    // Step 4: mount, so the secrets land in the new rootfs.
+    let mounted = timed(
+        log,
+        "mount",
+        || mounter.mount(image_type, image_key.as_ref()),
+        |m| m.detail.clone(),
+    )?;
+    drop(image_key);
+    write_secrets(&mounted.root, secrets, log)?;
+    Ok(mounted)
+}
+
+/// Step 1: one quote over a fresh key, one RA-TLS certificate.
+fn mint_identity(quotes: &dyn QuoteSource, log: &StepLog) -> Result<RaTlsIdentity, InitError> {
+    timed(
         log,
         "quote",
         || {
-            RaTlsIdentity::mint(quotes.as_ref()).map_err(|e| {
+            RaTlsIdentity::mint(quotes).map_err(|e| {
                 InitError::new(
                     Stage::Quote,
                     format!(
@@ -106,49 +157,67 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
                 quotes.describe()
             )
         },
-    )?;
+    )
+}
 
-    let collateral = collateral_source(
-        conf.collateral.clone().or(default_collateral),
-        &initfs,
-        &anchor,
-        log,
-    )?;
-    // The KMS staples its own collateral to its certificate: when it is fresh and covers the
-    // KMS's platform, the boot makes no PCCS request (its signatures are checked all the same).
-    let stapled = Arc::new(Stapled::new(collateral));
-    let verifier = Arc::new(Verifier::new(
-        anchor,
-        Arc::clone(&stapled) as Arc<dyn CollateralSource>,
-        conf.policy,
-    ));
-    let (tls, peers) = ratls::tls::attested_client_config(Arc::clone(&verifier), &identity)
-        .map_err(|e| InitError::new(Stage::Internal, "building the TLS client configuration", e))?;
-    let tls = Arc::new(tls);
-    drop(identity);
+/// The KMS and everything needed to attest it on a connection.
+struct AttestedKms<'a> {
+    server: &'a KmsAddress,
+    tls: Arc<rustls::ClientConfig>,
+    peers: &'a HandshakePeers,
+    stapled: &'a Stapled,
+}
 
-    let server = &conf.kms_server;
-    let encrypted = matches!(image_type, ImageType::Encrypted);
-    let names: Vec<&str> = encrypted
-        .then_some(IMAGE_KEY_SECRET)
-        .into_iter()
-        .chain(conf.kms_keys.iter().map(|k| k.name.as_str()))
-        .collect();
-    // The deadline covers every connection: a KMS that restarts or drops the connection
-    // after the handshake, before every reply arrived, is attested again on a new one
-    // (GetSecret only reads, so asking again is safe). Refusals are final.
-    let deadline = Instant::now() + conf.connect_deadline;
-    let mut pause = kms::INITIAL_BACKOFF;
-    let fetched = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+impl AttestedKms<'_> {
+    /// Step 2: every secret in `names`, in order, over one attested connection.
+    ///
+    /// The deadline covers every connection: a KMS that restarts or drops the connection
+    /// after the handshake, before every reply arrived, is attested again on a new one
+    /// (GetSecret only reads, so asking again is safe). Refusals are final.
+    fn fetch_all(
+        &self,
+        names: &[&str],
+        connect_deadline: Duration,
+        log: &StepLog,
+    ) -> Result<Vec<Secret>, InitError> {
+        let deadline = Instant::now() + connect_deadline;
+        let mut pause = kms::INITIAL_BACKOFF;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut session = self.connect(left, log)?;
+            let fetched = fetch(&mut session, names, log);
+            session.close();
+            match fetched {
+                Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
+                    log.note(format_args!(
+                        "kms {}: the connection failed before every secret arrived ({e}); \
+                         attesting again in {} ms",
+                        self.server.addr,
+                        pause.as_millis()
+                    ));
+                    std::thread::sleep(pause);
+                    pause = kms::next_backoff(pause);
+                }
+                other => {
+                    return other.map_err(|e| {
+                        InitError::new(Stage::Secrets, format!("KMS {}", self.server.addr), e)
+                    });
+                }
+            }
+        }
+    }
+
+    /// One attested connection (retried within `left`), logged with the peer it verified.
+    fn connect(&self, left: Duration, log: &StepLog) -> Result<kms::Session, InitError> {
+        let server = self.server;
         let connected = timed(
             log,
             "handshake",
             || {
                 kms::connect(
                     server,
-                    Arc::clone(&tls),
-                    &peers,
+                    Arc::clone(&self.tls),
+                    self.peers,
                     left,
                     |attempt, error, pause| {
                         log.note(format_args!(
@@ -170,32 +239,20 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
                 )
             },
         );
-        if let Some(outcome) = stapled.last_outcome() {
+        if let Some(outcome) = self.stapled.last_outcome() {
             log.note(format_args!("KMS's collateral: {outcome}"));
         }
-        let (mut session, _) = connected?;
-        let fetched = fetch(&mut session, &names, log);
-        session.close();
-        match fetched {
-            Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
-                log.note(format_args!(
-                    "kms {}: the connection failed before every secret arrived ({e}); \
-                     attesting again in {} ms",
-                    server.addr,
-                    pause.as_millis()
-                ));
-                std::thread::sleep(pause);
-                pause = kms::next_backoff(pause);
-            }
-            other => {
-                break other.map_err(|e| {
-                    InitError::new(Stage::Secrets, format!("KMS {}", server.addr), e)
-                })?;
-            }
-        }
-    };
+        connected.map(|(session, _)| session)
+    }
+}
 
-    // One secret per name, in order: image_key first when the image is encrypted.
+/// Step 3: the replies, one per name in order: `image_key` first when the image is
+/// encrypted, then each configured secret with where it goes.
+fn split_image_key(
+    encrypted: bool,
+    fetched: Vec<Secret>,
+    keys: &[KmsKey],
+) -> Result<(Option<ImageKey>, Vec<Placed<'_>>), InitError> {
     let mut fetched = fetched.into_iter();
     let image_key = if encrypted {
         let secret = fetched.next().ok_or_else(|| {
@@ -212,23 +269,21 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     } else {
         None
     };
-    let secrets: Vec<_> = conf.kms_keys.iter().zip(fetched).collect();
+    Ok((image_key, keys.iter().zip(fetched).collect()))
+}
 
-    let mounted = timed(
-        log,
-        "mount",
-        || mounter.mount(image_type, image_key.as_ref()),
-        |m| m.detail.clone(),
-    )?;
-    drop(image_key);
+/// A configured secret and its value.
+type Placed<'a> = (&'a KmsKey, Secret);
 
+/// Step 5 (after the mount): every secret under the mounted root, mode 0600.
+fn write_secrets(root: &Path, secrets: Vec<Placed<'_>>, log: &StepLog) -> Result<(), InitError> {
     for (key, secret) in secrets {
         let shown = format!("/{}", key.path.display());
         timed(
             log,
             "write",
             || {
-                write_secret(&mounted.root, &key.path, &secret).map_err(|e| {
+                write_secret(root, &key.path, &secret).map_err(|e| {
                     InitError::new(
                         Stage::Write,
                         format!("writing secret {:?} to {shown}", key.name),
@@ -245,7 +300,7 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
             },
         )?;
     }
-    Ok(mounted)
+    Ok(())
 }
 
 /// Fetches the secrets `names` in one batch and logs their names and sizes.

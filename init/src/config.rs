@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -467,23 +466,17 @@ fn collateral_choice(
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| ConfigError::Read {
+    let mut bytes = fileio::read_bounded(path, MAX_CONFIG_LEN).map_err(|e| match e {
+        fileio::ReadError::Open(source) | fileio::ReadError::Read(source) => ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
-    if bytes.len() as u64 > MAX_CONFIG_LEN {
-        return Err(ConfigError::TooLarge {
+        },
+        fileio::ReadError::TooLarge { .. } => ConfigError::TooLarge {
             path: path.to_owned(),
-        });
-    }
-    Ok(bytes)
+        },
+    })?;
+    // Configuration is not secret: a plain buffer, as before.
+    Ok(std::mem::take(&mut *bytes))
 }
 
 /// Reads a small text file such as `sgx_default_qcnl.conf`; `None` if absent.

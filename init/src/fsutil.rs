@@ -4,9 +4,9 @@
 //! absolute paths, no `..`, no symlinked ancestors, no symlink targets that leave the root),
 //! and secret files appear atomically (temporary file, rename) with mode 0600.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -108,22 +108,7 @@ pub fn prepare_parents(root: &Path, relative: &Path) -> io::Result<PathBuf> {
 /// needs the file to survive a host crash; an fsync per file and directory only lengthened
 /// every boot (and not every LibOS file system supports fsync on directories).
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_sibling(path, "tmp");
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(SECRET_MODE)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    Ok(())
+    fileio::write_atomic(path, bytes, SECRET_MODE, fileio::Durability::NoFsync)
 }
 
 #[cfg(test)]

@@ -1,26 +1,23 @@
 //! File helpers with the guarantees the KMS needs: bounded reads into zeroizing buffers, and
 //! private (0600) writes that are atomic (temp file, fsync, rename) or refuse to overwrite.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
+use std::fs::OpenOptions;
+use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zeroize::Zeroizing;
 
 /// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
 pub fn read_limited(path: &Path, limit: usize) -> io::Result<Zeroizing<Vec<u8>>> {
-    let file = File::open(path)?;
-    let mut buf = Zeroizing::new(Vec::new());
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(cap).read_to_end(&mut buf)?;
-    if buf.len() > limit {
-        return Err(io::Error::new(
+    let max = u64::try_from(limit).unwrap_or(u64::MAX);
+    fileio::read_bounded(path, max).map_err(|e| match e {
+        fileio::ReadError::Open(e) | fileio::ReadError::Read(e) => e,
+        fileio::ReadError::TooLarge { .. } => io::Error::new(
             io::ErrorKind::InvalidData,
             format!("file larger than the {limit}-byte limit"),
-        ));
-    }
-    Ok(buf)
+        ),
+    })
 }
 
 /// Writes `bytes` to `path` with mode 0600.
@@ -44,31 +41,7 @@ pub fn create_private(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()
 /// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename) with
 /// permission bits `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp.{}", std::process::id()));
-    path.with_file_name(name)
+    fileio::write_atomic(path, bytes, mode, fileio::Durability::Fsync)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use grpcio::{CertificateRequestType, ServerCredentialsBuilder, ServerCredentialsFetcher};
 use occlum_dcap::QuoteSource;
-use ratls::cert::{CertError, RaTlsIdentity};
+use ratls::cert::{IdentityError, RaTlsIdentity};
 use ratls::collateral::{CollateralError, CollateralSource, next_update, staple};
 use ratls::quote::Quote;
 use zeroize::Zeroizing;
@@ -48,6 +48,36 @@ pub const STAPLE_RETRY: Duration = Duration::from_secs(5 * 60);
 /// When the collateral was still being fetched, try again after this long.
 pub const STAPLE_RETRY_PENDING: Duration = Duration::from_secs(2);
 
+/// Why [`Rotator::start`] failed.
+#[derive(Debug)]
+pub enum StartError {
+    /// The first identity could not be minted.
+    Mint(IdentityError),
+    /// The rotation thread could not be spawned.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mint(e) => write!(f, "{e}"),
+            Self::Thread(e) => write!(
+                f,
+                "certificate minting failed: starting the rotation thread: {e}"
+            ),
+        }
+    }
+}
+
+impl Error for StartError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Mint(e) => Some(e),
+            Self::Thread(e) => Some(e),
+        }
+    }
+}
+
 /// The current certificate and, when a new one is ready, the credentials gRPC should switch to.
 pub struct Rotator {
     state: Mutex<State>,
@@ -69,9 +99,9 @@ impl Rotator {
         cert_out: Option<PathBuf>,
         audit: Arc<AuditLog>,
         collateral: Option<Arc<dyn CollateralSource>>,
-    ) -> Result<Arc<Rotator>, CertError> {
+    ) -> Result<Arc<Rotator>, StartError> {
         let mint =
-            move |source: &dyn QuoteSource| -> Result<(RaTlsIdentity, SystemTime), CertError> {
+            move |source: &dyn QuoteSource| -> Result<(RaTlsIdentity, SystemTime), IdentityError> {
                 let now = SystemTime::now();
                 let mut stapled = Err(StapleMiss::from("no collateral source"));
                 let identity = RaTlsIdentity::mint_stapled(source, now, lifetime, |quote| {
@@ -104,7 +134,7 @@ impl Rotator {
                 };
                 Ok((identity, renew_at))
             };
-        let (identity, renew_at) = mint(source.as_ref())?;
+        let (identity, renew_at) = mint(source.as_ref()).map_err(StartError::Mint)?;
         let rotator = Arc::new(Rotator {
             state: Mutex::new(State { pending: None }),
         });
@@ -132,7 +162,7 @@ impl Rotator {
                     }
                 }
             })
-            .map_err(|e| CertError::Mint { detail: format!("starting the rotation thread: {e}") })?;
+            .map_err(StartError::Thread)?;
         Ok(rotator)
     }
 
@@ -222,7 +252,7 @@ fn staple_for(
         ),
         why: format!("{}: {e}", source.describe()),
     })?;
-    let until = next_update(&collateral)?;
+    let until = next_update(&collateral).map_err(|e| e.to_string())?;
     if until <= now {
         return Err(format!(
             "{} serves stale collateral (nextUpdate {until}, now {now})",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ratls::collateral::CollateralSource;
-use ratls::policy::{MAX_POLICY_LEN, RaPolicy};
+use ratls::policy::{MAX_POLICY_LEN, PolicyError, RaPolicy};
 use ratls::verify::{TrustAnchor, Verifier};
 use zeroize::Zeroizing;
 
@@ -55,9 +55,8 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
-    Policy {
-        detail: String,
-    },
+    /// The policy file does not parse or validate (the error names the file and field).
+    Policy(PolicyError),
     Sealed {
         path: PathBuf,
         source: SealError,
@@ -72,7 +71,7 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Read { path, source } => write!(f, "reading {}: {source}", path.display()),
-            Self::Policy { detail } => write!(f, "{detail}"),
+            Self::Policy(e) => write!(f, "{e}"),
             Self::Sealed { path, source } => write!(f, "opening {}: {source}", path.display()),
             Self::Secrets { path, source } => write!(f, "{}: {source}", path.display()),
         }
@@ -85,7 +84,7 @@ impl std::error::Error for LoadError {
             Self::Read { source, .. } => Some(source),
             Self::Sealed { source, .. } => Some(source),
             Self::Secrets { source, .. } => Some(source),
-            Self::Policy { .. } => None,
+            Self::Policy(e) => Some(e),
         }
     }
 }
@@ -122,9 +121,7 @@ impl Loader {
                 path: path.clone(),
                 source,
             })?;
-        RaPolicy::from_json(&bytes, &path.display().to_string()).map_err(|e| LoadError::Policy {
-            detail: e.to_string(),
-        })
+        RaPolicy::from_json(&bytes, &path.display().to_string()).map_err(LoadError::Policy)
     }
 
     fn load_secrets(&self) -> Result<SecretStore, LoadError> {

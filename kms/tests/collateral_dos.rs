@@ -19,8 +19,10 @@ use sgx_sim::Identity;
 
 /// How long the PCCS takes to answer once it turns slow.
 const SLOW_PCCS: Duration = Duration::from_secs(10);
-/// The bound for a legitimate client's whole connection and call.
-const LEGIT_BOUND: Duration = Duration::from_secs(1);
+/// The bound for a legitimate client's whole connection and call: generous for a loaded
+/// machine, and half of what being stalled behind the slow PCCS costs. Latency under a
+/// flood is measured by `kms/benches/kms_flood.rs`, not here.
+const LEGIT_BOUND: Duration = Duration::from_secs(5);
 
 /// Requests a test PCCS has in progress now, and the most it ever had at once.
 #[derive(Default)]
@@ -209,11 +211,8 @@ fn a_client_whose_collateral_is_still_being_fetched_is_told_to_retry_not_refused
     let (code, message) = GrpcClient::connect(&kms, Some(&sim.client(&app)))
         .get("flask_key")
         .expect_err("no collateral yet");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t.elapsed()
-    );
+    // The KMS's 250 ms fetch wait plus a wide margin, half the slow PCCS's 10 s.
+    assert!(t.elapsed() < SLOW_PCCS / 2, "took {:?}", t.elapsed());
     // UNAVAILABLE, which init retries; UNAUTHENTICATED would end its boot.
     assert_eq!(code, grpcio::RpcStatusCode::UNAVAILABLE, "{message}");
     assert!(message.contains("collateral"), "{message}");

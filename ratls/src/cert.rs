@@ -51,7 +51,9 @@ mod identity;
 mod parse;
 mod signature;
 
-pub use identity::{DEFAULT_VALIDITY, MAX_VALIDITY, RaTlsIdentity};
+pub use cbor::CborError;
+pub use identity::{DEFAULT_VALIDITY, IdentityError, MAX_VALIDITY, RaTlsIdentity};
+pub use parse::DiceError;
 
 /// Largest certificate accepted, in DER bytes. Real RA-TLS certificates are 5 to 10 KiB; this
 /// leaves room for three maximum-size quotes ([`crate::quote::MAX_QUOTE_LEN`]) and endorsements.
@@ -221,22 +223,20 @@ impl HashAlg {
         }
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha-256",
+            Self::Sha384 => "sha-384",
+            Self::Sha512 => "sha-512",
+        }
+    }
+
     fn digest(self, data: &[u8]) -> Vec<u8> {
         match self {
             Self::Sha256 => Sha256::digest(data).to_vec(),
             Self::Sha384 => Sha384::digest(data).to_vec(),
             Self::Sha512 => Sha512::digest(data).to_vec(),
         }
-    }
-}
-
-impl fmt::Display for HashAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Sha256 => "sha-256",
-            Self::Sha384 => "sha-384",
-            Self::Sha512 => "sha-512",
-        })
     }
 }
 
@@ -264,7 +264,12 @@ pub fn check_self_signature(cert_der: &[u8]) -> Result<(), CertError> {
 /// Decodes the first `CERTIFICATE` block of a PEM text, such as the peer certificate grpcio
 /// reports under `x509_pem_cert`.
 pub fn der_from_pem(pem: &str) -> Result<Vec<u8>, CertError> {
-    identity::pem_decode("certificate", "CERTIFICATE", pem).map(|der| der.to_vec())
+    identity::pem_decode("CERTIFICATE", pem)
+        .map(|der| der.to_vec())
+        .map_err(|detail| CertError::Pem {
+            what: "certificate",
+            detail,
+        })
 }
 
 /// Extracts the evidence, checks the self-signature, and checks every quote's binding to the
@@ -455,7 +460,10 @@ fn agree(
     Ok(())
 }
 
-/// Why a certificate was not accepted as RA-TLS evidence, or an identity could not be made.
+/// Why a certificate was not accepted as RA-TLS evidence.
+///
+/// Only about the certificate in hand (a peer's, or one loaded from disk); failing to make our
+/// own is [`IdentityError`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CertError {
@@ -472,7 +480,7 @@ pub enum CertError {
     /// The evidence extension's encoding is malformed (CBOR structure, claims).
     Encoding {
         format: EvidenceFormat,
-        detail: String,
+        source: DiceError,
     },
     /// The evidence extension does not hold a quote v3 we accept.
     Evidence {
@@ -505,14 +513,8 @@ pub enum CertError {
         not_after: i64,
         now: u64,
     },
-    /// The quote source failed while minting.
-    QuoteSource(occlum_dcap::QuoteError),
-    /// Key generation or certificate construction failed while minting.
-    Mint { detail: String },
     /// A PEM input is malformed.
     Pem { what: &'static str, detail: String },
-    /// The private key does not belong to the certificate.
-    KeyMismatch,
 }
 
 impl fmt::Display for CertError {
@@ -536,7 +538,7 @@ impl fmt::Display for CertError {
                 )
             }
             Self::UnsupportedKey { detail } => write!(f, "unsupported certificate key: {detail}"),
-            Self::Encoding { format, detail } => write!(f, "{format} evidence malformed: {detail}"),
+            Self::Encoding { format, source } => write!(f, "{format} evidence malformed: {source}"),
             Self::Evidence { format, source } => {
                 write!(f, "{format} evidence holds no acceptable quote: {source}")
             }
@@ -573,15 +575,7 @@ impl fmt::Display for CertError {
                 f,
                 "certificate not valid now: now {now}, valid from {not_before} to {not_after} (unix seconds)"
             ),
-            Self::QuoteSource(e) => write!(f, "quote for a new certificate failed: {e}"),
-            Self::Mint { detail } => write!(f, "certificate minting failed: {detail}"),
             Self::Pem { what, detail } => write!(f, "{what} pem unreadable: {detail}"),
-            Self::KeyMismatch => {
-                write!(
-                    f,
-                    "private key does not match the certificate: public keys differ"
-                )
-            }
         }
     }
 }
@@ -590,7 +584,7 @@ impl std::error::Error for CertError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Evidence { source, .. } => Some(source),
-            Self::QuoteSource(e) => Some(e),
+            Self::Encoding { source, .. } => Some(source),
             _ => None,
         }
     }

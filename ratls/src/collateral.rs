@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -25,12 +24,12 @@ use dcap_qvl::QuoteCollateralV3;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::quote::{CERT_DATA_PCK_CHAIN, Quote};
 use crate::verify::TrustAnchor;
 
 pub mod qcnl;
+pub mod response;
 pub mod staple;
 
 /// Intel's Provisioning Certification Service, v4 API base (without `/sgx/certification/v4`).
@@ -152,6 +151,32 @@ impl fmt::Display for CollateralError {
 
 impl std::error::Error for CollateralError {}
 
+/// Why a collateral's validity window (`issueDate`, `nextUpdate`) could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WindowError {
+    /// The TCB info or QE identity is not JSON with string `issueDate` and `nextUpdate`.
+    Json { what: &'static str, detail: String },
+    /// A date that is not an RFC 3339 time at or after 1970.
+    Time { what: &'static str, text: String },
+    /// A PCK or root CA CRL that is not a DER CRL.
+    Crl { what: &'static str, detail: String },
+}
+
+impl fmt::Display for WindowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Json { what, detail } => write!(f, "{what}: {detail}"),
+            Self::Time { what, text } => {
+                write!(f, "{what}: {text:?} is not an RFC 3339 time after 1970")
+            }
+            Self::Crl { what, detail } => write!(f, "{what}: not a DER CRL: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for WindowError {}
+
 /// One collateral set for every quote, read from a file (offline verification).
 pub struct StaticCollateral {
     collateral: Arc<QuoteCollateralV3>,
@@ -169,10 +194,10 @@ impl StaticCollateral {
 
     /// Reads dcap-qvl's `QuoteCollateralV3` JSON form from `path`.
     pub fn from_file(path: &Path) -> Result<Self, CollateralError> {
-        let bytes = read_bounded(path, MAX_COLLATERAL_FILE_LEN).map_err(|detail| {
+        let bytes = fileio::read_bounded(path, MAX_COLLATERAL_FILE_LEN).map_err(|e| {
             CollateralError::File {
                 path: path.to_owned(),
-                detail,
+                detail: e.to_string(),
             }
         })?;
         let collateral = serde_json::from_slice(&bytes).map_err(|e| CollateralError::File {
@@ -452,11 +477,10 @@ impl Fetcher {
             return Ok(fresh.clone());
         }
         let fetched = self.fetch(key).and_then(|collateral| {
-            let next_update =
-                next_update(&collateral).map_err(|detail| CollateralError::Response {
-                    url: self.base_url.clone(),
-                    detail,
-                })?;
+            let next_update = next_update(&collateral).map_err(|e| CollateralError::Response {
+                url: self.base_url.clone(),
+                detail: e.to_string(),
+            })?;
             // The disk cache is an optimisation: failing to write it must not fail verification.
             let _ = self.store_disk(key, &collateral);
             Ok(Cached {
@@ -473,45 +497,7 @@ impl Fetcher {
 
     /// Fetches the collateral for one platform from the PCCS, bypassing every cache.
     fn fetch(&self, key: &PlatformKey) -> Result<QuoteCollateralV3, CollateralError> {
-        let base = format!("{}/sgx/certification/v4", self.base_url);
-        let url = format!("{base}/pckcrl?ca={}&encoding=der", key.ca);
-        let (pck_crl, headers) = self.get(&url)?;
-        let pck_crl_issuer_chain = header(&url, &headers, &["SGX-PCK-CRL-Issuer-Chain"])?;
-
-        let url = format!("{base}/tcb?fmspc={}", key.fmspc);
-        let (body, headers) = self.get(&url)?;
-        let tcb_info_issuer_chain = header(
-            &url,
-            &headers,
-            &["TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"],
-        )?;
-        let (tcb_info, tcb_info_signature) = signed_json(&url, &body, "tcbInfo")?;
-
-        let url = format!("{base}/qe/identity");
-        let (body, headers) = self.get(&url)?;
-        let qe_identity_issuer_chain =
-            header(&url, &headers, &["SGX-Enclave-Identity-Issuer-Chain"])?;
-        let (qe_identity, qe_identity_signature) = signed_json(&url, &body, "enclaveIdentity")?;
-
-        let url = format!("{base}/rootcacrl");
-        let (body, _) = self.get(&url)?;
-        let root_ca_crl = decode_root_crl(&body).ok_or_else(|| CollateralError::Response {
-            url,
-            detail: "root CA CRL is neither DER nor hex DER".into(),
-        })?;
-
-        Ok(QuoteCollateralV3 {
-            pck_crl_issuer_chain,
-            root_ca_crl,
-            pck_crl,
-            tcb_info_issuer_chain,
-            tcb_info,
-            tcb_info_signature,
-            qe_identity_issuer_chain,
-            qe_identity,
-            qe_identity_signature,
-            pck_certificate_chain: None,
-        })
+        response::fetch_platform(&self.base_url, &key.fmspc, key.ca, |url| self.get(url))
     }
 
     fn get(&self, url: &str) -> Result<(Vec<u8>, ureq::http::HeaderMap), CollateralError> {
@@ -553,7 +539,7 @@ impl Fetcher {
     /// The disk cache's entry for `key`, fresh or not.
     fn load_disk(&self, key: &PlatformKey) -> Option<Cached> {
         let path = self.disk_path(key)?;
-        let bytes = read_bounded(&path, MAX_COLLATERAL_FILE_LEN).ok()?;
+        let bytes = fileio::read_bounded(&path, MAX_COLLATERAL_FILE_LEN).ok()?;
         let collateral: QuoteCollateralV3 = serde_json::from_slice(&bytes).ok()?;
         let next_update = next_update(&collateral).ok()?;
         Some(Cached {
@@ -562,8 +548,9 @@ impl Fetcher {
         })
     }
 
-    /// Writes through a temporary file unique to this write (created exclusively, mode 0600),
-    /// renamed over the entry; the temporary file is removed on any error.
+    /// Writes through a temporary file unique to this write (created exclusively, mode 0600:
+    /// collateral is public, but the cache directory's files should be writable by this
+    /// process alone), renamed over the entry; the temporary file is removed on any error.
     fn store_disk(&self, key: &PlatformKey, collateral: &QuoteCollateralV3) -> std::io::Result<()> {
         let Some(path) = self.disk_path(key) else {
             return Ok(());
@@ -571,46 +558,8 @@ impl Fetcher {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let bytes = serde_json::to_vec(collateral)?;
-        let (tmp, mut file) = create_unique_tmp(&path)?;
-        let written = file
-            .write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        fileio::write_atomic(&path, &bytes, 0o600, fileio::Durability::Fsync)
     }
-}
-
-/// `<path>.tmp.<pid>.<n>`, created with `O_EXCL` and mode 0600 (collateral is public, but the
-/// cache directory's files should be writable by this process alone).
-fn create_unique_tmp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut last = None;
-    for _ in 0..16 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}.tmp.{}.{n}",
-            path.file_name()
-                .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
-            std::process::id()
-        );
-        let tmp = path.with_file_name(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no unique temporary file name")))
 }
 
 impl CollateralSource for PccsClient {
@@ -724,7 +673,7 @@ fn agent(connect: Duration, request: Duration, verify_tls: bool) -> ureq::Agent 
 
 /// The earliest `nextUpdate` of the TCB info, the QE identity and both CRLs, in unix seconds:
 /// after it the collateral is stale and must be refetched.
-pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, String> {
+pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, WindowError> {
     let (_, tcb) = json_window(&collateral.tcb_info, "TCB info")?;
     let (_, qe) = json_window(&collateral.qe_identity, "QE identity")?;
     let mut earliest = tcb.min(qe);
@@ -732,7 +681,7 @@ pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, String> {
         (&collateral.pck_crl, "PCK CRL"),
         (&collateral.root_ca_crl, "root CA CRL"),
     ] {
-        if let Some(next) = crl_next_update(crl).map_err(|e| format!("{what}: {e}"))? {
+        if let Some(next) = crl_next_update(crl, what)? {
             earliest = earliest.min(next);
         }
     }
@@ -740,29 +689,40 @@ pub fn next_update(collateral: &QuoteCollateralV3) -> Result<u64, String> {
 }
 
 /// `(issueDate, nextUpdate)` of a TCB info or QE identity JSON body, in unix seconds.
-pub fn json_window(json: &str, what: &str) -> Result<(u64, u64), String> {
+pub fn json_window(json: &str, what: &'static str) -> Result<(u64, u64), WindowError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Window {
         issue_date: String,
         next_update: String,
     }
-    let w: Window = serde_json::from_str(json).map_err(|e| format!("{what}: {e}"))?;
+    let w: Window = serde_json::from_str(json).map_err(|e| WindowError::Json {
+        what,
+        detail: e.to_string(),
+    })?;
     Ok((
         rfc3339(&w.issue_date, what)?,
         rfc3339(&w.next_update, what)?,
     ))
 }
 
-fn rfc3339(text: &str, what: &str) -> Result<u64, String> {
+/// Parsed exactly as dcap-qvl parses the same fields (`utils::parse_rfc3339_unix_secs`), so
+/// our window and dcap-qvl's own validity check agree on every date, odd ones included.
+fn rfc3339(text: &str, what: &'static str) -> Result<u64, WindowError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .and_then(|t| u64::try_from(t.timestamp()).ok())
-        .ok_or_else(|| format!("{what}: {text:?} is not an RFC 3339 time after 1970"))
+        .ok_or_else(|| WindowError::Time {
+            what,
+            text: text.to_owned(),
+        })
 }
 
-fn crl_next_update(der: &[u8]) -> Result<Option<u64>, String> {
-    let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| format!("not a DER CRL: {e}"))?;
+fn crl_next_update(der: &[u8], what: &'static str) -> Result<Option<u64>, WindowError> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| WindowError::Crl {
+        what,
+        detail: e.to_string(),
+    })?;
     Ok(crl
         .next_update()
         .and_then(|t| u64::try_from(t.timestamp()).ok()))
@@ -823,75 +783,6 @@ pub fn normalize_base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
 }
 
-fn header(
-    url: &str,
-    headers: &ureq::http::HeaderMap,
-    names: &[&str],
-) -> Result<String, CollateralError> {
-    let value =
-        names
-            .iter()
-            .find_map(|n| headers.get(*n))
-            .ok_or_else(|| CollateralError::Response {
-                url: url.to_owned(),
-                detail: format!("missing header {}", names.join(" or ")),
-            })?;
-    let value = value.to_str().map_err(|_| CollateralError::Response {
-        url: url.to_owned(),
-        detail: format!("header {} is not ASCII", names.join("/")),
-    })?;
-    percent_encoding::percent_decode_str(value)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| CollateralError::Response {
-            url: url.to_owned(),
-            detail: "issuer chain header is not UTF-8".into(),
-        })
-}
-
-/// Splits `{"<field>": {...}, "signature": "<hex>"}` into the exact bytes of the object and
-/// the decoded signature. The object is not re-serialized: its signature covers these bytes.
-fn signed_json(url: &str, body: &[u8], field: &str) -> Result<(String, Vec<u8>), CollateralError> {
-    let bad = |detail: String| CollateralError::Response {
-        url: url.to_owned(),
-        detail,
-    };
-    let map: HashMap<&str, &RawValue> =
-        serde_json::from_slice(body).map_err(|e| bad(format!("not a JSON object: {e}")))?;
-    let object = map
-        .get(field)
-        .ok_or_else(|| bad(format!("missing field {field:?}")))?;
-    let signature = map
-        .get("signature")
-        .ok_or_else(|| bad("missing field \"signature\"".into()))?;
-    let signature: String = serde_json::from_str(signature.get())
-        .map_err(|_| bad("\"signature\" is not a string".into()))?;
-    let signature = hex::decode(signature).map_err(|_| bad("\"signature\" is not hex".into()))?;
-    Ok((object.get().to_owned(), signature))
-}
-
-/// Intel's PCS serves DER; a PCCS serves the same DER as hex text.
-fn decode_root_crl(body: &[u8]) -> Option<Vec<u8>> {
-    if body.first() == Some(&0x30) {
-        return Some(body.to_vec());
-    }
-    let text = std::str::from_utf8(body).ok()?.trim();
-    hex::decode(text).ok()
-}
-
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| format!("open: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("read: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
-    }
-    Ok(bytes)
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the cache lock cannot leave the map inconsistent (every update is
     // one insert or clear), so a poisoned lock is still safe to use.
@@ -931,29 +822,12 @@ mod tests {
     }
 
     #[test]
-    fn signed_json_keeps_the_exact_bytes_of_the_signed_object() {
-        let body = br#"{"tcbInfo":{"b":1,  "a":[2, 3]},"signature":"0aff"}"#;
-        let (json, sig) = signed_json("u", body, "tcbInfo").unwrap();
-        assert_eq!(json, r#"{"b":1,  "a":[2, 3]}"#);
-        assert_eq!(sig, vec![0x0a, 0xff]);
-        assert!(signed_json("u", br#"{"signature":"00"}"#, "tcbInfo").is_err());
-        assert!(signed_json("u", br#"{"tcbInfo":{},"signature":"zz"}"#, "tcbInfo").is_err());
-    }
-
-    #[test]
     fn base_urls_are_normalized_with_or_without_the_api_path() {
         assert_eq!(
             normalize_base("https://p:8081/sgx/certification/v4/"),
             "https://p:8081"
         );
         assert_eq!(normalize_base("https://p:8081/"), "https://p:8081");
-    }
-
-    #[test]
-    fn a_root_crl_is_accepted_as_der_or_hex() {
-        assert_eq!(decode_root_crl(&[0x30, 1, 0]), Some(vec![0x30, 1, 0]));
-        assert_eq!(decode_root_crl(b"300100\n"), Some(vec![0x30, 1, 0]));
-        assert_eq!(decode_root_crl(b"nope"), None);
     }
 
     /// A time inside the sample quote's validity (its README).

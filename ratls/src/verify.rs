@@ -597,10 +597,12 @@ fn verification_time(
     now: u64,
     grace_secs: u64,
 ) -> Result<(u64, u64), VerifyError> {
-    let window = |json: &str, what: &str| {
-        collateral::json_window(json, what)
-            .map_err(|detail| VerifyError::CollateralWindow { detail, grace_secs })
+    let unreadable = |e: collateral::WindowError| VerifyError::CollateralWindow {
+        detail: e.to_string(),
+        grace_secs,
     };
+    let window =
+        |json: &str, what: &'static str| collateral::json_window(json, what).map_err(unreadable);
     let (tcb_issue, tcb_next) = window(&c.tcb_info, "TCB info")?;
     let (qe_issue, qe_next) = window(&c.qe_identity, "QE identity")?;
     let (what, issue) = if tcb_issue >= qe_issue {
@@ -619,8 +621,7 @@ fn verification_time(
     } else {
         ("QE identity", qe_next)
     };
-    let earliest = collateral::next_update(c)
-        .map_err(|detail| VerifyError::CollateralWindow { detail, grace_secs })?;
+    let earliest = collateral::next_update(c).map_err(unreadable)?;
     let (what, next) = if earliest < json_next {
         ("a CRL", earliest)
     } else {
@@ -645,9 +646,7 @@ fn verification_time(
 fn cert_check(e: &CertError) -> &'static str {
     match e {
         CertError::Evidence { .. } => "quote-format",
-        CertError::Binding { .. } | CertError::Disagreement { .. } | CertError::KeyMismatch => {
-            "binding"
-        }
+        CertError::Binding { .. } | CertError::Disagreement { .. } => "binding",
         CertError::SelfSignature { .. } => "self-signature",
         CertError::Validity { .. } => "certificate-validity",
         CertError::TooLarge { .. }
@@ -656,8 +655,6 @@ fn cert_check(e: &CertError) -> &'static str {
         | CertError::CriticalExtension { .. }
         | CertError::UnsupportedKey { .. }
         | CertError::Encoding { .. }
-        | CertError::QuoteSource(_)
-        | CertError::Mint { .. }
         | CertError::Pem { .. } => "evidence",
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use occlum_dcap::{QuoteError, QuoteSource};
 use ratls::cert::{
-    self, CertError, DEFAULT_VALIDITY, EvidenceFormat, KeyAlgorithm, MAX_CERT_LEN, MAX_VALIDITY,
-    RaTlsIdentity,
+    self, CertError, DEFAULT_VALIDITY, EvidenceFormat, IdentityError, KeyAlgorithm, MAX_CERT_LEN,
+    MAX_VALIDITY, RaTlsIdentity,
 };
 use rcgen::{
     CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
@@ -260,7 +260,14 @@ fn a_validity_of_zero_or_beyond_the_maximum_is_refused() {
     };
     for v in [Duration::ZERO, MAX_VALIDITY + Duration::from_secs(1)] {
         let err = RaTlsIdentity::mint_valid_for(&src, SystemTime::now(), v).unwrap_err();
-        assert!(matches!(err, CertError::Mint { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                IdentityError::Validity { requested_secs, max_secs }
+                    if requested_secs == v.as_secs() && max_secs == MAX_VALIDITY.as_secs()
+            ),
+            "{err:?}"
+        );
     }
 }
 
@@ -270,6 +277,9 @@ fn a_quote_source_that_ignores_report_data_cannot_mint() {
         ignore_report_data: true,
     })
     .unwrap_err();
+    let IdentityError::Certificate(err) = err else {
+        panic!("expected the minted certificate to be rejected, got {err:?}");
+    };
     assert_eq!(
         binding_rule(err),
         (
@@ -283,7 +293,7 @@ fn a_quote_source_that_ignores_report_data_cannot_mint() {
 fn a_failing_quote_source_fails_minting_with_its_error() {
     let err = RaTlsIdentity::mint(&FailingSource).unwrap_err();
     assert!(
-        matches!(err, CertError::QuoteSource(QuoteError::Platform { .. })),
+        matches!(err, IdentityError::QuoteSource(QuoteError::Platform { .. })),
         "{err:?}"
     );
     assert!(
@@ -319,7 +329,7 @@ fn another_identitys_key_does_not_load_with_the_certificate() {
     let a = RaTlsIdentity::mint(&src).unwrap();
     let b = RaTlsIdentity::mint(&src).unwrap();
     let err = RaTlsIdentity::from_pem(&a.cert_pem(), &b.key_pem()).unwrap_err();
-    assert!(matches!(err, CertError::KeyMismatch), "{err:?}");
+    assert!(matches!(err, IdentityError::KeyMismatch), "{err:?}");
 }
 
 #[test]
@@ -332,7 +342,7 @@ fn malformed_pem_is_a_pem_error() {
     assert!(
         matches!(
             err,
-            CertError::Pem {
+            IdentityError::Pem {
                 what: "certificate",
                 ..
             }
@@ -344,7 +354,7 @@ fn malformed_pem_is_a_pem_error() {
     assert!(
         matches!(
             err,
-            CertError::Pem {
+            IdentityError::Pem {
                 what: "private key",
                 ..
             }

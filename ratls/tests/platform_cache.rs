@@ -100,6 +100,8 @@ fn a_changed_report_body_on_a_cached_platform_fails_the_isv_signature() {
         v.verify_quote(&flipped(HEADER_LEN + 64), NOW),
         "dcap-signature",
     );
+    // The text is the contract here: VerifyError::Dcap carries dcap-qvl's words, and only
+    // this one names the cache's own ISV signature check (no variant tells them apart).
     assert!(
         err.to_string().contains("ISV enclave report signature"),
         "{err}"

@@ -4,7 +4,7 @@
 //! is capped so a corrupted or hostile directory cannot exhaust memory.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -46,25 +46,20 @@ pub const MAX_PLATFORM_FILE_LEN: u64 = 1024 * 1024;
 
 /// Reads `path` whole, refusing files over `max` bytes.
 pub(crate) fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, SimError> {
-    let io = |source| SimError::Io {
-        what: what.to_string(),
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = fs::File::open(path).map_err(io)?;
-    let mut buf = Vec::new();
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut buf)
-        .map_err(io)?;
-    let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-    if len > max {
-        return Err(SimError::TooLarge {
+    // Platform files hold simulated keys only: the caller gets a plain buffer, as before.
+    let mut bytes = fileio::read_bounded(path, max).map_err(|e| match e {
+        fileio::ReadError::Open(source) | fileio::ReadError::Read(source) => SimError::Io {
+            what: what.to_string(),
             path: path.to_path_buf(),
-            len,
+            source,
+        },
+        fileio::ReadError::TooLarge { max, read } => SimError::TooLarge {
+            path: path.to_path_buf(),
+            len: read,
             max,
-        });
-    }
-    Ok(buf)
+        },
+    })?;
+    Ok(std::mem::take(&mut *bytes))
 }
 
 /// Writes a public file (mode 0644).

@@ -222,7 +222,7 @@ pub mod tonic_server {
                 ));
             }
             "slow" => {
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
                 string_message("late")
             }
             "hang" => {

@@ -17,7 +17,8 @@ pub(super) const MAJOR_TAG: u8 = 6;
 
 /// Why CBOR bytes do not have the shape the caller expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum CborError {
+#[non_exhaustive]
+pub enum CborError {
     /// Input ended inside an item.
     Truncated { at: usize },
     /// An item of another major type than expected.
@@ -60,6 +61,8 @@ impl std::fmt::Display for CborError {
         }
     }
 }
+
+impl std::error::Error for CborError {}
 
 /// A forward-only CBOR cursor.
 pub(super) struct Cbor<'a> {

@@ -20,6 +20,87 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use super::{CertError, EvidenceFormat, MAX_CERT_LEN, extract_bound};
 
+/// Why our own RA-TLS identity could not be minted or loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The requested validity is zero or longer than [`MAX_VALIDITY`].
+    Validity { requested_secs: u64, max_secs: u64 },
+    /// `now` plus the validity (or minus [`CLOCK_SKEW_ALLOWANCE`]) is not a representable date.
+    ValidityOutOfRange,
+    /// The system random generator gave no serial number.
+    Randomness,
+    /// rcgen could not generate the key pair.
+    KeyGeneration(rcgen::Error),
+    /// rcgen could not self-sign the certificate.
+    SelfSigning(rcgen::Error),
+    /// The quote source failed.
+    QuoteSource(occlum_dcap::QuoteError),
+    /// The minted or loaded certificate is not one a verifier accepts.
+    Certificate(CertError),
+    /// The minted certificate does not carry the quote it was made with.
+    QuoteNotCarried,
+    /// A PEM input is malformed.
+    Pem { what: &'static str, detail: String },
+    /// The private key does not belong to the certificate.
+    KeyMismatch,
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Validity {
+                requested_secs,
+                max_secs,
+            } => write!(
+                f,
+                "certificate minting failed: validity of {requested_secs}s is outside 1s..={max_secs}s"
+            ),
+            Self::ValidityOutOfRange => {
+                write!(
+                    f,
+                    "certificate minting failed: validity period out of range"
+                )
+            }
+            Self::Randomness => write!(
+                f,
+                "certificate minting failed: no randomness for the serial number"
+            ),
+            Self::KeyGeneration(e) => write!(f, "certificate minting failed: key generation: {e}"),
+            Self::SelfSigning(e) => write!(f, "certificate minting failed: self-signing: {e}"),
+            Self::QuoteSource(e) => write!(f, "quote for a new certificate failed: {e}"),
+            // The verifier's own words: the same text a peer would see.
+            Self::Certificate(e) => write!(f, "{e}"),
+            Self::QuoteNotCarried => write!(
+                f,
+                "certificate minting failed: minted certificate does not carry its quote"
+            ),
+            Self::Pem { what, detail } => write!(f, "{what} pem unreadable: {detail}"),
+            Self::KeyMismatch => write!(
+                f,
+                "private key does not match the certificate: public keys differ"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::KeyGeneration(e) | Self::SelfSigning(e) => Some(e),
+            Self::QuoteSource(e) => Some(e),
+            Self::Certificate(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<CertError> for IdentityError {
+    fn from(e: CertError) -> Self {
+        Self::Certificate(e)
+    }
+}
+
 /// How long a minted certificate is valid by default: 24 hours.
 ///
 /// The quote is evaluated against current collateral at every handshake, so a longer lifetime
@@ -54,7 +135,7 @@ pub struct RaTlsIdentity {
 
 impl RaTlsIdentity {
     /// Mints a new identity valid from now for [`DEFAULT_VALIDITY`].
-    pub fn mint(source: &dyn occlum_dcap::QuoteSource) -> Result<Self, CertError> {
+    pub fn mint(source: &dyn occlum_dcap::QuoteSource) -> Result<Self, IdentityError> {
         Self::mint_valid_for(source, SystemTime::now(), DEFAULT_VALIDITY)
     }
 
@@ -67,7 +148,7 @@ impl RaTlsIdentity {
         source: &dyn occlum_dcap::QuoteSource,
         now: SystemTime,
         validity: Duration,
-    ) -> Result<Self, CertError> {
+    ) -> Result<Self, IdentityError> {
         Self::mint_stapled(source, now, validity, |_| None)
     }
 
@@ -80,33 +161,27 @@ impl RaTlsIdentity {
         now: SystemTime,
         validity: Duration,
         staple: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
-    ) -> Result<Self, CertError> {
+    ) -> Result<Self, IdentityError> {
         if validity.is_zero() || validity > MAX_VALIDITY {
-            return Err(CertError::Mint {
-                detail: format!(
-                    "validity of {}s is outside 1s..={}s",
-                    validity.as_secs(),
-                    MAX_VALIDITY.as_secs()
-                ),
+            return Err(IdentityError::Validity {
+                requested_secs: validity.as_secs(),
+                max_secs: MAX_VALIDITY.as_secs(),
             });
         }
-        let mint_err = |what: &str, e: rcgen::Error| CertError::Mint {
-            detail: format!("{what}: {e}"),
-        };
-        let mut key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| mint_err("key generation", e))?;
+        let mut key =
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(IdentityError::KeyGeneration)?;
         let key_pkcs8 = Zeroizing::new(key.serialized_der().to_vec());
 
         let mut report_data = [0u8; 64];
         let (committed, _) = report_data.split_at_mut(32);
         committed.copy_from_slice(&Sha256::digest(key.subject_public_key_info()));
-        let quote = source.quote(&report_data).map_err(CertError::QuoteSource)?;
+        let quote = source
+            .quote(&report_data)
+            .map_err(IdentityError::QuoteSource)?;
 
         let staple = staple(&quote);
         let params = certificate_params(now, validity, quote.clone(), staple)?;
-        let signed = params
-            .self_signed(&key)
-            .map_err(|e| mint_err("self-signing", e));
+        let signed = params.self_signed(&key).map_err(IdentityError::SelfSigning);
         key.zeroize();
         let cert_der = signed?.der().to_vec();
 
@@ -114,9 +189,7 @@ impl RaTlsIdentity {
         // one signature verification.
         let evidence = extract_bound(&cert_der)?;
         if evidence.format != EvidenceFormat::Occlum || evidence.quote_bytes != quote {
-            return Err(CertError::Mint {
-                detail: "minted certificate does not carry its quote".into(),
-            });
+            return Err(IdentityError::QuoteNotCarried);
         }
         let not_after = unix_time(evidence.not_after_unix);
         Ok(Self {
@@ -131,18 +204,17 @@ impl RaTlsIdentity {
     ///
     /// The certificate must pass [`extract_bound`] (any evidence format) and the PKCS#8 key
     /// (`PRIVATE KEY` PEM) must belong to it.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
-        let cert_der = pem_decode("certificate", "CERTIFICATE", cert_pem)?;
-        let key_pkcs8 = pem_decode("private key", "PRIVATE KEY", key_pem)?;
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, IdentityError> {
+        let pem = |what| move |detail| IdentityError::Pem { what, detail };
+        let cert_der = pem_decode("CERTIFICATE", cert_pem).map_err(pem("certificate"))?;
+        let key_pkcs8 = pem_decode("PRIVATE KEY", key_pem).map_err(pem("private key"))?;
         let evidence = extract_bound(&cert_der)?;
-        let mut key = KeyPair::try_from(key_pkcs8.as_slice()).map_err(|e| CertError::Pem {
-            what: "private key",
-            detail: e.to_string(),
-        })?;
+        let mut key = KeyPair::try_from(key_pkcs8.as_slice())
+            .map_err(|e| pem("private key")(e.to_string()))?;
         let matches = key.subject_public_key_info() == evidence.spki_der;
         key.zeroize();
         if !matches {
-            return Err(CertError::KeyMismatch);
+            return Err(IdentityError::KeyMismatch);
         }
         Ok(Self {
             cert_der: cert_der.to_vec(),
@@ -208,10 +280,8 @@ fn certificate_params(
     validity: Duration,
     quote: Vec<u8>,
     staple: Option<Vec<u8>>,
-) -> Result<CertificateParams, CertError> {
-    let time_err = || CertError::Mint {
-        detail: "validity period out of range".into(),
-    };
+) -> Result<CertificateParams, IdentityError> {
+    let time_err = || IdentityError::ValidityOutOfRange;
     let now = time::OffsetDateTime::from(now)
         .replace_nanosecond(0)
         .map_err(|_| time_err())?;
@@ -221,9 +291,7 @@ fn certificate_params(
     let mut serial = [0u8; 16];
     SystemRandom::new()
         .fill(&mut serial)
-        .map_err(|_| CertError::Mint {
-            detail: "no randomness for the serial number".into(),
-        })?;
+        .map_err(|_| IdentityError::Randomness)?;
     // A positive INTEGER (RFC 5280 section 4.1.2.2): clear the sign bit, keep it non-zero.
     if let Some(first) = serial.first_mut() {
         *first = (*first & 0x7f) | 0x01;
@@ -271,15 +339,11 @@ fn pem_encode(label: &str, der: &[u8]) -> Zeroizing<String> {
     out
 }
 
-/// Decodes the first `label` block of a PEM text (at most `2 * MAX_CERT_LEN` bytes).
-pub(super) fn pem_decode(
-    what: &'static str,
-    label: &str,
-    text: &str,
-) -> Result<Zeroizing<Vec<u8>>, CertError> {
-    let fail = |detail: String| CertError::Pem { what, detail };
+/// Decodes the first `label` block of a PEM text (at most `2 * MAX_CERT_LEN` bytes). The error
+/// is the detail of a `Pem` variant, which the caller names ([`CertError`], [`IdentityError`]).
+pub(super) fn pem_decode(label: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     if text.len() > MAX_PEM_LEN {
-        return Err(fail(format!("{} bytes, at most {MAX_PEM_LEN}", text.len())));
+        return Err(format!("{} bytes, at most {MAX_PEM_LEN}", text.len()));
     }
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
@@ -287,7 +351,7 @@ pub(super) fn pem_decode(
         .split_once(begin.as_str())
         .and_then(|(_, rest)| rest.split_once(end.as_str()))
         .map(|(body, _)| body)
-        .ok_or_else(|| fail(format!("no {begin} ... {end} block")))?;
+        .ok_or_else(|| format!("no {begin} ... {end} block"))?;
     // Bytes, not chars: base64 is ASCII, so any other byte fails the decode below anyway.
     // Lines are copied whole unless they hold inner whitespace (PEM writers never put it there,
     // RFC 7468's lax parsers accept it).
@@ -303,6 +367,6 @@ pub(super) fn pem_decode(
     let mut der = Zeroizing::new(Vec::with_capacity(compact.len() / 4 * 3 + 3));
     BASE64
         .decode_vec(compact.as_slice(), &mut der)
-        .map_err(|e| fail(format!("base64: {e}")))?;
+        .map_err(|e| format!("base64: {e}"))?;
     Ok(der)
 }

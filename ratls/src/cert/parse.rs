@@ -178,7 +178,7 @@ fn decode(format: EvidenceFormat, value: &[u8]) -> Result<Decoded, CertError> {
         EvidenceFormat::Occlum | EvidenceFormat::GramineLegacy => (value, Commitment::PublicKey),
         EvidenceFormat::TcgDice => {
             let dice =
-                decode_dice(value).map_err(|detail| CertError::Encoding { format, detail })?;
+                decode_dice(value).map_err(|source| CertError::Encoding { format, source })?;
             (
                 dice.quote,
                 Commitment::Claims {
@@ -198,6 +198,88 @@ fn decode(format: EvidenceFormat, value: &[u8]) -> Result<Decoded, CertError> {
     })
 }
 
+/// Why TCG DICE evidence (`60000([quote, claims])`) does not have the shape the CCC
+/// "Interoperable RA-TLS" evidence format gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiceError {
+    /// The CBOR of one part (`evidence`, `claims` or `pubkey-hash`) is not the expected item.
+    Cbor {
+        part: &'static str,
+        source: CborError,
+    },
+    /// The evidence is tagged with another number than [`CBOR_TAG_TEE_QUOTE`].
+    Tag { found: u64 },
+    /// The evidence array does not have two entries (quote, claims).
+    EvidenceEntries { found: u64 },
+    /// The serialized claims are longer than [`MAX_CLAIMS_LEN`].
+    ClaimsTooLarge { len: usize, max: usize },
+    /// The claims map is empty or has more than [`MAX_CLAIMS`] entries.
+    ClaimCount { found: u64, max: usize },
+    /// A claim has an empty name.
+    EmptyClaimName,
+    /// A claim name appears twice (the name as found, at most 64 characters).
+    DuplicateClaim { name: String },
+    /// No `pubkey-hash` claim: the evidence would bind no key.
+    NoPubkeyHash,
+    /// `pubkey-hash` is not a two-entry array.
+    PubkeyHashEntries { found: u64 },
+    /// `pubkey-hash` names a hash algorithm other than SHA-256/384/512.
+    HashAlgorithm { id: u64 },
+    /// `pubkey-hash` holds a hash of the wrong length for its algorithm.
+    HashLength {
+        alg: &'static str,
+        len: usize,
+        expected: usize,
+    },
+}
+
+impl std::fmt::Display for DiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cbor { part, source } => write!(f, "{part}: {source}"),
+            Self::Tag { found } => write!(
+                f,
+                "cbor tag {found} is not {CBOR_TAG_TEE_QUOTE} (intel tee quote)"
+            ),
+            Self::EvidenceEntries { found } => write!(
+                f,
+                "evidence array has {found} entries, expected 2 (quote, claims)"
+            ),
+            Self::ClaimsTooLarge { len, max } => {
+                write!(f, "claims are {len} bytes, at most {max}")
+            }
+            Self::ClaimCount { found, max } => {
+                write!(f, "claims map has {found} entries, expected 1 to {max}")
+            }
+            Self::EmptyClaimName => write!(f, "claims: empty claim name"),
+            Self::DuplicateClaim { name } => write!(f, "claims: claim {name:?} appears twice"),
+            Self::NoPubkeyHash => write!(f, "claims: no {CLAIM_PUBKEY_HASH} claim"),
+            Self::PubkeyHashEntries { found } => write!(
+                f,
+                "{CLAIM_PUBKEY_HASH}: array has {found} entries, expected 2"
+            ),
+            Self::HashAlgorithm { id } => write!(
+                f,
+                "{CLAIM_PUBKEY_HASH}: hash algorithm id {id} is not 1, 7 or 8 (sha-256/384/512)"
+            ),
+            Self::HashLength { alg, len, expected } => write!(
+                f,
+                "{CLAIM_PUBKEY_HASH}: {alg} hash is {len} bytes, expected {expected}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Cbor { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// TCG DICE evidence: `60000([bstr quote, bstr claims])`, nothing after it.
 struct Dice<'a> {
     quote: &'a [u8],
@@ -205,29 +287,30 @@ struct Dice<'a> {
     pubkey_hash: PubkeyHash,
 }
 
-fn decode_dice(value: &[u8]) -> Result<Dice<'_>, String> {
-    let cbor = |e: CborError| format!("evidence: {e}");
+/// Names the part of the evidence a CBOR error was found in.
+fn cbor(part: &'static str) -> impl Fn(CborError) -> DiceError {
+    move |source| DiceError::Cbor { part, source }
+}
+
+fn decode_dice(value: &[u8]) -> Result<Dice<'_>, DiceError> {
+    let cbor = cbor("evidence");
     let mut c = Cbor::new(value);
-    let tag = c.tag().map_err(cbor)?;
+    let tag = c.tag().map_err(&cbor)?;
     if tag != CBOR_TAG_TEE_QUOTE {
-        return Err(format!(
-            "cbor tag {tag} is not {CBOR_TAG_TEE_QUOTE} (intel tee quote)"
-        ));
+        return Err(DiceError::Tag { found: tag });
     }
-    let entries = c.array().map_err(cbor)?;
+    let entries = c.array().map_err(&cbor)?;
     if entries != 2 {
-        return Err(format!(
-            "evidence array has {entries} entries, expected 2 (quote, claims)"
-        ));
+        return Err(DiceError::EvidenceEntries { found: entries });
     }
-    let quote = c.bytes().map_err(cbor)?;
-    let claims = c.bytes().map_err(cbor)?;
-    c.end().map_err(cbor)?;
+    let quote = c.bytes().map_err(&cbor)?;
+    let claims = c.bytes().map_err(&cbor)?;
+    c.end().map_err(&cbor)?;
     if claims.len() > MAX_CLAIMS_LEN {
-        return Err(format!(
-            "claims are {} bytes, at most {MAX_CLAIMS_LEN}",
-            claims.len()
-        ));
+        return Err(DiceError::ClaimsTooLarge {
+            len: claims.len(),
+            max: MAX_CLAIMS_LEN,
+        });
     }
     let pubkey_hash = decode_claims(claims)?;
     Ok(Dice {
@@ -238,58 +321,56 @@ fn decode_dice(value: &[u8]) -> Result<Dice<'_>, String> {
 }
 
 /// The claims map: text keys, byte-string values, exactly one `pubkey-hash`, no duplicate keys.
-fn decode_claims(claims: &[u8]) -> Result<PubkeyHash, String> {
-    let cbor = |e: CborError| format!("claims: {e}");
+fn decode_claims(claims: &[u8]) -> Result<PubkeyHash, DiceError> {
+    let cbor = cbor("claims");
     let mut c = Cbor::new(claims);
-    let count = c.map().map_err(cbor)?;
+    let count = c.map().map_err(&cbor)?;
     if count == 0 || count > MAX_CLAIMS as u64 {
-        return Err(format!(
-            "claims map has {count} entries, expected 1 to {MAX_CLAIMS}"
-        ));
+        return Err(DiceError::ClaimCount {
+            found: count,
+            max: MAX_CLAIMS,
+        });
     }
     let mut keys: Vec<&str> = Vec::new();
     let mut pubkey_hash = None;
     for _ in 0..count {
-        let key = c.text().map_err(cbor)?;
-        let value = c.bytes().map_err(cbor)?;
+        let key = c.text().map_err(&cbor)?;
+        let value = c.bytes().map_err(&cbor)?;
         if key.is_empty() {
-            return Err("claims: empty claim name".into());
+            return Err(DiceError::EmptyClaimName);
         }
         if keys.contains(&key) {
-            let shown: String = key.chars().take(64).collect();
-            return Err(format!("claims: claim {shown:?} appears twice"));
+            return Err(DiceError::DuplicateClaim {
+                name: key.chars().take(64).collect(),
+            });
         }
         keys.push(key);
         if key == CLAIM_PUBKEY_HASH {
             pubkey_hash = Some(decode_pubkey_hash(value)?);
         }
     }
-    c.end().map_err(cbor)?;
-    pubkey_hash.ok_or_else(|| format!("claims: no {CLAIM_PUBKEY_HASH} claim"))
+    c.end().map_err(&cbor)?;
+    pubkey_hash.ok_or(DiceError::NoPubkeyHash)
 }
 
 /// `pubkey-hash`: a serialized `[uint hash-alg-id, bstr hash]`.
-fn decode_pubkey_hash(value: &[u8]) -> Result<PubkeyHash, String> {
-    let cbor = |e: CborError| format!("{CLAIM_PUBKEY_HASH}: {e}");
+fn decode_pubkey_hash(value: &[u8]) -> Result<PubkeyHash, DiceError> {
+    let cbor = cbor(CLAIM_PUBKEY_HASH);
     let mut c = Cbor::new(value);
-    let entries = c.array().map_err(cbor)?;
+    let entries = c.array().map_err(&cbor)?;
     if entries != 2 {
-        return Err(format!(
-            "{CLAIM_PUBKEY_HASH}: array has {entries} entries, expected 2"
-        ));
+        return Err(DiceError::PubkeyHashEntries { found: entries });
     }
-    let id = c.uint().map_err(cbor)?;
-    let hash = c.bytes().map_err(cbor)?;
-    c.end().map_err(cbor)?;
-    let alg = HashAlg::from_iana(id).ok_or_else(|| {
-        format!("{CLAIM_PUBKEY_HASH}: hash algorithm id {id} is not 1, 7 or 8 (sha-256/384/512)")
-    })?;
+    let id = c.uint().map_err(&cbor)?;
+    let hash = c.bytes().map_err(&cbor)?;
+    c.end().map_err(&cbor)?;
+    let alg = HashAlg::from_iana(id).ok_or(DiceError::HashAlgorithm { id })?;
     if hash.len() != alg.len() {
-        return Err(format!(
-            "{CLAIM_PUBKEY_HASH}: {alg} hash is {} bytes, expected {}",
-            hash.len(),
-            alg.len()
-        ));
+        return Err(DiceError::HashLength {
+            alg: alg.name(),
+            len: hash.len(),
+            expected: alg.len(),
+        });
     }
     Ok(PubkeyHash {
         alg,
@@ -337,22 +418,34 @@ mod tests {
     #[test]
     fn claims_without_or_with_two_pubkey_hashes_are_refused() {
         let e = decode_claims(&claims_with(&[("nonce", b"n")])).unwrap_err();
-        assert!(e.contains("no pubkey-hash"), "{e}");
+        assert_eq!(e, DiceError::NoPubkeyHash);
         let entry = hash_entry(1, 32);
         let e = decode_claims(&claims_with(&[
             ("pubkey-hash", &entry),
             ("pubkey-hash", &entry),
         ]))
         .unwrap_err();
-        assert!(e.contains("appears twice"), "{e}");
+        assert_eq!(
+            e,
+            DiceError::DuplicateClaim {
+                name: "pubkey-hash".into()
+            }
+        );
     }
 
     #[test]
     fn a_pubkey_hash_of_the_wrong_length_or_algorithm_is_refused() {
         let e = decode_claims(&claims_with(&[("pubkey-hash", &hash_entry(1, 48))])).unwrap_err();
-        assert!(e.contains("expected 32"), "{e}");
+        assert_eq!(
+            e,
+            DiceError::HashLength {
+                alg: "sha-256",
+                len: 48,
+                expected: 32
+            }
+        );
         let e = decode_claims(&claims_with(&[("pubkey-hash", &hash_entry(2, 32))])).unwrap_err();
-        assert!(e.contains("hash algorithm id 2"), "{e}");
+        assert_eq!(e, DiceError::HashAlgorithm { id: 2 });
     }
 
     #[test]
@@ -361,12 +454,32 @@ mod tests {
         let e = decode_dice(&[0xd9, 0xea, 0x61, 0x82, 0x40, 0x40])
             .map(|_| ())
             .unwrap_err();
-        assert!(e.contains("60001"), "{e}");
+        assert_eq!(e, DiceError::Tag { found: 60001 });
         // 60000([h''])
         let e = decode_dice(&[0xd9, 0xea, 0x60, 0x81, 0x40])
             .map(|_| ())
             .unwrap_err();
-        assert!(e.contains("1 entries"), "{e}");
+        assert_eq!(e, DiceError::EvidenceEntries { found: 1 });
+    }
+
+    #[test]
+    fn dice_errors_name_the_part_and_the_expected_value() {
+        // The texts people read in a rejected handshake (`evidence malformed: ...`).
+        assert_eq!(
+            DiceError::HashLength {
+                alg: "sha-256",
+                len: 48,
+                expected: 32
+            }
+            .to_string(),
+            "pubkey-hash: sha-256 hash is 48 bytes, expected 32"
+        );
+        let e = decode_claims(&[0x41, 0x00]).unwrap_err();
+        assert!(matches!(e, DiceError::Cbor { part: "claims", .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "claims: cbor item at offset 0: expected a map, found major type 2"
+        );
     }
 
     #[test]

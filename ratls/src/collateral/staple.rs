@@ -63,8 +63,22 @@ const VERSION: u8 = 1;
 pub enum StapleError {
     /// Encoded, it would exceed [`MAX_STAPLE_LEN`].
     TooLarge { len: usize, max: usize },
-    /// The bytes are not a staple (magic, version, truncation, trailing data, UTF-8).
-    Malformed { detail: String },
+    /// The first four bytes are not `OCST`.
+    Magic,
+    /// A version this build does not read.
+    Version { found: u8 },
+    /// A field runs past the end of the value.
+    Truncated {
+        field: &'static str,
+        needed: usize,
+        left: usize,
+    },
+    /// A field's length does not fit this machine's `usize`.
+    Length { field: &'static str, len: u32 },
+    /// A text field (issuer chains, TCB info, QE identity) is not UTF-8.
+    NotUtf8 { field: &'static str },
+    /// Bytes follow the last field.
+    Trailing { extra: usize },
 }
 
 impl fmt::Display for StapleError {
@@ -73,7 +87,24 @@ impl fmt::Display for StapleError {
             Self::TooLarge { len, max } => {
                 write!(f, "stapled collateral is {len} bytes, at most {max}")
             }
-            Self::Malformed { detail } => write!(f, "stapled collateral: {detail}"),
+            Self::Magic => write!(f, "stapled collateral: magic is not \"OCST\""),
+            Self::Version { found } => write!(
+                f,
+                "stapled collateral: version {found} (this build reads {VERSION})"
+            ),
+            Self::Truncated {
+                field,
+                needed,
+                left,
+            } => write!(
+                f,
+                "stapled collateral: {field} truncated: needs {needed} bytes, {left} left"
+            ),
+            Self::Length { field, len } => {
+                write!(f, "stapled collateral: {field}: length {len}")
+            }
+            Self::NotUtf8 { field } => write!(f, "stapled collateral: {field} is not UTF-8"),
+            Self::Trailing { extra } => write!(f, "stapled collateral: {extra} trailing bytes"),
         }
     }
 }
@@ -110,30 +141,26 @@ pub fn decode(bytes: &[u8]) -> Result<QuoteCollateralV3, StapleError> {
             max: MAX_STAPLE_LEN,
         });
     }
-    let bad = |detail: String| StapleError::Malformed { detail };
     let mut r = Reader::new(bytes);
-    let truncated = |t: crate::reader::Truncated| {
-        bad(format!(
-            "{} truncated: needs {} bytes, {} left",
-            t.field, t.needed, t.left
-        ))
+    let truncated = |t: crate::reader::Truncated| StapleError::Truncated {
+        field: t.field,
+        needed: t.needed,
+        left: t.left,
     };
     if r.take("magic", MAGIC.len()).map_err(truncated)? != MAGIC {
-        return Err(bad("magic is not \"OCST\"".into()));
+        return Err(StapleError::Magic);
     }
     let [version] = r.array::<1>("version").map_err(truncated)?;
     if version != VERSION {
-        return Err(bad(format!(
-            "version {version} (this build reads {VERSION})"
-        )));
+        return Err(StapleError::Version { found: version });
     }
     let mut field = |name: &'static str| -> Result<Vec<u8>, StapleError> {
         let len = r.u32_le(name).map_err(truncated)?;
-        let len = usize::try_from(len).map_err(|_| bad(format!("{name}: length {len}")))?;
+        let len = usize::try_from(len).map_err(|_| StapleError::Length { field: name, len })?;
         Ok(r.take(name, len).map_err(truncated)?.to_vec())
     };
     let text = |name: &'static str, bytes: Vec<u8>| {
-        String::from_utf8(bytes).map_err(|_| bad(format!("{name} is not UTF-8")))
+        String::from_utf8(bytes).map_err(|_| StapleError::NotUtf8 { field: name })
     };
     let pck_crl_issuer_chain = text("pck_crl_issuer_chain", field("pck_crl_issuer_chain")?)?;
     let root_ca_crl = field("root_ca_crl")?;
@@ -147,8 +174,8 @@ pub fn decode(bytes: &[u8]) -> Result<QuoteCollateralV3, StapleError> {
     )?;
     let qe_identity = text("qe_identity", field("qe_identity")?)?;
     let qe_identity_signature = field("qe_identity_signature")?;
-    if let Err(left) = r.expect_end() {
-        return Err(bad(format!("{left} trailing bytes")));
+    if let Err(extra) = r.expect_end() {
+        return Err(StapleError::Trailing { extra });
     }
     Ok(QuoteCollateralV3 {
         pck_crl_issuer_chain,
@@ -209,29 +236,78 @@ impl Stapled {
         *super::lock(&self.last) = Some(outcome);
     }
 
-    fn usable(&self, quote: &Quote, staple: &[u8], now: u64) -> Result<QuoteCollateralV3, String> {
-        let collateral = decode(staple).map_err(|e| e.to_string())?;
-        let next = next_update(&collateral).map_err(|e| format!("stapled collateral: {e}"))?;
-        if next <= now {
-            return Err(format!(
-                "stapled collateral is stale: nextUpdate {next}, now {now}"
-            ));
+    fn usable(
+        &self,
+        quote: &Quote,
+        staple: &[u8],
+        now: u64,
+    ) -> Result<QuoteCollateralV3, Unusable> {
+        let collateral = decode(staple).map_err(Unusable::Decode)?;
+        let next_update = next_update(&collateral).map_err(Unusable::Window)?;
+        if next_update <= now {
+            return Err(Unusable::Stale { next_update, now });
         }
-        let key = platform_key(quote).map_err(|e| e.to_string())?;
+        let key = platform_key(quote).map_err(Unusable::Platform)?;
         let fmspc = staple_fmspc(&collateral.tcb_info)?;
         if !fmspc.eq_ignore_ascii_case(&key.fmspc) {
-            return Err(format!(
-                "stapled TCB info is for FMSPC {fmspc}, the quote's platform is {}",
-                key.fmspc
-            ));
+            return Err(Unusable::OtherPlatform {
+                stapled: fmspc,
+                quote: key.fmspc,
+            });
         }
         if !same_issuer(quote, &collateral.pck_crl)? {
-            return Err(format!(
-                "stapled PCK CRL is not from the CA ({}) that issued the quote's PCK certificate",
-                key.ca
-            ));
+            return Err(Unusable::OtherCa { ca: key.ca });
         }
         Ok(collateral)
+    }
+}
+
+/// Why a peer's staple was not used for its quote (the fallback is asked instead). None of
+/// these is a verdict on the peer: they pick the source that can succeed.
+#[derive(Debug)]
+enum Unusable {
+    /// Not a staple ([`decode`]).
+    Decode(StapleError),
+    /// Its validity window is unreadable.
+    Window(super::WindowError),
+    /// Its earliest `nextUpdate` has passed.
+    Stale { next_update: u64, now: u64 },
+    /// The quote's own PCK certificate does not name its platform.
+    Platform(CollateralError),
+    /// Its TCB info does not name an FMSPC (the JSON error).
+    TcbInfo { detail: String },
+    /// Its TCB info is for another platform.
+    OtherPlatform { stapled: String, quote: String },
+    /// Its PCK CRL is not a DER CRL (the parser's error).
+    PckCrl { detail: String },
+    /// The quote's PCK certificate could not be read for its issuer.
+    QuotePck { detail: String },
+    /// Its PCK CRL is from another CA than the one that issued the quote's PCK certificate.
+    OtherCa { ca: &'static str },
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Decode(e) => write!(f, "{e}"),
+            Self::Window(e) => write!(f, "stapled collateral: {e}"),
+            Self::Stale { next_update, now } => write!(
+                f,
+                "stapled collateral is stale: nextUpdate {next_update}, now {now}"
+            ),
+            Self::Platform(e) => write!(f, "{e}"),
+            Self::TcbInfo { detail } => write!(f, "stapled TCB info: {detail}"),
+            Self::OtherPlatform { stapled, quote } => write!(
+                f,
+                "stapled TCB info is for FMSPC {stapled}, the quote's platform is {quote}"
+            ),
+            Self::PckCrl { detail } => write!(f, "stapled PCK CRL is not a DER CRL: {detail}"),
+            Self::QuotePck { detail } => write!(f, "{detail}"),
+            Self::OtherCa { ca } => write!(
+                f,
+                "stapled PCK CRL is not from the CA ({ca}) that issued the quote's PCK certificate"
+            ),
+        }
     }
 }
 
@@ -282,27 +358,31 @@ impl CollateralSource for Stapled {
 }
 
 /// The FMSPC a TCB info JSON names.
-fn staple_fmspc(tcb_info: &str) -> Result<String, String> {
+fn staple_fmspc(tcb_info: &str) -> Result<String, Unusable> {
     #[derive(Deserialize)]
     struct Fmspc {
         fmspc: String,
     }
     serde_json::from_str::<Fmspc>(tcb_info)
         .map(|f| f.fmspc)
-        .map_err(|e| format!("stapled TCB info: {e}"))
+        .map_err(|e| Unusable::TcbInfo {
+            detail: e.to_string(),
+        })
 }
 
 /// True when `crl_der`'s issuer is the issuer of the quote's PCK certificate.
-fn same_issuer(quote: &Quote, crl_der: &[u8]) -> Result<bool, String> {
-    let (_, crl) = x509_parser::parse_x509_crl(crl_der)
-        .map_err(|e| format!("stapled PCK CRL is not a DER CRL: {e}"))?;
+fn same_issuer(quote: &Quote, crl_der: &[u8]) -> Result<bool, Unusable> {
+    let (_, crl) = x509_parser::parse_x509_crl(crl_der).map_err(|e| Unusable::PckCrl {
+        detail: e.to_string(),
+    })?;
+    let pck = |detail: String| Unusable::QuotePck { detail };
     let leaf = CertificateDer::pem_slice_iter(&quote.signature.cert_data)
         .next()
-        .ok_or("the quote's PCK chain has no certificate")?
-        .map_err(|e| format!("the quote's PCK chain: {e}"))?;
-    let (_, pck) = x509_parser::parse_x509_certificate(&leaf)
-        .map_err(|e| format!("the quote's PCK certificate: {e}"))?;
-    Ok(crl.issuer().as_raw() == pck.issuer().as_raw())
+        .ok_or_else(|| pck("the quote's PCK chain has no certificate".into()))?
+        .map_err(|e| pck(format!("the quote's PCK chain: {e}")))?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|e| pck(format!("the quote's PCK certificate: {e}")))?;
+    Ok(crl.issuer().as_raw() == leaf.issuer().as_raw())
 }
 
 #[cfg(test)]
@@ -342,25 +422,21 @@ mod tests {
         let bytes = encode(&sample()).unwrap();
         for cut in [0, 3, 5, 9, bytes.len() - 1] {
             assert!(
-                matches!(decode(&bytes[..cut]), Err(StapleError::Malformed { .. })),
+                matches!(decode(&bytes[..cut]), Err(StapleError::Truncated { .. })),
                 "cut at {cut}"
             );
         }
         let mut long = bytes.clone();
         long.push(0);
         let err = decode(&long).unwrap_err();
-        assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+        assert_eq!(err, StapleError::Trailing { extra: 1 });
+        assert_eq!(err.to_string(), "stapled collateral: 1 trailing bytes");
         let mut other = bytes.clone();
         other[4] = 2;
-        assert!(
-            decode(&other)
-                .unwrap_err()
-                .to_string()
-                .contains("version 2")
-        );
+        assert_eq!(decode(&other), Err(StapleError::Version { found: 2 }));
         let mut magic = bytes;
         magic[0] = b'X';
-        assert!(decode(&magic).unwrap_err().to_string().contains("magic"));
+        assert_eq!(decode(&magic), Err(StapleError::Magic));
     }
 
     #[test]
@@ -381,8 +457,14 @@ mod tests {
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
         assert!(
-            err.to_string().contains("pck_crl_issuer_chain truncated"),
-            "{err}"
+            matches!(
+                err,
+                StapleError::Truncated {
+                    field: "pck_crl_issuer_chain",
+                    ..
+                }
+            ),
+            "{err:?}"
         );
     }
 }
