@@ -200,7 +200,7 @@ impl AttestedKms<'_> {
                 }
                 other => {
                     return other.map_err(|e| {
-                        InitError::new(Stage::Secrets, format!("KMS {}", self.server.addr), e)
+                        InitError::new(stage_of(&e), format!("KMS {}", self.server.addr), e)
                     });
                 }
             }
@@ -330,16 +330,20 @@ fn write_secret(root: &Path, relative: &Path, secret: &Secret) -> std::io::Resul
 }
 
 fn kms_failure(e: KmsError) -> InitError {
-    let stage = if e.is_attestation() {
+    InitError::new(stage_of(&e), "connecting to the KMS", e)
+}
+
+/// The exit stage of a failure talking to the KMS, connecting or fetching.
+fn stage_of(e: &KmsError) -> Stage {
+    if e.is_attestation() {
         Stage::Attestation
-    } else if e.is_unreachable() || timed_out(&e) {
+    } else if e.is_unreachable() || timed_out(e) {
         // A KMS that accepts the connection but never answers is as unreachable as one
         // that refuses it: the documented "KMS unreachable" code, not a refused secret.
         Stage::Unreachable
     } else {
         Stage::Secrets
-    };
-    InitError::new(stage, "connecting to the KMS", e)
+    }
 }
 
 /// True when the calls (not the KMS) gave up: the call deadline passed without an answer.
@@ -484,9 +488,12 @@ mod tests {
             },
             after: Duration::from_secs(10),
         };
-        let e = kms_failure(fetch_failing_with(timeout));
-        assert_eq!(e.stage(), Stage::Unreachable);
-        assert_eq!(e.stage().exit_code(), 5);
+        // Both paths: the connection's calls (`fetch_all`) and connecting (`kms_failure`).
+        // tests/tests/init_call_timeout.rs drives the binary.
+        let e = fetch_failing_with(timeout);
+        assert_eq!(stage_of(&e), Stage::Unreachable);
+        assert_eq!(stage_of(&e).exit_code(), 5);
+        assert_eq!(kms_failure(e).stage(), Stage::Unreachable);
     }
 
     #[test]
@@ -495,6 +502,7 @@ mod tests {
             name: "image_key".into(),
             detail: "not base64".into(),
         };
+        assert_eq!(stage_of(&refused), Stage::Secrets);
         assert_eq!(kms_failure(refused).stage(), Stage::Secrets);
     }
 }
