@@ -8,7 +8,8 @@
 //! input is fixed to a path in the measured image ([`OCCLUM_IMAGE_RA_CONFIG`],
 //! [`OCCLUM_IMAGE_SECRETS`], [`OCCLUM_IMAGE_SEALED_SECRETS`]) and every flag that would change
 //! one is refused with its reason. The host may still choose the listen address, the PCCS
-//! (collateral is Intel-signed and verified), outputs, threads and the reply form.
+//! (collateral is Intel-signed and verified), outputs, threads, the reply form and the
+//! connection gate's limits (availability only).
 
 use std::ffi::OsString;
 use std::fmt;

@@ -452,7 +452,8 @@ fn when_a_flood_holds_the_total_budget_a_new_connection_is_read_first() {
     let until = Instant::now() + Duration::from_secs(30);
     for octet in 2u8..10 {
         let mut s = connect_from(octet, addr);
-        s.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let mut r = s.try_clone().unwrap();
         std::thread::spawn(move || {
             let mut sink = [0u8; 16 * 1024];
@@ -485,7 +486,10 @@ fn when_a_flood_holds_the_total_budget_a_new_connection_is_read_first() {
             break Arc::clone(&conns[8]);
         }
         drop(conns);
-        assert!(Instant::now() < deadline, "the late connection never reached the upstream");
+        assert!(
+            Instant::now() < deadline,
+            "the late connection never reached the upstream"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     while mine.load(Ordering::SeqCst) < 16 * 1024 {
