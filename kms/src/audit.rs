@@ -487,25 +487,49 @@ impl Limiter {
     }
 }
 
+/// Audit lines written to memory, for the tests of this module and of the gate.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+impl Captured {
+    /// The records written so far, one JSON value a line.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+        .unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    type Shared = Captured;
 
     #[test]
     fn records_are_single_json_lines_with_escaped_names() {
@@ -541,10 +565,7 @@ mod tests {
     }
 
     fn lines(out: &Shared) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        out.records()
     }
 
     /// Every counted record shows up either in full or in a summary's `repeated`.

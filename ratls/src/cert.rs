@@ -52,7 +52,7 @@ mod parse;
 mod signature;
 
 pub use cbor::CborError;
-pub use identity::{DEFAULT_VALIDITY, IdentityError, MAX_VALIDITY, RaTlsIdentity};
+pub use identity::{DEFAULT_VALIDITY, IdentityError, MAX_VALIDITY, RaTlsIdentity, pem_encode};
 pub use parse::DiceError;
 
 /// Largest certificate accepted, in DER bytes. Real RA-TLS certificates are 5 to 10 KiB; this

@@ -124,7 +124,7 @@ impl PrivateKey {
 
     /// The key as a `PRIVATE KEY` PEM block.
     pub(crate) fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(crate::pem::encode("PRIVATE KEY", &self.pkcs8))
+        ratls::cert::pem_encode("PRIVATE KEY", &self.pkcs8)
     }
 
     /// The key for rcgen, to sign certificates and CRLs.

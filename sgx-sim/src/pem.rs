@@ -1,25 +1,10 @@
-//! PEM encoding (RFC 7468): base64 in 64-column lines between BEGIN/END labels, `\n` endings,
-//! the way Intel's PCS formats certificate chains.
+//! PEM text of the simulated PKI's certificates and CRLs, the way Intel's PCS formats chains:
+//! ratls's encoder ([`ratls::cert::pem_encode`]), the workspace's one.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-
-/// Encodes `der` under `label` (`CERTIFICATE`, `PRIVATE KEY`, `X509 CRL`).
+/// Encodes `der` under `label` (`CERTIFICATE`, `X509 CRL`). Not for keys: those stay in
+/// [`ratls::cert::pem_encode`]'s zeroizing string.
 pub(crate) fn encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
-    out.push_str("-----BEGIN ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    // base64 output is ASCII, so every 64-byte chunk is valid UTF-8.
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    out
+    ratls::cert::pem_encode(label, der).as_str().to_owned()
 }
 
 #[cfg(test)]

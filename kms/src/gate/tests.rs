@@ -106,29 +106,7 @@ impl Upstream {
     }
 }
 
-/// Audit lines, shared with the gate's log.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn records(&self) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
+type Lines = crate::audit::Captured;
 
 fn start_gate(limits: Limits, upstream: &Upstream) -> (Gate, SocketAddr, Lines) {
     let lines = Lines::default();
@@ -364,22 +342,30 @@ const LARGE: Rate = Rate {
     burst: 1 << 30,
 };
 
-#[test]
-fn a_connection_over_its_ingress_budget_is_read_at_its_rate_and_audited() {
-    let limits = Limits {
-        connection_rate: SMALL,
+/// Floods from `from` for 1.5 s with `small` replaced by [`SMALL`] and every other budget
+/// [`LARGE`]; asserts no more than `SMALL` allowed passed.
+fn assert_held_to_small(small: fn(&mut Limits) -> &mut Rate, from: &[u8]) -> (usize, Lines) {
+    let mut limits = Limits {
+        connection_rate: LARGE,
         peer_rate: LARGE,
         total_rate: LARGE,
         ..Limits::default()
     };
-    let (got, elapsed, audit) = flood_ingress(limits, &[2], 1.5);
-    assert!(
-        got >= SMALL.burst as usize,
-        "{got} bytes: not even the burst"
-    );
+    *small(&mut limits) = SMALL;
+    let (got, elapsed, audit) = flood_ingress(limits, from, 1.5);
     assert!(
         got <= bucket_bound(SMALL, elapsed),
         "{got} bytes in {elapsed:?}"
+    );
+    (got, audit)
+}
+
+#[test]
+fn a_connection_over_its_ingress_budget_is_read_at_its_rate_and_audited() {
+    let (got, audit) = assert_held_to_small(|l| &mut l.connection_rate, &[2]);
+    assert!(
+        got >= SMALL.burst as usize,
+        "{got} bytes: not even the burst"
     );
     let t = audit
         .records()
@@ -397,32 +383,12 @@ fn a_connection_over_its_ingress_budget_is_read_at_its_rate_and_audited() {
 
 #[test]
 fn a_peers_connections_share_its_ingress_budget() {
-    let limits = Limits {
-        connection_rate: LARGE,
-        peer_rate: SMALL,
-        total_rate: LARGE,
-        ..Limits::default()
-    };
-    let (got, elapsed, _) = flood_ingress(limits, &[2, 2, 2], 1.5);
-    assert!(
-        got <= bucket_bound(SMALL, elapsed),
-        "{got} bytes in {elapsed:?}"
-    );
+    assert_held_to_small(|l| &mut l.peer_rate, &[2, 2, 2]);
 }
 
 #[test]
 fn all_peers_share_the_total_ingress_budget() {
-    let limits = Limits {
-        connection_rate: LARGE,
-        peer_rate: LARGE,
-        total_rate: SMALL,
-        ..Limits::default()
-    };
-    let (got, elapsed, _) = flood_ingress(limits, &[2, 3, 4], 1.5);
-    assert!(
-        got <= bucket_bound(SMALL, elapsed),
-        "{got} bytes in {elapsed:?}"
-    );
+    assert_held_to_small(|l| &mut l.total_rate, &[2, 3, 4]);
 }
 
 #[test]

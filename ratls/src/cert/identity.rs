@@ -322,9 +322,12 @@ fn unix_time(secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
-/// PEM (RFC 7468) with 64-column base64, built in one allocation so no partial copy of a secret
-/// is left behind by a reallocation.
-fn pem_encode(label: &str, der: &[u8]) -> Zeroizing<String> {
+/// PEM (RFC 7468) of `der` under `label` (`CERTIFICATE`, `PRIVATE KEY`, `X509 CRL`): 64-column
+/// base64 and `\n` endings, as Intel's PCS formats chains; built in one allocation so no partial
+/// copy of a secret is left behind by a reallocation. The workspace's one PEM encoder (sgx-sim
+/// uses it too); decoding goes through [`rustls_pki_types::pem`] or this module's bounded,
+/// zeroizing decoder for key material.
+pub fn pem_encode(label: &str, der: &[u8]) -> Zeroizing<String> {
     let begin = format!("-----BEGIN {label}-----\n");
     let end = format!("-----END {label}-----\n");
     let lines = der.len().div_ceil(48);
