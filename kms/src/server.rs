@@ -176,15 +176,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
 
     let shared = Arc::new(Shared::new(runtime, audit, cfg.reply_form));
     let (mut server, upstream) = start_grpc(cfg, &shared, &rotator)?;
-    let limits = gate::fit_fd_limit(cfg.gate);
-    let gate = gate::Bound::bind(&cfg.listen)
-        .and_then(|bound| {
-            let port = bound.port();
-            let gate = bound.start(upstream, limits, Arc::clone(shared.audit_arc()))?;
-            Ok((gate, port))
-        })
-        .map_err(|e| ServeError::new(Step::StartGate(cfg.listen.clone()), e));
-    let (gate, port) = match gate {
+    let (gate, port, limits) = match start_gate(cfg, upstream, &shared) {
         Ok(started) => started,
         Err(e) => {
             let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
@@ -207,20 +199,42 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     println!("listening on {}", with_port(&cfg.listen, port));
     let _ = std::io::stdout().flush();
 
+    serve_signals(&mut signals, &shared, &loader);
+    // No new connections; calls in flight finish through the gate within the grace period.
+    gate.stop_accepting();
+    let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+    drop(gate);
+    Ok(())
+}
+
+/// The connection gate on the listen address, forwarding to gRPC core at `upstream`: the
+/// gate, its port, and the limits it runs with (fitted to the open-file limit).
+fn start_gate(
+    cfg: &ServeConfig,
+    upstream: SocketAddr,
+    shared: &Shared,
+) -> Result<(gate::Gate, u16, gate::Limits), ServeError> {
+    let limits = gate::fit_fd_limit(cfg.gate);
+    gate::Bound::bind(&cfg.listen)
+        .and_then(|bound| {
+            let port = bound.port();
+            let gate = bound.start(upstream, limits, Arc::clone(shared.audit_arc()))?;
+            Ok((gate, port, limits))
+        })
+        .map_err(|e| ServeError::new(Step::StartGate(cfg.listen.clone()), e))
+}
+
+/// SIGHUP reloads; SIGTERM or SIGINT is audited and returns.
+fn serve_signals(signals: &mut Signals, shared: &Shared, loader: &Loader) {
     for signal in signals.forever() {
         match signal {
-            SIGHUP => reload(&shared, &loader),
+            SIGHUP => reload(shared, loader),
             _ => break,
         }
     }
     let mut stop = Record::new(Event::Stop, Verdict::Ok);
     stop.reason = Some("signal received, shutting down".into());
     shared.audit().write(&stop);
-    // No new connections; calls in flight finish through the gate within the grace period.
-    gate.stop_accepting();
-    let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
-    drop(gate);
-    Ok(())
 }
 
 /// gRPC core with the services, on an ephemeral loopback port behind the gate: the server and
