@@ -568,12 +568,13 @@ impl Loop {
                 ),
             );
         }
-        if self.open >= self.limits.max_connections && !self.evict_idle(now) {
+        if self.open >= self.limits.max_connections && !self.make_room(now, per_peer) {
             return self.refuse(
                 &peer,
                 format!(
-                    "connection limit: {} connections are open and none idle for {} s \
-                     (limit {}, --max-connections)",
+                    "connection limit: {} connections are open, none idle for {} s and no \
+                     peer holds more than one above this one's {per_peer} (limit {}, \
+                     --max-connections)",
                     self.open,
                     EVICT_IDLE_AFTER.as_secs(),
                     self.limits.max_connections
@@ -654,22 +655,52 @@ impl Loop {
         self.audit.write(&rec);
     }
 
-    /// At the total cap: closes the connection that has been silent longest, if at least
-    /// [`EVICT_IDLE_AFTER`]. True if one was closed.
-    fn evict_idle(&mut self, now: Instant) -> bool {
+    /// At the total cap, for a new connection from a peer that has `newcomer` open: closes
+    /// the connection silent longest if at least [`EVICT_IDLE_AFTER`]; else the longest-silent
+    /// one of the peer holding most, if that is more than one above `newcomer` (so a peer
+    /// with few connections always gets in, and peers that hold many only trade among
+    /// themselves). The closed connection's peer is audited. True if one was closed.
+    fn make_room(&mut self, now: Instant, newcomer: usize) -> bool {
         let oldest = self
             .conns
             .iter()
             .enumerate()
             .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.last_ingress)))
             .min_by_key(|&(_, at)| at);
-        match oldest {
-            Some((i, at)) if now.saturating_duration_since(at) >= EVICT_IDLE_AFTER => {
-                self.close(i);
-                true
-            }
-            _ => false,
+        let victim = match oldest {
+            Some((i, at)) if now.saturating_duration_since(at) >= EVICT_IDLE_AFTER => Some(i),
+            _ => self
+                .peers
+                .iter()
+                .max_by_key(|(_, p)| p.conns)
+                .filter(|(_, p)| p.conns > newcomer + 1)
+                .map(|(key, _)| *key)
+                .and_then(|heaviest| {
+                    self.conns
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+                        .filter(|(_, c)| c.key == heaviest)
+                        .min_by_key(|(_, c)| c.last_ingress)
+                        .map(|(i, _)| i)
+                }),
+        };
+        let Some(i) = victim else {
+            return false;
+        };
+        if let Some(Some(c)) = self.conns.get(i) {
+            let peer = c.peer;
+            self.refuse(
+                &peer,
+                format!(
+                    "connection limit: closed to make room for a new connection ({} open, \
+                     --max-connections)",
+                    self.open
+                ),
+            );
         }
+        self.close(i);
+        true
     }
 
     /// Moves bytes both ways on connection `index` until nothing moves; closes it when done.

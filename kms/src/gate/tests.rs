@@ -265,14 +265,58 @@ fn at_the_total_cap_the_longest_idle_connection_makes_room() {
         "the idle connection should have been closed"
     );
     round_trip(&mut busy, b"d");
+    let evicted: Vec<_> = audit
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "refusal")
+        .collect();
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
     assert!(
-        audit.records().iter().all(|r| r["event"] != "refusal"),
-        "eviction is not a refusal"
+        evicted[0]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("ipv4:127.0.0.2:")
+    );
+    assert!(
+        evicted[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection limit: closed to make room"),
+        "{evicted:?}"
     );
 }
 
 #[test]
-fn at_the_total_cap_with_no_idle_connection_a_new_one_is_refused() {
+fn at_the_total_cap_a_peer_holding_many_makes_room_for_one_holding_few() {
+    let upstream = Upstream::start(true);
+    let (_gate, addr, audit) = start_gate(limits(4, 4), &upstream);
+    let mut many: Vec<StdStream> = (0..4).map(|_| connect_from(2, addr)).collect();
+    for s in &mut many {
+        round_trip(s, b"busy");
+    }
+    // None is idle: 127.0.0.3, holding none, still gets in, at 127.0.0.2's expense.
+    let mut few = connect_from(3, addr);
+    round_trip(&mut few, b"in");
+    let lost = many
+        .iter_mut()
+        .map(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            closed(s)
+        })
+        .filter(|&c| c)
+        .count();
+    assert_eq!(lost, 1);
+    let r = audit
+        .records()
+        .into_iter()
+        .find(|r| r["event"] == "refusal")
+        .expect("the eviction is audited");
+    assert!(r["peer"].as_str().unwrap().starts_with("ipv4:127.0.0.2:"));
+}
+
+#[test]
+fn at_the_total_cap_with_no_idle_connection_and_even_peers_a_new_one_is_refused() {
     let upstream = Upstream::start(true);
     let (_gate, addr, audit) = start_gate(limits(2, 2), &upstream);
     let mut a = connect_from(2, addr);
@@ -282,6 +326,7 @@ fn at_the_total_cap_with_no_idle_connection_a_new_one_is_refused() {
     let mut c = connect_from(4, addr);
     assert!(closed(&mut c));
     round_trip(&mut a, b"a");
+    round_trip(&mut b, b"b");
     let r = audit
         .records()
         .into_iter()
@@ -290,7 +335,7 @@ fn at_the_total_cap_with_no_idle_connection_a_new_one_is_refused() {
     assert!(r["peer"].as_str().unwrap().starts_with("ipv4:127.0.0.4:"));
     let reason = r["reason"].as_str().unwrap();
     assert!(
-        reason.starts_with("connection limit: 2 connections are open and none idle"),
+        reason.starts_with("connection limit: 2 connections are open, none idle"),
         "{reason}"
     );
     assert!(reason.contains("--max-connections)"), "{reason}");
