@@ -11,12 +11,14 @@
 //! - connections in total ([`Limits::max_connections`], `--max-connections`) and per peer
 //!   ([`Limits::max_connections_per_peer`], `--max-connections-per-peer`; a peer is an IPv4
 //!   address or an IPv6 /64). At the total cap, the connection that has sent nothing for the
-//!   longest (at least [`EVICT_IDLE_AFTER`]) makes room; otherwise the new one is closed;
+//!   longest (at least [`EVICT_IDLE_AFTER`]) makes room, else one of the peer holding most
+//!   when it holds more than one above the newcomer's peer; otherwise the new one is closed;
 //! - ingress bytes: a token bucket per connection ([`CONNECTION_RATE`]), per peer
-//!   ([`PEER_RATE`]) and in total ([`TOTAL_RATE`], `--max-ingress`). A connection over its budget is not
-//!   read until the bucket refills, so TCP pushes back on the sender. The bursts cover the
-//!   largest legitimate flight (a 46 KB client certificate over TLS 1.2); a rapid-reset flood
-//!   is held to a rate the service drains;
+//!   ([`PEER_RATE`]) and in total ([`TOTAL_RATE`], `--max-ingress`). A connection over its
+//!   budget is not read until the bucket refills, so TCP pushes back on the sender; when the
+//!   budget is contended, the connections read least go first. The bursts cover the largest
+//!   legitimate flight (a 46 KB client certificate over TLS 1.2); a rapid-reset flood is
+//!   held to a rate the service drains;
 //! - time: an upstream connect must finish within [`CONNECT_TIMEOUT`], and a client that does
 //!   not read what the KMS sends for [`STALL_TIMEOUT`] loses the connection. Handshake,
 //!   idleness and lifetime are gRPC core's (`server::HANDSHAKE_TIMEOUT`, `limits`).
