@@ -95,23 +95,21 @@ fn parse_args() -> Args {
     args
 }
 
+#[path = "../tests/common/loopback.rs"]
+mod loopback;
+
 /// The attacker's source addresses (`--from`), and which one is next.
 static FROM: std::sync::OnceLock<Vec<std::net::Ipv4Addr>> = std::sync::OnceLock::new();
 static NEXT_FROM: AtomicU64 = AtomicU64::new(0);
 
 /// A TCP connection to `addr` from the attacker's next source address.
 fn attack_connect(addr: &str) -> std::io::Result<TcpStream> {
-    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
     let to: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
         .find(std::net::SocketAddr::is_ipv4)
         .ok_or_else(|| std::io::Error::other("no IPv4 address"))?;
     let all = FROM.get().expect("--from");
     let next = NEXT_FROM.fetch_add(1, Ordering::Relaxed) as usize % all.len();
-    let from = std::net::SocketAddrV4::new(all[next], 0);
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
-    bind(&fd, &from)?;
-    connect(&fd, &to)?;
-    Ok(TcpStream::from(fd))
+    loopback::connect_from(all[next], to)
 }
 
 fn main() {

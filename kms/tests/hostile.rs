@@ -161,16 +161,11 @@ fn a_client_certificate_of_32_kb_over_tls13_is_refused_with_an_audit_record() {
 
 /// A TCP connection to the KMS from 127.0.0.`octet` (the connection gate counts per address).
 fn connect_from(octet: u8, kms: &Kms) -> std::net::TcpStream {
-    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
-    let to: std::net::SocketAddr = kms.addr.parse().unwrap();
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    bind(
-        &fd,
-        &std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, octet), 0),
+    let s = common::loopback::connect_from(
+        std::net::Ipv4Addr::new(127, 0, 0, octet),
+        kms.addr.parse().unwrap(),
     )
     .unwrap();
-    connect(&fd, &to).unwrap();
-    let s = std::net::TcpStream::from(fd);
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
     s

@@ -54,6 +54,9 @@ fn a_gate_connection_maps_back_to_its_client() {
 // address).
 
 use std::net::{Ipv4Addr, TcpStream as StdStream};
+
+#[path = "../../tests/common/loopback.rs"]
+mod loopback;
 use std::sync::atomic::AtomicUsize;
 
 /// gRPC core's stand-in: per connection, counts the bytes and echoes them if `echo`; closes
@@ -62,8 +65,6 @@ struct Upstream {
     addr: SocketAddr,
     received: Arc<AtomicUsize>,
     ports: Arc<Mutex<Vec<u16>>>,
-    /// Bytes received per connection, in the order they were accepted.
-    per_conn: Arc<Mutex<Vec<Arc<AtomicUsize>>>>,
 }
 
 impl Upstream {
@@ -72,24 +73,16 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(Vec::new()));
-        let per_conn = Arc::new(Mutex::new(Vec::new()));
-        let (r, p, pc) = (
-            Arc::clone(&received),
-            Arc::clone(&ports),
-            Arc::clone(&per_conn),
-        );
+        let (r, p) = (Arc::clone(&received), Arc::clone(&ports));
         std::thread::spawn(move || {
             for s in listener.incoming() {
                 let Ok(mut s) = s else { return };
                 p.lock().unwrap().push(s.peer_addr().unwrap().port());
-                let mine = Arc::new(AtomicUsize::new(0));
-                pc.lock().unwrap().push(Arc::clone(&mine));
                 let r = Arc::clone(&r);
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 8192];
                     while let Ok(n @ 1..) = s.read(&mut buf) {
                         r.fetch_add(n, Ordering::SeqCst);
-                        mine.fetch_add(n, Ordering::SeqCst);
                         if echo && s.write_all(&buf[..n]).is_err() {
                             return;
                         }
@@ -101,7 +94,6 @@ impl Upstream {
             addr,
             received,
             ports,
-            per_conn,
         }
     }
 }
@@ -121,15 +113,7 @@ fn start_gate(limits: Limits, upstream: &Upstream) -> (Gate, SocketAddr, Lines) 
 }
 
 fn connect_from(last_octet: u8, to: SocketAddr) -> StdStream {
-    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    bind(
-        &fd,
-        &std::net::SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, last_octet), 0),
-    )
-    .unwrap();
-    connect(&fd, &to).unwrap();
-    let s = StdStream::from(fd);
+    let s = loopback::connect_from(Ipv4Addr::new(127, 0, 0, last_octet), to).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
@@ -446,74 +430,4 @@ fn the_fd_limit_is_raised_or_the_cap_lowered_to_fit() {
         .unwrap_or(u64::MAX);
     assert!(huge.max_connections as u64 * 3 + FD_RESERVE <= soft);
     assert!(huge.max_connections_per_peer <= huge.max_connections);
-}
-
-#[test]
-fn when_a_flood_holds_the_total_budget_a_new_connection_is_read_first() {
-    // An echoing upstream: the flood's connections get traffic back, so the gate wakes often
-    // and every refill finds a flood connection due, as with gRPC core's replies.
-    let upstream = Upstream::start(true);
-    let limits = Limits {
-        connection_rate: LARGE,
-        peer_rate: LARGE,
-        total_rate: SMALL,
-        ..Limits::default()
-    };
-    let (_gate, addr, _) = start_gate(limits, &upstream);
-    let until = Instant::now() + Duration::from_secs(30);
-    for octet in 2u8..10 {
-        let mut s = connect_from(octet, addr);
-        s.set_write_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut r = s.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut sink = [0u8; 16 * 1024];
-            while Instant::now() < until && !matches!(r.read(&mut sink), Ok(0) | Err(_)) {}
-        });
-        std::thread::spawn(move || {
-            let chunk = [0xa5u8; 16 * 1024];
-            while Instant::now() < until && !matches!(s.write(&chunk), Ok(0)) {}
-        });
-    }
-    // The flood has spent the burst and every refill is contended; each flood connection
-    // has had about 24 KiB, more than the late one will send.
-    std::thread::sleep(Duration::from_secs(3));
-    let mut late = connect_from(9, addr);
-    let mut echoed = late.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let mut sink = [0u8; 16 * 1024];
-        while !matches!(echoed.read(&mut sink), Ok(0) | Err(_)) {}
-    });
-    let start = Instant::now();
-    // A boot's flights: kilobytes in several writes.
-    for _ in 0..16 {
-        late.write_all(&[7u8; 1024]).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let deadline = start + Duration::from_secs(20);
-    let mine = loop {
-        let conns = upstream.per_conn.lock().unwrap();
-        if conns.len() == 9 {
-            break Arc::clone(&conns[8]);
-        }
-        drop(conns);
-        assert!(
-            Instant::now() < deadline,
-            "the late connection never reached the upstream"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    while mine.load(Ordering::SeqCst) < 16 * 1024 {
-        assert!(
-            Instant::now() < deadline,
-            "{} of 16384 bytes after {:?}",
-            mine.load(Ordering::SeqCst),
-            start.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Written over 0.32 s; read first (the least-read connection goes first), it is all
-    // through about then; read in turn with eight floods, 1.5-11 s measured.
-    let took = start.elapsed();
-    assert!(took < Duration::from_millis(1500), "{took:?}");
 }

@@ -10,6 +10,8 @@
     dead_code
 )]
 
+pub mod loopback;
+
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
