@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 use crate::audit::{AuditLog, Event, Identity, Record, Verdict};
 use crate::proto::{self, MAX_REQUEST_LEN};
 use crate::runtime::Runtime;
-use crate::secrets::ReplyForm;
+use crate::secrets::{Denied, ReplyForm};
 use crate::timefmt;
 
 /// The auth-context property under which gRPC core exposes the peer's certificate.
@@ -207,30 +207,18 @@ pub fn get_secret(
     };
     rec.secret = Some(&name);
 
-    // 4: the secret and its ACL.
-    let Some(secret) = runtime.secrets.get(&name) else {
-        let msg = format!("no secret named {name:?}");
-        return Err(refuse(
-            shared,
-            rec,
-            RpcStatus::with_message(RpcStatusCode::NOT_FOUND, msg),
-        ));
+    // 4: the secret and its ACL, through the one door the store has.
+    let secret = match runtime.secrets.release(&verified, &name) {
+        Ok(secret) => secret,
+        Err(denied) => {
+            let code = match denied {
+                Denied::NotFound { .. } => RpcStatusCode::NOT_FOUND,
+                Denied::NotReleased { .. } => RpcStatusCode::PERMISSION_DENIED,
+            };
+            let status = RpcStatus::with_message(code, denied.to_string());
+            return Err(refuse(shared, rec, status));
+        }
     };
-    let matched = verified.matched().name.as_deref();
-    if !secret.is_released_to(matched) {
-        let msg = match matched {
-            Some(entry) => format!("secret {name:?} is not released to sgx_mrs entry {entry:?}"),
-            None => format!(
-                "secret {name:?} is released only to named sgx_mrs entries; the peer matched unnamed entry #{}",
-                verified.matched().index
-            ),
-        };
-        return Err(refuse(
-            shared,
-            rec,
-            RpcStatus::with_message(RpcStatusCode::PERMISSION_DENIED, msg),
-        ));
-    }
 
     // 5: release.
     let reply = proto::encode_reply(&secret.reply_text(shared.reply_form));
