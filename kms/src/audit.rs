@@ -68,6 +68,9 @@ pub enum Event {
     Rotation,
     /// Graceful shutdown.
     Stop,
+    /// An admin API call (`kms.Admin`) by an admitted operator, applied or refused: the
+    /// operator, the op, never values. Callers not admitted are `refusal`s (aggregated).
+    Admin,
 }
 
 /// The outcome.

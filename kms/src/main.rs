@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
+mod admin_client;
 mod audit;
 mod cli;
 mod enclave;
@@ -13,6 +15,7 @@ mod gate;
 mod grpclog;
 mod keygen;
 mod limits;
+mod operators;
 mod proto;
 mod rotation;
 mod runtime;
@@ -79,6 +82,7 @@ fn run(command: Command) -> Result<(), Box<dyn Error>> {
             out_key,
         } => keygen::write_tls_cert(&cn, &out_cert, &out_key)?,
         Command::GenImageKey { out } => keygen::write_image_key(&out)?,
+        Command::Admin(cmd) => admin_client::run(*cmd)?,
     }
     Ok(())
 }

@@ -101,7 +101,12 @@ impl Flights {
 
 /// State shared by every call.
 pub struct Shared {
-    runtime: RwLock<Arc<Runtime>>,
+    /// The configuration and its generation (1 at start, +1 at every replacement).
+    runtime: RwLock<(Arc<Runtime>, u64)>,
+    /// Names this process's generations: a version from before a restart never matches.
+    boot_id: String,
+    /// Held across check-validate-persist-swap by admin writes and reloads.
+    writes: Mutex<()>,
     audit: Arc<AuditLog>,
     reply_form: ReplyForm,
     flights: Flights,
@@ -109,8 +114,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(runtime: Runtime, audit: Arc<AuditLog>, reply_form: ReplyForm) -> Shared {
+        // Keyed hashes of a fresh RandomState are as unpredictable as this needs: the id only
+        // keeps versions of different processes apart; it guards nothing secret.
+        let boot_id = format!("{:016x}", RandomState::new().hash_one(std::process::id()));
         Shared {
-            runtime: RwLock::new(Arc::new(runtime)),
+            runtime: RwLock::new((Arc::new(runtime), 1)),
+            boot_id,
+            writes: Mutex::new(()),
             audit,
             reply_form,
             flights: Flights::new(),
@@ -119,21 +129,39 @@ impl Shared {
 
     /// The configuration calls use now.
     pub fn current(&self) -> Arc<Runtime> {
-        // Replacing the Arc cannot panic half-way, so a poisoned lock still holds a whole one.
-        Arc::clone(
-            &self
-                .runtime
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        self.current_versioned().0
+    }
+
+    /// The configuration and its state version (`<boot id>-<generation>`).
+    pub fn current_versioned(&self) -> (Arc<Runtime>, String) {
+        // Replacing the pair cannot panic half-way, so a poisoned lock still holds a whole one.
+        let guard = self
+            .runtime
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            Arc::clone(&guard.0),
+            format!("{}-{}", self.boot_id, guard.1),
         )
     }
 
-    /// Swaps in a new configuration; calls in flight finish with the old one.
-    pub fn replace(&self, runtime: Runtime) {
-        *self
+    /// Swaps in a new configuration; calls in flight finish with the old one. Returns the
+    /// new state version.
+    pub fn replace(&self, runtime: Runtime) -> String {
+        let mut guard = self
             .runtime
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(runtime);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = (Arc::new(runtime), guard.1 + 1);
+        format!("{}-{}", self.boot_id, guard.1)
+    }
+
+    /// Serializes configuration changes (admin writes, reloads) from check to swap.
+    pub fn write_lock(&self) -> MutexGuard<'_, ()> {
+        // The guard protects no data, only the order of changes.
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The audit log.
@@ -369,7 +397,7 @@ fn refuse(shared: &Shared, mut rec: Record<'_>, status: RpcStatus) -> RpcStatus 
     status
 }
 
-fn code_name(code: RpcStatusCode) -> &'static str {
+pub fn code_name(code: RpcStatusCode) -> &'static str {
     match code {
         RpcStatusCode::OK => "OK",
         RpcStatusCode::INVALID_ARGUMENT => "INVALID_ARGUMENT",
@@ -377,12 +405,15 @@ fn code_name(code: RpcStatusCode) -> &'static str {
         RpcStatusCode::PERMISSION_DENIED => "PERMISSION_DENIED",
         RpcStatusCode::UNAUTHENTICATED => "UNAUTHENTICATED",
         RpcStatusCode::UNAVAILABLE => "UNAVAILABLE",
+        RpcStatusCode::ABORTED => "ABORTED",
+        RpcStatusCode::FAILED_PRECONDITION => "FAILED_PRECONDITION",
+        RpcStatusCode::INTERNAL => "INTERNAL",
         _ => "OTHER",
     }
 }
 
 /// The client certificate gRPC core put in the call's auth context, if any.
-fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
+pub fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
     let auth = ctx.auth_context()?;
     (&auth)
         .into_iter()
@@ -390,7 +421,7 @@ fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
         .map(|p| p.value().to_vec())
 }
 
-fn respond(
+pub fn respond(
     ctx: &RpcContext<'_>,
     sink: UnarySink<RawReply>,
     outcome: Result<Zeroizing<Vec<u8>>, RpcStatus>,
@@ -471,8 +502,8 @@ mod tests {
             RaPolicy::from_json(policy.to_string().as_bytes(), "policy").unwrap(),
         );
         let runtime = Runtime {
-            verifier,
-            secrets: SecretStore::from_json(br#"{"k": "dmFsdWU="}"#).unwrap(),
+            verifier: Arc::new(verifier),
+            secrets: Arc::new(SecretStore::from_json(br#"{"k": "dmFsdWU="}"#).unwrap()),
         };
         let log = dir.join("audit.log");
         let audit = Arc::new(AuditLog::file(&log).unwrap());

@@ -142,11 +142,33 @@ pub fn attested_client_config(
     Ok((client_config_with(server_verifier, identity)?, peers))
 }
 
+/// [`attested_client_config`] for a client that authenticates with an ordinary certificate
+/// and key instead of an RA-TLS identity (the KMS's operators, whose keys the KMS pins): the
+/// server is still attested with `verifier` before anything is sent.
+pub fn attested_client_config_with_key(
+    verifier: Arc<Verifier>,
+    cert: CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<(rustls::ClientConfig, HandshakePeers), rustls::Error> {
+    let peers = HandshakePeers::default();
+    let mut server_verifier = RaTlsServerVerifier::new(verifier);
+    server_verifier.inner.peers = Some(peers.clone());
+    Ok((client_config_for(server_verifier, cert, key)?, peers))
+}
+
 fn client_config_with(
     server_verifier: RaTlsServerVerifier,
     identity: &RaTlsIdentity,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let (cert, key) = identity.rustls_pair();
+    client_config_for(server_verifier, cert, key)
+}
+
+fn client_config_for(
+    server_verifier: RaTlsServerVerifier,
+    cert: CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
