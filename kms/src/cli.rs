@@ -1174,6 +1174,103 @@ mod tests {
     }
 
     #[test]
+    fn admin_flags_parse_and_inside_occlum_the_operators_are_the_images() {
+        let cfg = serve(&[
+            "a:1",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-operators",
+            "o.json",
+        ]);
+        assert_eq!(cfg.admin_listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(cfg.admin_operators, OperatorsSpec::File("o.json".into()));
+        assert_eq!(serve(&["a:1"]).admin_operators, OperatorsSpec::None);
+        let Command::Serve(cfg) = occlum(&["a:1", "--admin-listen", "0.0.0.0:9"]).unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            cfg.admin_operators,
+            OperatorsSpec::ImageIfPresent("/kms_operators.json".into())
+        );
+        assert!(
+            occlum(&["admin", "status"]).is_err(),
+            "the CLI is a host tool"
+        );
+        assert!(occlum(&["a:1", "--audit-log", "/kms_operators.json"]).is_err());
+    }
+
+    #[test]
+    fn admin_operations_parse_and_refuse_what_is_missing() {
+        let conn = [
+            "--kms",
+            "k:1",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+            "--ra-config",
+            "p",
+        ];
+        let parse_admin = |args: &[&str]| {
+            let mut all = vec!["admin"];
+            all.extend_from_slice(args);
+            parse_str(&all)
+        };
+        let with_conn = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&conn);
+            parse_admin(&all)
+        };
+        let Command::Admin(cmd) = with_conn(&[
+            "put-secret",
+            "--name",
+            "n",
+            "--value-file",
+            "v",
+            "--allow",
+            "app,tool",
+        ])
+        .unwrap() else {
+            panic!("not admin")
+        };
+        assert_eq!(
+            cmd.op,
+            AdminOp::PutSecret {
+                name: "n".into(),
+                value_file: "v".into(),
+                allow: Some(vec!["app".into(), "tool".into()]),
+            }
+        );
+        assert!(cmd.conn.unwrap().base_version.is_none());
+        assert!(matches!(
+            parse_admin(&["keygen", "--name", "a", "--out-cert", "c", "--out-key", "k"]).unwrap(),
+            Command::Admin(ref c) if c.conn.is_none()
+        ));
+        for bad in [
+            &["status"][..],
+            &["bogus"],
+            &["put-secret", "--name", "n"],
+            &[
+                "put-secret",
+                "--name",
+                "n",
+                "--value-file",
+                "v",
+                "--allow",
+                "a,,b",
+            ],
+            &["delete-secret", "--name", ""],
+            &["log", "--max-bytes", "lots"],
+        ] {
+            let mut args = bad.to_vec();
+            if bad.len() > 1 || bad[0] != "status" {
+                args.extend_from_slice(&conn);
+            }
+            assert!(parse_admin(&args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
     fn serve_needs_a_listen_address() {
         assert_eq!(
             parse_str(&["serve"]).unwrap_err(),

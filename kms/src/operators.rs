@@ -256,7 +256,10 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let expected = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der());
+        let expected = ring::digest::digest(
+            &ring::digest::SHA256,
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        );
         assert_eq!(
             spki_sha256(cert.der()).unwrap().as_slice(),
             expected.as_ref()

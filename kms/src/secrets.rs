@@ -364,6 +364,11 @@ impl SecretStore {
     pub fn len(&self) -> usize {
         self.secrets.len()
     }
+
+    /// True if there are no secrets.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
 }
 
 /// Appends `text` as a JSON string (names are not secret; serde_json escapes them).
