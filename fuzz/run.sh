@@ -18,6 +18,8 @@ for t in "${targets[@]}"; do
     # SecretReply { secret: "\"<base64 of an image key>\"" }, as Occlum's KMS sends it.
     secret_reply) printf '\x0a\x42"YTUtNmQtN2YtY2YtYWUtOTMtZTItMWYtNWItOGEtODMtM2YtNzktNzgtMjktZmYK"' \
         >"corpus/$t/image_key_reply" ;;
+    secret_store) printf '{"k": "dmFsdWU=", "acl": {"value": "YTUtNmQK", "allow": ["app"]}}' \
+        >"corpus/$t/with_acl" ;;
     # SecretRequest { name: "image_key" }.
     kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
     # First byte: the client's read size; then a GET and a pipelined form PUT.
