@@ -213,7 +213,7 @@ struct LogReply {
     records: Vec<String>,
 }
 
-/// A refusal: the status and, for the audit, the secret name if one was named.
+/// A refusal: the status the caller gets (its message also goes to the audit record).
 struct Failure {
     status: RpcStatus,
 }

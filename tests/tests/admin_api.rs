@@ -442,19 +442,30 @@ fn a_policy_the_reload_checks_refuse_is_refused_whole_and_the_old_one_keeps_serv
             .all(|r| r["event"] == "admin" && r["status"] == "INVALID_ARGUMENT")
     );
 
-    // A good policy (the same, entry still named) applies and is sealed next to the secrets.
-    let out = admin(
+    // A good policy (the app's entry still named, one more entry) applies, is sealed next to
+    // the secrets, and replaces the image's --ra-config from then on, restarts included.
+    let mut good: Value =
+        serde_json::from_slice(&std::fs::read(d.path("kms/ra_config.json")).unwrap()).unwrap();
+    let mut extra = d.kms_id.sgx_mrs_entry();
+    extra["name"] = json!("extra");
+    good["sgx_mrs"].as_array_mut().unwrap().push(extra);
+    write_json(&d.path("good.json"), &good);
+    ok(&admin(
         &d,
         &kms,
         &alice,
         &[
             "set-policy",
             "--policy",
-            d.path("kms/ra_config.json").to_str().unwrap(),
+            d.path("good.json").to_str().unwrap(),
         ],
-    );
-    ok(&out);
+    ));
     assert!(d.path("kms/secrets.sealed.policy").exists());
+    assert_eq!(boot(&d, &kms), NEW_KEY);
+    drop(kms);
+    let kms = start(&d, Store::Sealed, Some(&ops));
+    let status = ok(&admin(&d, &kms, &alice, &["status"]));
+    assert_eq!(status["policy_entries"], json!(["app", "extra"]));
     assert_eq!(boot(&d, &kms), NEW_KEY);
 }
 
