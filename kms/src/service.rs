@@ -421,7 +421,7 @@ pub fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
         .map(|p| p.value().to_vec())
 }
 
-pub fn respond(
+fn respond(
     ctx: &RpcContext<'_>,
     sink: UnarySink<RawReply>,
     outcome: Result<Zeroizing<Vec<u8>>, RpcStatus>,
