@@ -30,6 +30,7 @@ use crate::audit::{AuditLog, Event, Record, Verdict};
 use crate::cli::{CollateralSpec, KeySpec, SecretsSource, ServeConfig};
 use crate::enclave::OcclumEnclaveKeys;
 use crate::gate;
+use crate::metrics;
 use crate::proto::MAX_REQUEST_LEN;
 use crate::rotation::{self, Rotator};
 use crate::runtime::{Loader, SecretsFile};
@@ -75,6 +76,7 @@ enum Step {
     BuildGrpcServer,
     BindGrpcUpstream(String),
     StartGate(String),
+    StartMetrics(String),
 }
 
 impl ServeError {
@@ -116,6 +118,9 @@ impl fmt::Display for Step {
             Step::BuildGrpcServer => f.write_str("building the gRPC server"),
             Step::BindGrpcUpstream(addr) => write!(f, "binding gRPC core to {addr}"),
             Step::StartGate(listen) => write!(f, "listening on {listen}"),
+            Step::StartMetrics(listen) => {
+                write!(f, "serving metrics on {listen} (--metrics-listen)")
+            }
         }
     }
 }
@@ -163,6 +168,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         eprintln!("kms: policy warning: {warning}");
     }
     let secret_count = runtime.secrets.len();
+    crate::metrics::METRICS.new_generation();
 
     let audit = Arc::new(audit);
     let rotator = Rotator::start(
@@ -184,9 +190,20 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         }
     };
 
+    let metrics = match cfg.metrics_listen.as_deref().map(metrics::Endpoint::start) {
+        Some(Err(e)) => {
+            gate.stop_accepting();
+            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            let listen = cfg.metrics_listen.clone().unwrap_or_default();
+            return Err(ServeError::new(Step::StartMetrics(listen), e));
+        }
+        Some(Ok(endpoint)) => format!("; metrics on http://{}/metrics", endpoint.addr()),
+        None => String::new(),
+    };
+
     let mut start = Record::new(Event::Start, Verdict::Ok);
     start.reason = Some(format!(
-        "{} secrets; policy {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer",
+        "{} secrets; policy {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer{metrics}",
         secret_count,
         cfg.ra_config.display(),
         platform.anchor.describe(),
@@ -196,6 +213,12 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         limits.max_connections_per_peer,
     ));
     shared.audit().write(&start);
+    if !metrics.is_empty() {
+        eprintln!(
+            "kms: serving Prometheus metrics{}",
+            metrics.trim_start_matches(';')
+        );
+    }
     println!("listening on {}", with_port(&cfg.listen, port));
     let _ = std::io::stdout().flush();
 
@@ -388,6 +411,7 @@ fn collateral_source(
         let client = client
             .with_trust_anchor(platform.anchor.clone())
             .with_fetch_wait(FETCH_WAIT);
+        metrics::METRICS.collateral_stats(client.stats());
         match &cfg.collateral_cache {
             Some(dir) => Arc::new(client.with_disk_cache(dir.clone())),
             None => Arc::new(client),
