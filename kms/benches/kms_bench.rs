@@ -300,11 +300,13 @@ fn main() {
 
 /// `sgx-sim pccs` on the platform's directory, on a loopback port: the process and its URL.
 fn start_sim_pccs(platform: &std::path::Path) -> (std::process::Child, String) {
-    let bin = std::env::var("SGX_SIM_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        // target/release/deps/kms_bench-HASH -> target/release/sgx-sim
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("sgx-sim")
-    });
+    let bin = std::env::var("SGX_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            // target/release/deps/kms_bench-HASH -> target/release/sgx-sim
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().parent().unwrap().join("sgx-sim")
+        });
     let mut child = Command::new(&bin)
         .arg("pccs")
         .arg(platform)

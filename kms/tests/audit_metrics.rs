@@ -135,7 +135,10 @@ fn audit_verify_catches_an_edited_record_of_a_real_log() {
     let out = verify("verify-edited", &lines);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let seq = json(&lines[i + 1])["seq"].clone();
-    let expected = format!("chain broken at line {} (seq {seq}): prev: expected ", i + 2);
+    let expected = format!(
+        "chain broken at line {} (seq {seq}): prev: expected ",
+        i + 2
+    );
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 }
 
@@ -172,13 +175,21 @@ fn audit_verify_catches_a_reordered_record_of_a_real_log() {
 fn audit_verify_exit_codes_for_a_missing_file_and_bad_usage() {
     let out = verify_file(&PathBuf::from("/nonexistent/audit.log"));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("/nonexistent/audit.log"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/audit.log"),
+        "{}",
+        stderr(&out)
+    );
     let out = Command::new(kms_path())
         .args(["audit", "check", "x"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("kms audit verify <FILE>"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("kms audit verify <FILE>"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// GET `path` from the metrics endpoint: the whole HTTP response.
@@ -219,7 +230,11 @@ fn metrics_count_attestations_releases_and_refusals_under_fixed_labels_only() {
     let client = fx.client(&fx.app);
     client.get_decoded("image_key").unwrap();
     client.get_decoded("flask_key").unwrap();
-    assert_refused(client.get("tool_only"), RpcStatusCode::PERMISSION_DENIED, "");
+    assert_refused(
+        client.get("tool_only"),
+        RpcStatusCode::PERMISSION_DENIED,
+        "",
+    );
     let stranger = Identity::random(None).unwrap();
     assert_refused(
         fx.client(&stranger).get("image_key"),
@@ -310,9 +325,19 @@ fn metrics_count_attestations_releases_and_refusals_under_fixed_labels_only() {
 #[test]
 fn a_bad_metrics_address_is_a_usage_error() {
     let out = Command::new(kms_path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "localhost"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "localhost",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--metrics-listen localhost"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--metrics-listen localhost"),
+        "{}",
+        stderr(&out)
+    );
 }
