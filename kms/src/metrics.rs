@@ -417,8 +417,8 @@ fn serve_one(mut stream: TcpStream) -> io::Result<()> {
     stream.flush()
 }
 
-/// The status line, extra headers and body for a request head.
-fn answer(head: &[u8]) -> (&'static str, &'static str, String) {
+/// The status line, extra headers and body for a request head (peer input: any bytes).
+pub fn answer(head: &[u8]) -> (&'static str, &'static str, String) {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let (method, target) = (parts.next(), parts.next());
