@@ -167,7 +167,7 @@ fn main() {
     // KMS_BIN measures another build of the server (say, a release binary) with this client.
     let kms_bin = std::env::var("KMS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kms").to_owned());
     eprintln!("server: {kms_bin}");
-    let mut pccs = args.sim_pccs.then(|| start_sim_pccs(&dir.join("platform")));
+    let pccs = args.sim_pccs.then(|| start_sim_pccs(&dir.join("platform")));
     let mut extra: Vec<String> = Vec::new();
     if let Some((_, url)) = &pccs {
         extra.extend(["--pccs-url".into(), url.clone()]);
@@ -175,27 +175,29 @@ fn main() {
     if let Some(addr) = &args.metrics_listen {
         extra.extend(["--metrics-listen".into(), addr.clone()]);
     }
-    let mut child = Command::new(&kms_bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
-        .arg(dir.join("ra.json"))
-        .arg("--secrets")
-        .arg(dir.join("secrets.json"))
-        .arg("--sim-platform")
-        .arg(dir.join("platform"))
-        .arg("--sim-identity")
-        .arg(dir.join("kms-identity.json"))
-        .arg("--cert-out")
-        .arg(dir.join("kms.pem"))
-        .arg("--audit-log")
-        .arg(dir.join("audit.log"))
-        .args(["--threads", &args.threads.to_string()])
-        .args(&extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(&kms_bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
+            .arg(dir.join("ra.json"))
+            .arg("--secrets")
+            .arg(dir.join("secrets.json"))
+            .arg("--sim-platform")
+            .arg(dir.join("platform"))
+            .arg("--sim-identity")
+            .arg(dir.join("kms-identity.json"))
+            .arg("--cert-out")
+            .arg(dir.join("kms.pem"))
+            .arg("--audit-log")
+            .arg(dir.join("audit.log"))
+            .args(["--threads", &args.threads.to_string()])
+            .args(&extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let addr = line
@@ -203,7 +205,7 @@ fn main() {
         .strip_prefix("listening on ")
         .expect("kms did not start")
         .to_owned();
-    let pid = child.id();
+    let pid = child.0.id();
     if args.client_nice != 0 {
         // Linux keeps the nice value per thread and new threads inherit it: this one is about to
         // spawn every client, while the KMS (already running) keeps its own.
@@ -289,17 +291,24 @@ fn main() {
     }
     println!("kms_bench: total attestations {total_done}");
     std::thread::sleep(Duration::from_secs(args.linger));
-    let _ = child.kill();
-    let _ = child.wait();
-    if let Some((pccs, _)) = pccs.as_mut() {
-        let _ = pccs.kill();
-        let _ = pccs.wait();
-    }
+    drop(child);
+    drop(pccs);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A child process killed when dropped, also when a client's failure unwinds `main`: a failed
+/// run leaves no KMS or PCCS behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `sgx-sim pccs` on the platform's directory, on a loopback port: the process and its URL.
-fn start_sim_pccs(platform: &std::path::Path) -> (std::process::Child, String) {
+fn start_sim_pccs(platform: &std::path::Path) -> (Reaped, String) {
     let bin = std::env::var("SGX_SIM_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -319,6 +328,7 @@ fn start_sim_pccs(platform: &std::path::Path) -> (std::process::Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let child = Reaped(child);
     let addr = line
         .split_whitespace()
         .last()
