@@ -341,3 +341,47 @@ fn a_bad_metrics_address_is_a_usage_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn metrics_count_connections_the_gate_refused_by_reason() {
+    let fx = Fixture::start_with(
+        "metrics-gate",
+        |_| {},
+        vec![
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
+            "--max-connections-per-peer".into(),
+            "1".into(),
+        ],
+    );
+    let reason = fx.kms.wait_audit(|r| r["event"] == "start")["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let addr = reason
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let held = TcpStream::connect(&fx.kms.addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(&addr, "/metrics").contains("\nkms_gate_connections_open 1\n") {
+        assert!(
+            Instant::now() < deadline,
+            "the held connection is not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _refused = TcpStream::connect(&fx.kms.addr).unwrap();
+    fx.kms.wait_audit(|r| {
+        r["event"] == "refusal" && r["reason"].as_str().unwrap_or("").contains("per-peer")
+    });
+    let text = http_get(&addr, "/metrics");
+    assert_eq!(
+        value(&text, "kms_gate_refused_total{reason=\"per_peer_limit\"}"),
+        1.0
+    );
+    assert_eq!(value(&text, "kms_gate_connections_open"), 1.0);
+    drop(held);
+}
