@@ -175,27 +175,26 @@ fn main() {
     if let Some(addr) = &args.metrics_listen {
         extra.extend(["--metrics-listen".into(), addr.clone()]);
     }
-    let mut child = Reaped(
-        Command::new(&kms_bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
-            .arg(dir.join("ra.json"))
-            .arg("--secrets")
-            .arg(dir.join("secrets.json"))
-            .arg("--sim-platform")
-            .arg(dir.join("platform"))
-            .arg("--sim-identity")
-            .arg(dir.join("kms-identity.json"))
-            .arg("--cert-out")
-            .arg(dir.join("kms.pem"))
-            .arg("--audit-log")
-            .arg(dir.join("audit.log"))
-            .args(["--threads", &args.threads.to_string()])
-            .args(&extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let child = Command::new(&kms_bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
+        .arg(dir.join("ra.json"))
+        .arg("--secrets")
+        .arg(dir.join("secrets.json"))
+        .arg("--sim-platform")
+        .arg(dir.join("platform"))
+        .arg("--sim-identity")
+        .arg(dir.join("kms-identity.json"))
+        .arg("--cert-out")
+        .arg(dir.join("kms.pem"))
+        .arg("--audit-log")
+        .arg(dir.join("audit.log"))
+        .args(["--threads", &args.threads.to_string()])
+        .args(&extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
