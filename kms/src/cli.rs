@@ -58,6 +58,8 @@ USAGE:
     kms gen-cert [--cn <NAME>] --out-cert <PEM> --out-key <PEM>
     kms gen-image-key (--out <FILE> | <FILE>)
     kms admin <OP> [ADMIN OPTIONS]      an operator's calls to a running KMS's admin API
+    kms audit verify <FILE>             checks the audit log's hash chain; names the first
+                                        broken record (exit 3) or prints the last seq and hash
     kms --help | --version
 
 SERVE OPTIONS:
@@ -65,7 +67,10 @@ SERVE OPTIONS:
                               /etc/sgx_default_qcnl.conf, else Intel's PCS)
     --collateral <FILE>       offline collateral (dcap-qvl QuoteCollateralV3 JSON) instead of a PCCS
     --collateral-cache <DIR>  keep fetched collateral on disk until it expires
-    --audit-log <FILE>        append JSON-lines audit records to FILE (default: stderr)
+    --audit-log <FILE>        append JSON-lines audit records to FILE (default: stderr);
+                              each line is hash-chained to the one before (`kms audit verify`)
+    --metrics-listen <ADDR>   serve Prometheus metrics at http://ADDR/metrics (plain HTTP;
+                              availability data only, no secret, measurement or peer address)
     --cert-out <PEM>          write the KMS's own RA-TLS certificate to PEM
     --reply-form quoted|bare  SecretReply.secret as Occlum's server sends it (\"<base64>\", the
                               default) or bare base64
@@ -125,7 +130,8 @@ ENVIRONMENT:
                               stderr as `kms: grpc LEVEL: message (file:line)`
 
 EXIT CODES:
-    0 success, 1 runtime error, 2 usage error
+    0 success, 1 runtime error, 2 usage error,
+    3 `kms audit verify`: the log was read but its chain is broken
 ";
 
 /// A validated command.
@@ -154,6 +160,10 @@ pub enum Command {
         out: PathBuf,
     },
     Admin(Box<AdminCommand>),
+    /// `kms audit verify FILE`.
+    AuditVerify {
+        path: PathBuf,
+    },
     Help,
     Version,
 }
@@ -167,6 +177,8 @@ pub struct ServeConfig {
     pub collateral: CollateralSpec,
     pub collateral_cache: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
+    /// `--metrics-listen`: where the Prometheus endpoint listens, if anywhere.
+    pub metrics_listen: Option<String>,
     #[cfg(feature = "simulation")]
     pub sim: Option<SimSpec>,
     pub cert_out: Option<PathBuf>,
@@ -367,6 +379,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--collateral",
     "--collateral-cache",
     "--audit-log",
+    "--metrics-listen",
     "--sim-platform",
     "--sim-identity",
     "--cert-out",
@@ -404,6 +417,7 @@ const SUBCOMMANDS: &[&str] = &[
     "gen-cert",
     "gen-image-key",
     "admin",
+    "audit",
 ];
 
 impl LowArgs {
@@ -546,6 +560,12 @@ impl LowArgs {
                 }
             }
             Some("admin") => Command::Admin(Box::new(self.admin_command()?)),
+            Some("audit") => match self.positional.as_slice() {
+                [verb, path] if verb == "verify" => Command::AuditVerify {
+                    path: PathBuf::from(path),
+                },
+                _ => return Err(UsageError("usage: kms audit verify <FILE>".into())),
+            },
             Some(other) => return Err(UsageError(format!("unknown command {other}"))),
         };
         if let Some((name, _)) = self.flags.first() {
@@ -710,6 +730,7 @@ impl LowArgs {
             collateral,
             collateral_cache,
             audit_log: self.optional("--audit-log")?.map(PathBuf::from),
+            metrics_listen: self.metrics_listen()?,
             #[cfg(feature = "simulation")]
             sim,
             cert_out: self.optional("--cert-out")?.map(PathBuf::from),
@@ -824,6 +845,19 @@ impl LowArgs {
             return Err(UsageError(format!("{name} must not be empty")));
         }
         Ok(value)
+    }
+
+    /// `--metrics-listen ADDR`: a socket address (`127.0.0.1:9100`, `[::1]:0`).
+    fn metrics_listen(&mut self) -> Result<Option<String>, UsageError> {
+        let Some(addr) = self.optional("--metrics-listen")? else {
+            return Ok(None);
+        };
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(UsageError(format!(
+                "--metrics-listen {addr}: expected IP:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)"
+            )));
+        }
+        Ok(Some(addr))
     }
 
     /// `--max-connections` and `--max-connections-per-peer` on top of the gate's defaults.

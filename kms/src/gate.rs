@@ -47,6 +47,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::audit::{AuditLog, Event, Record, Verdict};
+use crate::metrics::{GateRefusal, METRICS};
 
 /// Where gRPC core listens, behind the gate.
 pub const UPSTREAM_HOST: &str = "127.0.0.1";
@@ -561,6 +562,7 @@ impl Loop {
         let key = PeerKey::of(&peer);
         let per_peer = self.peers.get(&key).map_or(0, |p| p.conns);
         if per_peer >= self.limits.max_connections_per_peer {
+            METRICS.gate_refused(GateRefusal::PerPeer);
             return self.refuse(
                 &peer,
                 format!(
@@ -571,6 +573,7 @@ impl Loop {
             );
         }
         if self.open >= self.limits.max_connections && !self.make_room(now, per_peer) {
+            METRICS.gate_refused(GateRefusal::Total);
             return self.refuse(
                 &peer,
                 format!(
@@ -642,6 +645,7 @@ impl Loop {
             })
             .conns += 1;
         self.open += 1;
+        METRICS.gate_opened();
         if let Some(slot) = self.conns.get_mut(index) {
             *slot = Some(conn);
         }
@@ -766,6 +770,7 @@ impl Loop {
             p.conns = p.conns.saturating_sub(1);
         }
         self.open = self.open.saturating_sub(1);
+        METRICS.gate_closed();
         self.free.push(index);
     }
 

@@ -31,6 +31,7 @@ use crate::audit::{AuditLog, Event, Record, Verdict};
 use crate::cli::{CollateralSpec, KeySpec, OperatorsSpec, SecretsSource, ServeConfig};
 use crate::enclave::OcclumEnclaveKeys;
 use crate::gate;
+use crate::metrics;
 use crate::operators::Operators;
 use crate::proto::MAX_REQUEST_LEN;
 use crate::rotation::{self, Rotator};
@@ -79,6 +80,7 @@ enum Step {
     StartGate(String),
     LoadOperators,
     StartAdmin(String),
+    StartMetrics(String),
 }
 
 impl ServeError {
@@ -122,6 +124,9 @@ impl fmt::Display for Step {
             Step::StartGate(listen) => write!(f, "listening on {listen}"),
             Step::LoadOperators => f.write_str("loading the pinned admin operators"),
             Step::StartAdmin(listen) => write!(f, "serving the admin API on {listen}"),
+            Step::StartMetrics(listen) => {
+                write!(f, "serving metrics on {listen} (--metrics-listen)")
+            }
         }
     }
 }
@@ -170,6 +175,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         eprintln!("kms: policy warning: {warning}");
     }
     let secret_count = runtime.secrets.len();
+    crate::metrics::METRICS.new_generation();
 
     let audit = Arc::new(audit);
     let rotator = Rotator::start(
@@ -200,9 +206,23 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         }
     };
 
+    let metrics = match cfg.metrics_listen.as_deref().map(metrics::Endpoint::start) {
+        Some(Err(e)) => {
+            gate.stop_accepting();
+            if let Some((admin_server, _)) = admin_server.as_mut() {
+                let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
+            }
+            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            let listen = cfg.metrics_listen.clone().unwrap_or_default();
+            return Err(ServeError::new(Step::StartMetrics(listen), e));
+        }
+        Some(Ok(endpoint)) => format!("; metrics on http://{}/metrics", endpoint.addr()),
+        None => String::new(),
+    };
+
     let mut start = Record::new(Event::Start, Verdict::Ok);
     start.reason = Some(format!(
-        "{} secrets; policy {}; admin API {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer",
+        "{} secrets; policy {}; admin API {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer{metrics}",
         secret_count,
         cfg.ra_config.display(),
         admin_summary(cfg, &admin.operators),
@@ -213,6 +233,12 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         limits.max_connections_per_peer,
     ));
     shared.audit().write(&start);
+    if !metrics.is_empty() {
+        eprintln!(
+            "kms: serving Prometheus metrics{}",
+            metrics.trim_start_matches(';')
+        );
+    }
     println!("listening on {}", with_port(&cfg.listen, port));
     let _ = std::io::stdout().flush();
 
@@ -490,6 +516,7 @@ fn collateral_source(
         let client = client
             .with_trust_anchor(platform.anchor.clone())
             .with_fetch_wait(FETCH_WAIT);
+        metrics::METRICS.collateral_stats(client.stats());
         match &cfg.collateral_cache {
             Some(dir) => Arc::new(client.with_disk_cache(dir.clone())),
             None => Arc::new(client),

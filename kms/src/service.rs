@@ -25,6 +25,7 @@ use ratls::verify::{VerifiedPeer, VerifyError};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Identity, Record, Verdict};
+use crate::metrics::METRICS;
 use crate::proto::{self, MAX_REQUEST_LEN};
 use crate::runtime::Runtime;
 use crate::secrets::{Denied, ReplyForm};
@@ -153,6 +154,7 @@ impl Shared {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *guard = (Arc::new(runtime), guard.1 + 1);
+        METRICS.new_generation();
         format!("{}-{}", self.boot_id, guard.1)
     }
 
@@ -254,6 +256,7 @@ pub fn get_secret(
     rec.verdict = Verdict::Ok;
     rec.status = Some("OK");
     shared.audit.write(&rec);
+    METRICS.answer("OK");
     Ok(reply)
 }
 
@@ -296,7 +299,16 @@ fn authenticate(
     }
     let mut rec = Record::new(Event::Attestation, Verdict::Ok);
     rec.peer = Some(peer_addr);
-    match runtime.verifier.verify_certificate_pem(pem, now) {
+    let started = std::time::Instant::now();
+    let verdict = runtime.verifier.verify_certificate_pem(pem, now);
+    METRICS.attestation(
+        verdict
+            .as_ref()
+            .map(drop)
+            .map_err(|e| (e.check(), e.is_transient())),
+        started.elapsed(),
+    );
+    match verdict {
         Ok(peer) => {
             rec.identity = identity_of(&peer);
             shared.audit.write(&rec);
@@ -390,6 +402,7 @@ fn identity_of(peer: &VerifiedPeer) -> Identity {
 
 fn refuse(shared: &Shared, mut rec: Record<'_>, status: RpcStatus) -> RpcStatus {
     rec.status = Some(code_name(status.code()));
+    METRICS.answer(code_name(status.code()));
     if rec.reason.is_none() {
         rec.reason = Some(status.message().to_owned());
     }
