@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,29 +52,38 @@ use crate::audit::{AuditLog, Event, Record, Verdict};
 pub const UPSTREAM_HOST: &str = "127.0.0.1";
 /// Default `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default `--max-connections-per-peer`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
-/// Ingress per connection: a boot sends under 16 KB (Occlum's C++ client) and a TLS 1.2
-/// client certificate may be 46 KB, all in the first flight.
+/// Default `--max-connections-per-peer` (unattested connections): one host's enclaves share
+/// its address, and a few hundred may boot at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+/// Unattested ingress per connection: its first flight. A boot sends about 7 KB before it is
+/// attested (init), under 16 KB (Occlum's C++ client), and a TLS 1.2 client certificate may
+/// be 46 KB; past the burst an unattested connection is read at `per_sec`.
 pub const CONNECTION_RATE: Rate = Rate {
     per_sec: 32 * 1024,
     burst: 128 * 1024,
 };
-/// Ingress per peer, over all its connections.
+/// Unattested ingress per peer, over all its connections. What a connection spent is given
+/// back when it is attested, so the burst bounds the bytes of a peer's connections that are
+/// still handshaking (about 290 boots of 7 KB at once), and the rate is what its unattested
+/// connections get once that is spent: a peer that opens connections and never attests.
 pub const PEER_RATE: Rate = Rate {
     per_sec: 128 * 1024,
-    burst: 512 * 1024,
+    burst: 2 * 1024 * 1024,
 };
-/// Ingress in total (`--max-ingress`): about 18 boots a second sustained (a boot sends about
-/// 7 KB) after a burst of about 70. gRPC core 1.56 drains a rapid-reset flood more slowly
-/// than its calls arrive above roughly this rate on two shared cores (`bench/kms_flood`, eight
-/// peers: 256 KiB/s in total held 193-233 MB after 60 s, 512 KiB/s 245 MB after 150 s).
+/// Unattested ingress in total (`--max-ingress` sets the rate), refunded on attestation like
+/// the peer's. gRPC core 1.56 drains a rapid-reset flood more slowly than its calls arrive
+/// above roughly this rate on two shared cores (`bench/kms_flood`, eight peers: 256 KiB/s in
+/// total held 193-233 MB after 60 s, 512 KiB/s 245 MB after 150 s).
 pub const TOTAL_RATE: Rate = Rate {
     per_sec: 128 * 1024,
-    burst: 512 * 1024,
+    burst: TOTAL_BURST_SECS * 128 * 1024,
 };
-/// The total budget's burst, in seconds of its rate (`--max-ingress` sets the rate).
-pub const TOTAL_BURST_SECS: u64 = 4;
+/// The total budget's burst, in seconds of its rate (`--max-ingress` sets the rate): 4 MiB at
+/// the default, about 570 first flights of 7 KB in progress at once.
+pub const TOTAL_BURST_SECS: u64 = 32;
+/// After a flood (a connection throttled, refused or evicted), the allocator's free memory is
+/// handed back to the kernel once nothing has been throttled or refused for each of these.
+const TRIM_AFTER: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(15)];
 /// At the total cap, a connection idle at least this long may be closed for a new one.
 pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// The loopback connect to gRPC core must finish within this.
@@ -235,6 +244,9 @@ impl Bound {
             peers: HashMap::new(),
             total: Bucket::full(limits.total_rate, Instant::now()),
             accept_retry: None,
+            waker: Arc::clone(&waker),
+            pressure: None,
+            trims: 0,
         };
         let thread = std::thread::Builder::new()
             .name("kms-gate".into())
@@ -312,9 +324,24 @@ pub fn fit_fd_limit(mut limits: Limits) -> Limits {
     limits
 }
 
-/// The gate's upstream (loopback) port -> the client it forwards, for [`client_address`].
-fn clients() -> MutexGuard<'static, HashMap<u16, SocketAddr>> {
-    static CLIENTS: OnceLock<Mutex<HashMap<u16, SocketAddr>>> = OnceLock::new();
+/// A connection's attestation, set by the service ([`mark_attested`]) and read by the gate.
+struct Attested {
+    flag: AtomicBool,
+    /// Wakes the gate, so it takes the connection out of the budgets now.
+    waker: Arc<Waker>,
+}
+
+/// The client a gate connection forwards, and whether it has been attested.
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    attested: Arc<Attested>,
+}
+
+/// The gate's upstream (loopback) port -> the client it forwards, for [`client_address`] and
+/// [`mark_attested`].
+fn clients() -> MutexGuard<'static, HashMap<u16, Client>> {
+    static CLIENTS: OnceLock<Mutex<HashMap<u16, Client>>> = OnceLock::new();
     CLIENTS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
@@ -325,16 +352,38 @@ fn clients() -> MutexGuard<'static, HashMap<u16, SocketAddr>> {
 /// the client's own address in the same form (`ipv4:192.0.2.7:51000`, `ipv6:[2001:db8::1]:443`);
 /// anything else unchanged.
 pub fn client_address(grpc_peer: &str) -> String {
-    let port = grpc_peer
+    match upstream_port(grpc_peer).and_then(|p| clients().get(&p).map(|c| c.addr)) {
+        Some(addr) => grpc_style(&addr),
+        None => grpc_peer.to_owned(),
+    }
+}
+
+/// Tells the gate that the client of the connection gRPC core names `grpc_peer` has passed
+/// attestation: from now on its ingress is not budgeted, what it spent of its peer's and the
+/// total budget is given back, and it is never closed to make room for another connection.
+/// Nothing happens for a peer that did not come through the gate.
+///
+/// The service calls this only after the client's RA-TLS certificate has been verified
+/// against the policy, on a call that is still in flight on that connection, so the gate's
+/// loopback port cannot yet have been reused by another connection.
+pub fn mark_attested(grpc_peer: &str) {
+    let Some(attested) =
+        upstream_port(grpc_peer).and_then(|p| clients().get(&p).map(|c| Arc::clone(&c.attested)))
+    else {
+        return;
+    };
+    if !attested.flag.swap(true, Ordering::SeqCst) {
+        let _ = attested.waker.wake();
+    }
+}
+
+/// The gate's loopback port in gRPC core's name for a peer (`ipv4:127.0.0.1:40312`).
+fn upstream_port(grpc_peer: &str) -> Option<u16> {
+    grpc_peer
         .strip_prefix("ipv4:")
         .and_then(|rest| rest.strip_prefix(UPSTREAM_HOST))
         .and_then(|rest| rest.strip_prefix(':'))
-        .and_then(|port| port.parse::<u16>().ok());
-    match port.and_then(|p| clients().get(&p).copied()) {
-        Some(SocketAddr::V4(a)) => format!("ipv4:{a}"),
-        Some(SocketAddr::V6(a)) => format!("ipv6:{a}"),
-        None => grpc_peer.to_owned(),
-    }
+        .and_then(|port| port.parse::<u16>().ok())
 }
 
 /// Whom the per-peer limits count against: an IPv4 address, or an IPv6 /64 (one host's
@@ -386,6 +435,11 @@ impl Bucket {
         self.tokens -= n as f64;
     }
 
+    /// Gives back `n` taken earlier, up to the burst.
+    fn give(&mut self, n: u64, rate: Rate) {
+        self.tokens = (self.tokens + n as f64).min(rate.burst as f64);
+    }
+
     fn is_full(&self, rate: Rate) -> bool {
         self.tokens >= rate.burst as f64
     }
@@ -401,6 +455,7 @@ impl Bucket {
 }
 
 struct PeerState {
+    /// Unattested connections open.
     conns: usize,
     bucket: Bucket,
 }
@@ -454,6 +509,10 @@ struct Conn {
     upstream_eof: bool,
     up_shut: bool,
     bucket: Bucket,
+    /// Set by the service once the client is attested ([`mark_attested`]).
+    attested: Arc<Attested>,
+    /// The gate has seen `attested` and taken the connection out of the budgets.
+    exempt: bool,
     /// Bytes read from the client so far.
     received: u64,
     opened: Instant,
@@ -486,6 +545,11 @@ struct Loop {
     peers: HashMap<PeerKey, PeerState>,
     total: Bucket,
     accept_retry: Option<Instant>,
+    waker: Arc<Waker>,
+    /// The last throttling, refusal or eviction, and how many of [`TRIM_AFTER`]'s trims
+    /// have followed it.
+    pressure: Option<Instant>,
+    trims: usize,
 }
 
 impl Loop {
@@ -526,6 +590,7 @@ impl Loop {
                 self.accept_retry = None;
                 (0..self.listeners.len()).for_each(|i| self.accept(i));
             }
+            self.exempt_attested();
             self.retry_throttled(now);
             if now >= next_sweep {
                 self.sweep(now);
@@ -615,6 +680,11 @@ impl Loop {
             upstream_eof: false,
             up_shut: false,
             bucket: Bucket::full(self.limits.connection_rate, now),
+            attested: Arc::new(Attested {
+                flag: AtomicBool::new(false),
+                waker: Arc::clone(&self.waker),
+            }),
+            exempt: false,
             received: 0,
             opened: now,
             last_ingress: now,
@@ -632,7 +702,13 @@ impl Loop {
             self.free.push(index);
             return;
         }
-        clients().insert(up_port, peer);
+        clients().insert(
+            up_port,
+            Client {
+                addr: peer,
+                attested: Arc::clone(&conn.attested),
+            },
+        );
         let peer_rate = self.limits.peer_rate;
         self.peers
             .entry(key)
@@ -648,7 +724,8 @@ impl Loop {
         self.pump(index);
     }
 
-    fn refuse(&self, peer: &SocketAddr, reason: String) {
+    fn refuse(&mut self, peer: &SocketAddr, reason: String) {
+        self.pressure_now();
         let who = grpc_style(peer);
         let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
         rec.peer = Some(&who);
@@ -657,17 +734,24 @@ impl Loop {
         self.audit.write(&rec);
     }
 
-    /// At the total cap, for a new connection from a peer that has `newcomer` open: closes
-    /// the connection silent longest if at least [`EVICT_IDLE_AFTER`]; else the longest-silent
-    /// one of the peer holding most, if that is more than one above `newcomer` (so a peer
-    /// with few connections always gets in, and peers that hold many only trade among
-    /// themselves). The closed connection's peer is audited. True if one was closed.
+    /// At the total cap, for a new connection from a peer that has `newcomer` unattested
+    /// connections open: closes the unattested connection silent longest if at least
+    /// [`EVICT_IDLE_AFTER`]; else the longest-silent unattested one of the peer holding most,
+    /// if that is more than one above `newcomer` (so a peer with few connections always gets
+    /// in, and peers that hold many only trade among themselves). An attested connection is
+    /// never closed for a new one. The closed connection's peer is audited. True if one was
+    /// closed.
     fn make_room(&mut self, now: Instant, newcomer: usize) -> bool {
+        self.exempt_attested();
         let oldest = self
             .conns
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.last_ingress)))
+            .filter_map(|(i, c)| {
+                c.as_ref()
+                    .filter(|c| !c.exempt)
+                    .map(|c| (i, c.last_ingress))
+            })
             .min_by_key(|&(_, at)| at);
         let victim = match oldest {
             Some((i, at)) if now.saturating_duration_since(at) >= EVICT_IDLE_AFTER => Some(i),
@@ -682,7 +766,7 @@ impl Loop {
                         .iter()
                         .enumerate()
                         .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
-                        .filter(|(_, c)| c.key == heaviest)
+                        .filter(|(_, c)| c.key == heaviest && !c.exempt)
                         .min_by_key(|(_, c)| c.last_ingress)
                         .map(|(i, _)| i)
                 }),
@@ -712,22 +796,33 @@ impl Loop {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return;
         };
-        let Some(peer) = self.peers.get_mut(&conn.key) else {
-            return;
+        let outcome = if conn.exempt {
+            conn.pump(now, &limits, None)
+        } else {
+            let Some(peer) = self.peers.get_mut(&conn.key) else {
+                return;
+            };
+            conn.pump(now, &limits, Some((&mut peer.bucket, &mut self.total)))
         };
-        let outcome = conn.pump(now, &limits, &mut peer.bucket, &mut self.total);
         match outcome {
             Ok(()) if conn.finished() => self.close(index),
             Ok(()) => {
+                if conn.throttled.is_some() {
+                    self.pressure = Some(now);
+                    self.trims = 0;
+                }
                 if conn.throttled.is_some() && !conn.throttle_audited {
                     conn.throttle_audited = true;
                     let reason = format!(
-                        "ingress rate limit: this connection sent more than its budget \
-                         ({} KiB at once, {} KiB/s per connection, {} KiB/s per peer); it is \
-                         read more slowly",
+                        "ingress rate limit: this connection, not yet attested, sent more \
+                         than its budget ({} KiB at once, then {} KiB/s per connection; {} KiB \
+                         at once, then {} KiB/s per peer; {} KiB/s in total, --max-ingress); \
+                         it is read more slowly until it is attested",
                         limits.connection_rate.burst / 1024,
                         limits.connection_rate.per_sec / 1024,
-                        limits.peer_rate.per_sec / 1024
+                        limits.peer_rate.burst / 1024,
+                        limits.peer_rate.per_sec / 1024,
+                        limits.total_rate.per_sec / 1024
                     );
                     let who = grpc_style(&conn.peer);
                     let mut rec = Record::new(Event::Throttle, Verdict::Rejected);
@@ -762,8 +857,10 @@ impl Loop {
         let _ = registry.deregister(&mut conn.client);
         let _ = registry.deregister(&mut conn.upstream);
         clients().remove(&conn.up_port);
-        if let Some(p) = self.peers.get_mut(&conn.key) {
-            p.conns = p.conns.saturating_sub(1);
+        if !conn.exempt {
+            if let Some(p) = self.peers.get_mut(&conn.key) {
+                p.conns = p.conns.saturating_sub(1);
+            }
         }
         self.open = self.open.saturating_sub(1);
         self.free.push(index);
@@ -772,6 +869,45 @@ impl Loop {
     fn close_all(&mut self) {
         for i in 0..self.conns.len() {
             self.close(i);
+        }
+    }
+
+    /// Takes connections the service has since attested out of the budgets: they no longer
+    /// count against their peer's connection cap, and what they spent of the peer's and the
+    /// total budget is given back (a boot's first flight costs nothing once it proves to be
+    /// one; only connections that never attest keep what they took).
+    fn exempt_attested(&mut self) {
+        let (peer_rate, total_rate) = (self.limits.peer_rate, self.limits.total_rate);
+        for c in self.conns.iter_mut().flatten() {
+            if c.exempt || !c.attested.flag.load(Ordering::SeqCst) {
+                continue;
+            }
+            c.exempt = true;
+            if let Some(p) = self.peers.get_mut(&c.key) {
+                p.conns = p.conns.saturating_sub(1);
+                p.bucket.give(c.received, peer_rate);
+            }
+            self.total.give(c.received, total_rate);
+        }
+    }
+
+    /// Notes a throttling, refusal or eviction: the allocator is trimmed once it has passed.
+    fn pressure_now(&mut self) {
+        self.pressure = Some(Instant::now());
+        self.trims = 0;
+    }
+
+    /// Once a flood has passed ([`TRIM_AFTER`]), hands the allocator's free memory back.
+    fn trim_after_pressure(&mut self, now: Instant) {
+        let (Some(at), Some(after)) = (self.pressure, TRIM_AFTER.get(self.trims)) else {
+            return;
+        };
+        if now.saturating_duration_since(at) >= *after {
+            occlum_dcap::trim_heap();
+            self.trims += 1;
+            if self.trims == TRIM_AFTER.len() {
+                self.pressure = None;
+            }
         }
     }
 
@@ -796,6 +932,9 @@ impl Loop {
 
     /// What connection `c` could read now, without taking it.
     fn budget_after_refill(&self, c: &Conn, now: Instant) -> usize {
+        if c.exempt {
+            return usize::MAX;
+        }
         let refilled = |mut b: Bucket, rate| {
             b.refill(rate, now);
             b.available()
@@ -847,6 +986,7 @@ impl Loop {
         for i in expired {
             self.close(i);
         }
+        self.trim_after_pressure(now);
         // Forget peers with nothing open and a full bucket: they would start afresh anyway.
         let rate = self.limits.peer_rate;
         self.peers.retain(|_, p| {
@@ -863,16 +1003,19 @@ impl Conn {
         self.upstream_eof && self.to_client.is_empty()
     }
 
+    /// Moves bytes both ways. `budgets` are the peer's and the total bucket, which with the
+    /// connection's own bound what is read from the client; `None` once it is attested.
     fn pump(
         &mut self,
         now: Instant,
         limits: &Limits,
-        peer: &mut Bucket,
-        total: &mut Bucket,
+        mut budgets: Option<(&mut Bucket, &mut Bucket)>,
     ) -> Result<(), End> {
-        self.bucket.refill(limits.connection_rate, now);
-        peer.refill(limits.peer_rate, now);
-        total.refill(limits.total_rate, now);
+        if let Some((peer, total)) = budgets.as_mut() {
+            self.bucket.refill(limits.connection_rate, now);
+            peer.refill(limits.peer_rate, now);
+            total.refill(limits.total_rate, now);
+        }
         self.throttled = None;
         if !self.up_connected {
             match self.upstream.peer_addr() {
@@ -888,11 +1031,14 @@ impl Conn {
             let mut moved = false;
             // Client -> gRPC core, within the budgets.
             if !self.client_eof {
-                let budget = self
-                    .bucket
-                    .available()
-                    .min(peer.available())
-                    .min(total.available());
+                let budget = match budgets.as_ref() {
+                    Some((peer, total)) => self
+                        .bucket
+                        .available()
+                        .min(peer.available())
+                        .min(total.available()),
+                    None => usize::MAX,
+                };
                 let spare = self.to_up.spare();
                 let want = budget.min(spare.len());
                 if !spare.is_empty() && want == 0 {
@@ -906,9 +1052,11 @@ impl Conn {
                         Ok(n) => {
                             self.to_up.end += n;
                             self.received += n as u64;
-                            self.bucket.take(n);
-                            peer.take(n);
-                            total.take(n);
+                            if let Some((peer, total)) = budgets.as_mut() {
+                                self.bucket.take(n);
+                                peer.take(n);
+                                total.take(n);
+                            }
                             self.last_ingress = now;
                             moved = true;
                         }
