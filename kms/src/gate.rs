@@ -8,20 +8,46 @@
 //! both ways unchanged (TLS and the attestation stay end to end between the client and
 //! gRPC core), and it bounds what a peer may cost before core sees anything:
 //!
-//! - connections in total ([`Limits::max_connections`], `--max-connections`) and per peer
-//!   ([`Limits::max_connections_per_peer`], `--max-connections-per-peer`; a peer is an IPv4
-//!   address or an IPv6 /64). At the total cap, the connection that has sent nothing for the
-//!   longest (at least [`EVICT_IDLE_AFTER`]) makes room, else one of the peer holding most
-//!   when it holds more than one above the newcomer's peer; otherwise the new one is closed;
+//! The defences budget what is unauthenticated. Once a call on a connection passes
+//! attestation and the policy, the service says so ([`mark_attested`]; the gate knows which
+//! client each of gRPC core's loopback connections carries), and the connection leaves the
+//! per-peer cap and every ingress budget, gets back what it spent of them, and is never closed
+//! to make room. Everything below applies to connections not (yet) attested:
+//!
+//! - connections in total ([`Limits::max_connections`], `--max-connections`; attested ones
+//!   count here too, as file descriptors) and per peer ([`Limits::max_connections_per_peer`],
+//!   `--max-connections-per-peer`; a peer is an IPv4 address or an IPv6 /64). At the total
+//!   cap, the unattested connection that has sent nothing for the longest (at least
+//!   [`EVICT_IDLE_AFTER`]) makes room, else one of the peer holding most when it holds more
+//!   than one above the newcomer's peer; otherwise the new one is closed;
 //! - ingress bytes: a token bucket per connection ([`CONNECTION_RATE`]), per peer
 //!   ([`PEER_RATE`]) and in total ([`TOTAL_RATE`], `--max-ingress`). A connection over its
 //!   budget is not read until the bucket refills, so TCP pushes back on the sender; when the
-//!   budget is contended, the connections read least go first. The bursts cover the largest
-//!   legitimate flight (a 46 KB client certificate over TLS 1.2); a rapid-reset flood is
-//!   held to a rate the service drains;
+//!   budget is contended, the connections read least go first, so a handshake's few kilobytes
+//!   go before a flood's megabytes. The connection's burst is its first flight: it covers the
+//!   largest legitimate one (a 46 KB client certificate over TLS 1.2; init sends about 7 KB
+//!   before it is attested, Occlum's C++ client under 16 KB); past it, an unattested
+//!   connection is read at [`CONNECTION_RATE`]'s rate, which holds a rapid-reset flood to a
+//!   rate the service drains. The peer's and the total bursts bound the first flights in
+//!   progress at once (2 MiB and 4 MiB: a few hundred boots), and because an attested
+//!   connection gets its bytes back, boots never use them up: one address boots at the speed
+//!   of the CPU;
+//! - churn: a connection's first flight is fresh, but the peer's and the total bucket are not,
+//!   and only attestation refills them beyond their rates. So an attacker that reopens
+//!   connections and never attests gets, from one address, at most the peer's burst plus its
+//!   rate (2 MiB, then 128 KiB/s), and from any number of addresses at most the total's
+//!   (4 MiB, then 128 KiB/s at the default `--max-ingress`): the same sustained rates as a
+//!   connection that keeps sending. A flood from many addresses that keeps the total bucket
+//!   empty still slows the handshakes of new clients (they share its rate, least-read first);
+//!   clients already attested are not affected;
 //! - time: an upstream connect must finish within [`CONNECT_TIMEOUT`], and a client that does
 //!   not read what the KMS sends for [`STALL_TIMEOUT`] loses the connection. Handshake,
 //!   idleness and lifetime are gRPC core's (`server::HANDSHAKE_TIMEOUT`, `limits`).
+//!
+//! After a flood (a throttling, refusal or eviction), the allocator's free memory is handed
+//! back to the kernel once the gate has been calm for each of [`TRIM_AFTER`]
+//! (`occlum_dcap::trim_heap`, glibc's `malloc_trim(0)`): gRPC core frees what a flood made
+//! it queue, but glibc keeps the pages in its arenas.
 //!
 //! Refused connections are audited (`Event::Refusal`, aggregated per peer like every
 //! refusal), as is the first throttling of each connection (`Event::Throttle`). gRPC core sees every call as
@@ -29,7 +55,8 @@
 //! own, so audit records name the real peer.
 //!
 //! What it does not do: look inside TLS (it cannot tell a reset stream from a request), or
-//! stop a flood from many addresses from sharing the total budget with legitimate clients;
+//! keep a flood from many addresses from sharing the total budget with the handshakes of
+//! legitimate clients; an attested client may flood at will (it is a trusted enclave);
 //! and the loopback port is reachable by anything on the host that can open sockets, which
 //! inside Occlum is the host itself (still mutual RA-TLS: availability only, which the host
 //! controls anyway).
