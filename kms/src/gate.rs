@@ -105,12 +105,28 @@ pub const TOTAL_RATE: Rate = Rate {
     per_sec: 128 * 1024,
     burst: TOTAL_BURST_SECS * 128 * 1024,
 };
+/// New connections per peer that have not (yet) attested: a connection takes one and gets it
+/// back when it attests. Every connection costs gRPC core a TLS handshake, so an address that
+/// reopens connections and never attests is held to this rate after the burst (the per-peer
+/// cap's worth), while its boots, which attest, never run it down.
+pub const PEER_CONNECT_RATE: Rate = Rate {
+    per_sec: 32,
+    burst: DEFAULT_MAX_CONNECTIONS_PER_PEER as u64,
+};
 /// The total budget's burst, in seconds of its rate (`--max-ingress` sets the rate): 4 MiB at
 /// the default, about 570 first flights of 7 KB in progress at once.
 pub const TOTAL_BURST_SECS: u64 = 32;
 /// After a flood (a connection throttled, refused or evicted), the allocator's free memory is
 /// handed back to the kernel once nothing has been throttled or refused for each of these.
-const TRIM_AFTER: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(15)];
+/// Several times, because gRPC core frees what a flood made it hold over tens of seconds (a
+/// rapid-reset flood's memory was still in use 15 s after it, and free by 25 s); each trim
+/// costs a few milliseconds of the gate's thread.
+const TRIM_AFTER: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
 /// At the total cap, a connection idle at least this long may be closed for a new one.
 pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// The loopback connect to gRPC core must finish within this.
@@ -146,6 +162,8 @@ pub struct Limits {
     pub connection_rate: Rate,
     pub peer_rate: Rate,
     pub total_rate: Rate,
+    /// New unattested connections per peer (a rate in connections).
+    pub peer_connect_rate: Rate,
 }
 
 impl Default for Limits {
@@ -156,6 +174,7 @@ impl Default for Limits {
             connection_rate: CONNECTION_RATE,
             peer_rate: PEER_RATE,
             total_rate: TOTAL_RATE,
+            peer_connect_rate: PEER_CONNECT_RATE,
         }
     }
 }
@@ -485,6 +504,8 @@ struct PeerState {
     /// Unattested connections open.
     conns: usize,
     bucket: Bucket,
+    /// New connections not given back by attestation ([`PEER_CONNECT_RATE`]).
+    connects: Bucket,
 }
 
 /// Bytes waiting to be written one way.
@@ -652,6 +673,22 @@ impl Loop {
         let now = Instant::now();
         let key = PeerKey::of(&peer);
         let per_peer = self.peers.get(&key).map_or(0, |p| p.conns);
+        let connect_rate = self.limits.peer_connect_rate;
+        let connects = self.peers.get_mut(&key).map_or(usize::MAX, |p| {
+            p.connects.refill(connect_rate, now);
+            p.connects.available()
+        });
+        if connects == 0 {
+            return self.refuse(
+                &peer,
+                format!(
+                    "connection rate limit: this peer opened more than {} connections that \
+                     did not attest, then more than {} a second (its connections count \
+                     again once they attest)",
+                    connect_rate.burst, connect_rate.per_sec
+                ),
+            );
+        }
         if per_peer >= self.limits.max_connections_per_peer {
             return self.refuse(
                 &peer,
@@ -737,13 +774,13 @@ impl Loop {
             },
         );
         let peer_rate = self.limits.peer_rate;
-        self.peers
-            .entry(key)
-            .or_insert_with(|| PeerState {
-                conns: 0,
-                bucket: Bucket::full(peer_rate, now),
-            })
-            .conns += 1;
+        let state = self.peers.entry(key).or_insert_with(|| PeerState {
+            conns: 0,
+            bucket: Bucket::full(peer_rate, now),
+            connects: Bucket::full(connect_rate, now),
+        });
+        state.conns += 1;
+        state.connects.take(1);
         self.open += 1;
         if let Some(slot) = self.conns.get_mut(index) {
             *slot = Some(conn);
@@ -905,6 +942,7 @@ impl Loop {
     /// one; only connections that never attest keep what they took).
     fn exempt_attested(&mut self) {
         let (peer_rate, total_rate) = (self.limits.peer_rate, self.limits.total_rate);
+        let connect_rate = self.limits.peer_connect_rate;
         for c in self.conns.iter_mut().flatten() {
             if c.exempt || !c.attested.flag.load(Ordering::SeqCst) {
                 continue;
@@ -913,6 +951,7 @@ impl Loop {
             if let Some(p) = self.peers.get_mut(&c.key) {
                 p.conns = p.conns.saturating_sub(1);
                 p.bucket.give(c.received, peer_rate);
+                p.connects.give(1, connect_rate);
             }
             self.total.give(c.received, total_rate);
         }
@@ -1014,11 +1053,12 @@ impl Loop {
             self.close(i);
         }
         self.trim_after_pressure(now);
-        // Forget peers with nothing open and a full bucket: they would start afresh anyway.
-        let rate = self.limits.peer_rate;
+        // Forget peers with nothing open and full buckets: they would start afresh anyway.
+        let (rate, connect_rate) = (self.limits.peer_rate, self.limits.peer_connect_rate);
         self.peers.retain(|_, p| {
             p.bucket.refill(rate, now);
-            p.conns > 0 || !p.bucket.is_full(rate)
+            p.connects.refill(connect_rate, now);
+            p.conns > 0 || !p.bucket.is_full(rate) || !p.connects.is_full(connect_rate)
         });
     }
 }

@@ -578,3 +578,57 @@ fn an_attested_connection_is_never_closed_to_make_room() {
     round_trip(&mut attested, b"still open");
     round_trip(&mut busy, b"still open");
 }
+
+#[test]
+fn a_peer_that_keeps_opening_connections_without_attesting_is_refused_until_one_attests() {
+    let upstream = Upstream::start(true);
+    let limits = Limits {
+        peer_connect_rate: Rate {
+            per_sec: 0,
+            burst: 2,
+        },
+        ..Limits::default()
+    };
+    let (_gate, addr, audit) = start_gate(limits, &upstream);
+    let (mut first, first_port) = connect_seen(2, addr, &upstream);
+    let (second, _) = connect_seen(2, addr, &upstream);
+    // Closing does not give a connection back: only attesting does.
+    drop(second);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = connect_from(2, addr);
+    assert!(
+        closed(&mut third),
+        "a third unattested connection from 127.0.0.2"
+    );
+    let mut other = connect_from(3, addr);
+    round_trip(&mut other, b"another peer");
+    let r = audit
+        .records()
+        .into_iter()
+        .find(|r| r["event"] == "refusal")
+        .expect("a refusal record");
+    assert!(r["peer"].as_str().unwrap().starts_with("ipv4:127.0.0.2:"));
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection rate limit: this peer opened more than 2 connections"),
+        "{r}"
+    );
+    attest(first_port);
+    let mut b = [0u8; 1];
+    first.read_exact(&mut b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = connect_from(2, addr);
+        let _ = again.write_all(b"y");
+        if matches!(again.read(&mut b), Ok(1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "attesting did not give the connection back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
