@@ -37,9 +37,13 @@
 //!   connections and never attests gets, from one address, at most the peer's burst plus its
 //!   rate (2 MiB, then 128 KiB/s), and from any number of addresses at most the total's
 //!   (4 MiB, then 128 KiB/s at the default `--max-ingress`): the same sustained rates as a
-//!   connection that keeps sending. A flood from many addresses that keeps the total bucket
-//!   empty still slows the handshakes of new clients (they share its rate, least-read first);
-//!   clients already attested are not affected;
+//!   connection that keeps sending. Each new connection also costs gRPC core a TLS handshake,
+//!   which no byte budget bounds, so a peer has a budget of new connections too
+//!   ([`PEER_CONNECT_RATE`]: 256, then 32 a second), from which an attested connection's is
+//!   given back; past it, new connections from that peer are closed at accept (audited). A
+//!   flood from many addresses that keeps the total bucket empty still slows the handshakes
+//!   of new clients (they share its rate, least-read first), and many addresses each within
+//!   their connection budget still add up; clients already attested are not affected;
 //! - time: an upstream connect must finish within [`CONNECT_TIMEOUT`], and a client that does
 //!   not read what the KMS sends for [`STALL_TIMEOUT`] loses the connection. Handshake,
 //!   idleness and lifetime are gRPC core's (`server::HANDSHAKE_TIMEOUT`, `limits`).
