@@ -117,6 +117,10 @@ pub const PEER_CONNECT_RATE: Rate = Rate {
     per_sec: 32,
     burst: DEFAULT_MAX_CONNECTIONS_PER_PEER as u64,
 };
+/// The last 1/this of the total budget is kept for peers whose connections attest (more of
+/// them attested than closed unattested): a flood from many addresses that reopens its
+/// connections cannot take the budget the handshakes of enclaves need.
+const TOTAL_RESERVE_SHARE: u64 = 4;
 /// The total budget's burst, in seconds of its rate (`--max-ingress` sets the rate): 4 MiB at
 /// the default, about 570 first flights of 7 KB in progress at once.
 pub const TOTAL_BURST_SECS: u64 = 32;
@@ -510,6 +514,21 @@ struct PeerState {
     bucket: Bucket,
     /// New connections not given back by attestation ([`PEER_CONNECT_RATE`]).
     connects: Bucket,
+    /// Connections that attested, and that closed unattested after sending something.
+    attested: u32,
+    failed: u32,
+}
+
+impl PeerState {
+    /// A peer whose connections attest at least as often as they fail may use the total
+    /// budget's last [`TOTAL_RESERVE_SHARE`]; others leave it to them.
+    fn reserve(&self, total: Rate) -> usize {
+        if self.attested >= self.failed {
+            0
+        } else {
+            usize::try_from(total.burst / TOTAL_RESERVE_SHARE).unwrap_or(usize::MAX)
+        }
+    }
 }
 
 /// Bytes waiting to be written one way.
@@ -782,6 +801,8 @@ impl Loop {
             conns: 0,
             bucket: Bucket::full(peer_rate, now),
             connects: Bucket::full(connect_rate, now),
+            attested: 0,
+            failed: 0,
         });
         state.conns += 1;
         state.connects.take(1);
@@ -865,12 +886,18 @@ impl Loop {
             return;
         };
         let outcome = if conn.exempt {
-            conn.pump(now, &limits, None)
+            conn.pump(now, &limits, None, 0)
         } else {
             let Some(peer) = self.peers.get_mut(&conn.key) else {
                 return;
             };
-            conn.pump(now, &limits, Some((&mut peer.bucket, &mut self.total)))
+            let reserve = peer.reserve(limits.total_rate);
+            conn.pump(
+                now,
+                &limits,
+                Some((&mut peer.bucket, &mut self.total)),
+                reserve,
+            )
         };
         match outcome {
             Ok(()) if conn.finished() => self.close(index),
@@ -928,6 +955,9 @@ impl Loop {
         if !conn.exempt {
             if let Some(p) = self.peers.get_mut(&conn.key) {
                 p.conns = p.conns.saturating_sub(1);
+                if conn.received > 0 {
+                    p.failed = p.failed.saturating_add(1);
+                }
             }
         }
         self.open = self.open.saturating_sub(1);
@@ -956,6 +986,7 @@ impl Loop {
                 p.conns = p.conns.saturating_sub(1);
                 p.bucket.give(c.received, peer_rate);
                 p.connects.give(1, connect_rate);
+                p.attested = p.attested.saturating_add(1);
             }
             self.total.give(c.received, total_rate);
         }
@@ -1009,13 +1040,14 @@ impl Loop {
             b.refill(rate, now);
             b.available()
         };
-        let peer = self
-            .peers
-            .get(&c.key)
-            .map_or(0, |p| refilled(p.bucket, self.limits.peer_rate));
+        let Some(p) = self.peers.get(&c.key) else {
+            return 0;
+        };
+        let total = refilled(self.total, self.limits.total_rate)
+            .saturating_sub(p.reserve(self.limits.total_rate));
         refilled(c.bucket, self.limits.connection_rate)
-            .min(peer)
-            .min(refilled(self.total, self.limits.total_rate))
+            .min(refilled(p.bucket, self.limits.peer_rate))
+            .min(total)
     }
 
     /// Reads throttled connections whose budgets have refilled, those that have sent least
@@ -1081,6 +1113,7 @@ impl Conn {
         now: Instant,
         limits: &Limits,
         mut budgets: Option<(&mut Bucket, &mut Bucket)>,
+        reserve: usize,
     ) -> Result<(), End> {
         if let Some((peer, total)) = budgets.as_mut() {
             self.bucket.refill(limits.connection_rate, now);
@@ -1107,7 +1140,7 @@ impl Conn {
                         .bucket
                         .available()
                         .min(peer.available())
-                        .min(total.available()),
+                        .min(total.available().saturating_sub(reserve)),
                     None => usize::MAX,
                 };
                 let spare = self.to_up.spare();

@@ -632,3 +632,48 @@ fn a_peer_that_keeps_opening_connections_without_attesting_is_refused_until_one_
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_peer_whose_connections_do_not_attest_leaves_the_last_of_the_total_budget_to_others() {
+    let upstream = Upstream::start(false);
+    // 64 KiB in total, refilled at 1 KiB/s; a quarter of it is kept for peers in good standing.
+    let limits = Limits {
+        connection_rate: LARGE,
+        peer_rate: LARGE,
+        total_rate: Rate {
+            per_sec: 1024,
+            burst: 64 * 1024,
+        },
+        ..Limits::default()
+    };
+    let (_gate, addr, _) = start_gate(limits, &upstream);
+    // 127.0.0.2 closes a connection without attesting: it is no longer in good standing.
+    let (failed, _) = connect_seen(2, addr, &upstream);
+    drop(failed);
+    std::thread::sleep(Duration::from_millis(200));
+    let (mut flood, flood_port) = connect_seen(2, addr, &upstream);
+    flood
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let _ = flood.write_all(&[0x5au8; 100 * 1024]);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = |port| *upstream.by_port.lock().unwrap().get(&port).unwrap_or(&0);
+    let flooded = got(flood_port);
+    assert!(
+        flooded <= 48 * 1024 + 2048,
+        "the peer not in good standing took {flooded} bytes of the reserve"
+    );
+    // A peer in good standing still gets its first flight through, from the reserve.
+    let (mut boot, boot_port) = connect_seen(3, addr, &upstream);
+    boot.write_all(&[0x5au8; 10 * 1024]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while got(boot_port) < 1 + 10 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the handshake got {} bytes: the flood took the reserve",
+            got(boot_port)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(flood);
+}
