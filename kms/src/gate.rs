@@ -40,10 +40,15 @@
 //!   connection that keeps sending. Each new connection also costs gRPC core a TLS handshake,
 //!   which no byte budget bounds, so a peer has a budget of new connections too
 //!   ([`PEER_CONNECT_RATE`]: 256, then 32 a second), from which an attested connection's is
-//!   given back; past it, new connections from that peer are closed at accept (audited). A
-//!   flood from many addresses that keeps the total bucket empty still slows the handshakes
-//!   of new clients (they share its rate, least-read first), and many addresses each within
-//!   their connection budget still add up; clients already attested are not affected;
+//!   given back; past it, new connections from that peer are closed at accept (audited).
+//!   Many addresses each within their budgets still add up, and their fresh connections look
+//!   like boots to the least-read-first order; so the last quarter of the total budget
+//!   ([`TOTAL_RESERVE_SHARE`]) is kept for peers in good standing, whose connections have
+//!   attested at least as often as they closed unattested (counted while the gate remembers
+//!   the peer). Enclaves' handshakes draw on it and give it back as they attest. What remains
+//!   open: a flood from many addresses each still in good standing (each can close at most
+//!   one connection unattested before it loses it), and a new host's first boot competing
+//!   with such a flood; clients already attested are not affected;
 //! - time: an upstream connect must finish within [`CONNECT_TIMEOUT`], and a client that does
 //!   not read what the KMS sends for [`STALL_TIMEOUT`] loses the connection. Handshake,
 //!   idleness and lifetime are gRPC core's (`server::HANDSHAKE_TIMEOUT`, `limits`).
