@@ -77,11 +77,12 @@ SERVE OPTIONS:
     --threads <N>             gRPC worker threads (default 2)
     --max-connections <N>     connections open at once, in total (default 1024); at the cap the
                               longest-idle one makes room
-    --max-connections-per-peer <N>  connections open at once from one IPv4 address or IPv6 /64
-                              (default 64)
-    --max-ingress <KIB/S>     bytes read from all clients together, in KiB a second (default
-                              128, about 18 boots a second; bursts of 4 s worth). Higher rates
-                              let an HTTP/2 rapid-reset flood outpace gRPC core's drain
+    --max-connections-per-peer <N>  unattested connections open at once from one IPv4 address
+                              or IPv6 /64 (default 256)
+    --max-ingress <KIB/S>     bytes read from clients not yet attested, all together, in KiB a
+                              second (default 128; bursts of 32 s worth; a connection's bytes
+                              are given back when it attests, so boots do not use it up).
+                              Higher rates let an HTTP/2 rapid-reset flood outpace gRPC core
     --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
                               a new key, quote and certificate are minted at half-life
     --staple-collateral on|off  carry this platform's collateral in the KMS's certificate, so
@@ -1200,11 +1201,14 @@ mod tests {
         );
         let cfg = serve(&["a:1", "--max-ingress", "4096"]);
         assert_eq!(cfg.gate.total_rate.per_sec, 4096 * 1024);
-        assert_eq!(cfg.gate.total_rate.burst, 4 * 4096 * 1024);
+        assert_eq!(
+            cfg.gate.total_rate.burst,
+            gate::TOTAL_BURST_SECS * 4096 * 1024
+        );
         assert_eq!(cfg.gate.peer_rate, gate::PEER_RATE);
         let cfg = serve(&["a:1", "--max-ingress", "32"]);
         assert_eq!(cfg.gate.peer_rate.per_sec, 32 * 1024, "capped by the total");
-        assert_eq!(cfg.gate.peer_rate.burst, 4 * 32 * 1024);
+        assert_eq!(cfg.gate.peer_rate.burst, gate::TOTAL_BURST_SECS * 32 * 1024);
     }
 
     #[test]

@@ -182,9 +182,11 @@ pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
     let s = Arc::clone(shared);
     let secrets = ServiceBuilder::new()
         .add_unary_handler(&METHOD_GET_SECRET, move |ctx, req: RawRequest, sink| {
-            let peer = crate::gate::client_address(&ctx.peer());
+            let grpc_peer = ctx.peer();
+            let peer = crate::gate::client_address(&grpc_peer);
             let cert_pem = peer_cert_pem(&ctx);
-            let outcome = get_secret(&s, &peer, cert_pem.as_deref(), &req.0);
+            let attested = || crate::gate::mark_attested(&grpc_peer);
+            let outcome = get_secret(&s, &peer, cert_pem.as_deref(), &req.0, attested);
             respond(&ctx, sink, outcome);
         })
         .build();
@@ -197,12 +199,15 @@ pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
 }
 
 /// The release decision for one GetSecret call, independent of gRPC plumbing so it can be
-/// unit-tested: returns the reply bytes or the status to fail with.
+/// unit-tested: returns the reply bytes or the status to fail with. `attested` runs once the
+/// caller has passed attestation and the policy (the connection gate then stops budgeting
+/// its connection).
 pub fn get_secret(
     shared: &Shared,
     peer_addr: &str,
     cert_pem: Option<&[u8]>,
     request: &[u8],
+    attested: impl FnOnce(),
 ) -> Result<Zeroizing<Vec<u8>>, RpcStatus> {
     let runtime = shared.current();
     let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
@@ -223,6 +228,7 @@ pub fn get_secret(
         }
     };
     rec.identity = identity_of(&verified);
+    attested();
 
     // 3: the request.
     let name = match proto::decode_name(request) {
