@@ -708,6 +708,7 @@ impl Loop {
             p.connects.available()
         });
         if connects == 0 {
+            METRICS.gate_refused(GateRefusal::ConnectRate);
             return self.refuse(
                 &peer,
                 format!(

@@ -66,9 +66,11 @@ pub enum GateRefusal {
     PerPeer = 0,
     /// `--max-connections` reached and no connection could make room.
     Total = 1,
+    /// The peer opened too many connections that did not attest (the gate's connect rate).
+    ConnectRate = 2,
 }
 
-const GATE_REASONS: [&str; 2] = ["per_peer_limit", "total_limit"];
+const GATE_REASONS: [&str; 3] = ["per_peer_limit", "total_limit", "connect_rate"];
 
 /// Upper bounds of the verification latency histogram, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
