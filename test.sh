@@ -49,3 +49,6 @@ cargo test --release --workspace --locked --no-fail-fast --features "$SIM_FEATUR
 
 step "end to end: ./build.sh && ./run.sh, the seed's curl commands, client restart"
 tests/demo_e2e.sh
+
+step "Prometheus scrapes the KMS during kms_bench (SIMULATED platform)"
+bench/prometheus_kms.sh

@@ -10,13 +10,15 @@
 #
 #   bench/kms_ab.sh KMS_A KMS_B [PAIRS (default 6)] [CLIENTS (default 32)] [PER_RUN (default 3000)]
 #
+# KMS_AB_ARGS passes more kms_bench flags to every run (e.g. "--client-nice 10").
+#
 # Example: compare HEAD's KMS with an older one built elsewhere:
 #   bench/kms_ab.sh /tmp/kms-old target/release/kms 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 2 ]; then
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
 fi
 a=$1 b=$2 pairs=${3:-6} clients=${4:-32} per_run=${5:-3000}
@@ -24,13 +26,14 @@ for bin in "$a" "$b"; do
     [ -x "$bin" ] || { echo "kms_ab: $bin is not an executable KMS binary" >&2; exit 2; }
 done
 
-bench=$(cargo bench -p kms --features simulation --bench kms_bench --no-run --message-format=json 2>/dev/null |
+bench=$(cargo bench --workspace --locked --features kms/simulation,init/simulation --bench kms_bench --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*kms_bench[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$bench" ] || { echo "kms_ab: could not build the kms_bench binary" >&2; exit 1; }
 
 # One run: prints "rate p99 kms_cpu client_cpu" for the level.
 run() {
-    KMS_BIN=$1 "$bench" --per-level "$per_run" --levels "$clients" 2>/dev/null |
+    # shellcheck disable=SC2086 # KMS_AB_ARGS is a list of flags
+    KMS_BIN=$1 "$bench" --per-level "$per_run" --levels "$clients" ${KMS_AB_ARGS:-} 2>/dev/null |
         awk -v c="$clients" '$1 == c { print $3, $5, $6, $8 }'
 }
 

@@ -18,8 +18,11 @@ for t in "${targets[@]}"; do
     # SecretReply { secret: "\"<base64 of an image key>\"" }, as Occlum's KMS sends it.
     secret_reply) printf '\x0a\x42"YTUtNmQtN2YtY2YtYWUtOTMtZTItMWYtNWItOGEtODMtM2YtNzktNzgtMjktZmYK"' \
         >"corpus/$t/image_key_reply" ;;
+    secret_store) printf '{"k": "dmFsdWU=", "acl": {"value": "YTUtNmQK", "allow": ["app"]}}' \
+        >"corpus/$t/with_acl" ;;
     # SecretRequest { name: "image_key" }.
     kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
+    metrics_request) printf 'GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n' >"corpus/$t/get_metrics" ;;
     # First byte: the client's read size; then a GET and a pipelined form PUT.
     app_http) printf '\x07GET /customer/1 HTTP/1.1\r\nHost: x\r\n\r\nPUT /customer/2 HTTP/1.1\r\nContent-Length: 8\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ndata=Tom' \
         >"corpus/$t/get_and_put" ;;

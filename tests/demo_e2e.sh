@@ -84,6 +84,11 @@ else
   fail "one attestation per boot, three releases per boot (2 boots)" \
     "attestations=$attestations releases=$releases in $audit"
 fi
+if verified=$("$ROOT/target/release/kms" audit verify "$audit" 2>&1); then
+  ok "kms audit verify: the demo's audit log is an intact hash chain"
+else
+  fail "kms audit verify: the demo's audit log is an intact hash chain" "$verified"
+fi
 
 # No secret value, raw or base64, in any log.
 leaks=0

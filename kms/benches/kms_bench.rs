@@ -23,8 +23,15 @@
 //! The platform is SIMULATED (sgx-sim); quote verification costs the same as for hardware
 //! quotes (same ECDSA chain, same dcap-qvl code).
 //!
+//! `--metrics-listen ADDR` starts the KMS with its Prometheus endpoint there; `--sim-pccs`
+//! serves the platform's collateral from `sgx-sim pccs` (next to this binary's target dir, or
+//! `$SGX_SIM_BIN`) and points the KMS at it (`--pccs-url`), so collateral is fetched over HTTP;
+//! `--linger SECS` keeps the KMS up that long after the last level (a scraper's last look).
+//! The last line, `kms_bench: total attestations N`, is what a scraper should have counted.
+//!
 //! `cargo bench -p kms --bench kms_bench [-- --per-level N --levels 1,8,32 --same-cert
-//! --sequential --threads N --client-nice N --phases]`;
+//! --sequential --threads N --client-nice N --phases --metrics-listen ADDR --sim-pccs
+//! --linger SECS]`;
 //! `KMS_BIN=path/to/kms` benchmarks that server binary instead of the one cargo built.
 //! (`--same-cert` reuses one certificate per client thread: the cached-verification case).
 
@@ -57,6 +64,9 @@ struct Args {
     threads: usize,
     client_nice: i32,
     phases: bool,
+    metrics_listen: Option<String>,
+    sim_pccs: bool,
+    linger: u64,
 }
 
 fn parse_args() -> Args {
@@ -68,6 +78,9 @@ fn parse_args() -> Args {
         threads: 2,
         client_nice: 0,
         phases: false,
+        metrics_listen: None,
+        sim_pccs: false,
+        linger: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -86,6 +99,9 @@ fn parse_args() -> Args {
             "--threads" => args.threads = it.next().unwrap().parse().unwrap(),
             "--client-nice" => args.client_nice = it.next().unwrap().parse().unwrap(),
             "--phases" => args.phases = true,
+            "--metrics-listen" => args.metrics_listen = it.next(),
+            "--sim-pccs" => args.sim_pccs = true,
+            "--linger" => args.linger = it.next().unwrap().parse().unwrap(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -151,7 +167,15 @@ fn main() {
     // KMS_BIN measures another build of the server (say, a release binary) with this client.
     let kms_bin = std::env::var("KMS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kms").to_owned());
     eprintln!("server: {kms_bin}");
-    let mut child = Command::new(&kms_bin)
+    let pccs = args.sim_pccs.then(|| start_sim_pccs(&dir.join("platform")));
+    let mut extra: Vec<String> = Vec::new();
+    if let Some((_, url)) = &pccs {
+        extra.extend(["--pccs-url".into(), url.clone()]);
+    }
+    if let Some(addr) = &args.metrics_listen {
+        extra.extend(["--metrics-listen".into(), addr.clone()]);
+    }
+    let child = Command::new(&kms_bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
         .arg(dir.join("ra.json"))
         .arg("--secrets")
@@ -165,12 +189,14 @@ fn main() {
         .arg("--audit-log")
         .arg(dir.join("audit.log"))
         .args(["--threads", &args.threads.to_string()])
+        .args(&extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = Reaped(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let addr = line
@@ -178,7 +204,7 @@ fn main() {
         .strip_prefix("listening on ")
         .expect("kms did not start")
         .to_owned();
-    let pid = child.id();
+    let pid = child.0.id();
     if args.client_nice != 0 {
         // Linux keeps the nice value per thread and new threads inherit it: this one is about to
         // spawn every client, while the KMS (already running) keeps its own.
@@ -230,6 +256,7 @@ fn main() {
     );
     let certs = Arc::new(certs);
     let next_cert = Arc::new(AtomicUsize::new(0));
+    let mut total_done = 0;
     for &clients in &args.levels {
         let count = if args.same_cert {
             args.per_level.max(clients)
@@ -246,6 +273,7 @@ fn main() {
             count,
             &args,
         );
+        total_done += count;
         let kms_cpu = (cpu_ms(&pid.to_string()) - kms_cpu) / count as f64;
         let own_cpu = (cpu_ms("self") - own_cpu) / count as f64;
         let hwm = vm_hwm(pid);
@@ -260,9 +288,54 @@ fn main() {
             );
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    println!("kms_bench: total attestations {total_done}");
+    std::thread::sleep(Duration::from_secs(args.linger));
+    drop(child);
+    drop(pccs);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when dropped, also when a client's failure unwinds `main`: a failed
+/// run leaves no KMS or PCCS behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sgx-sim pccs` on the platform's directory, on a loopback port: the process and its URL.
+fn start_sim_pccs(platform: &std::path::Path) -> (Reaped, String) {
+    let bin = std::env::var("SGX_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            // target/release/deps/kms_bench-HASH -> target/release/sgx-sim
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().parent().unwrap().join("sgx-sim")
+        });
+    let mut child = Command::new(&bin)
+        .arg("pccs")
+        .arg(platform)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("--sim-pccs: starting {}: {e}", bin.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child = Reaped(child);
+    let addr = line
+        .split_whitespace()
+        .last()
+        .filter(|_| line.contains("listening on"))
+        .unwrap_or_else(|| panic!("sgx-sim pccs did not start: {line:?}"))
+        .to_owned();
+    eprintln!("collateral from the SIMULATED PCCS at http://{addr}");
+    (child, format!("http://{addr}"))
 }
 
 fn run_level(

@@ -13,10 +13,22 @@
 //! [`NEW_KIND_RATE`] per second; beyond that, and beyond [`MAX_KINDS`] open kinds, they are
 //! counted into one overflow summary. Accepted records (releases, successful attestations,
 //! start, reload, rotation, stop) are never aggregated or dropped.
+//!
+//! Every line is chained ([`verify`] checks a log): it opens with `seq` (0, 1, 2, ... within one
+//! process) and `prev`, the lowercase hex SHA-256 of the previous line's exact bytes (without
+//! its newline). A process's first line is a `chain_start` record with `seq` 0 whose `prev` is
+//! 32 fresh random bytes (the genesis), so every process run, and every replica, is its own
+//! chain, and a file appended to by several runs holds several chains one after another.
+//! Summaries of aggregated refusals are lines like any other and are chained too. The chain
+//! shows an edited, deleted, reordered or inserted line anywhere before the last one, unless
+//! whoever changed it also rewrote every later line (it is not keyed: anyone can compute
+//! SHA-256); a cut tail leaves a valid chain. Keep the last `seq` and hash (`kms audit verify`
+//! prints them) somewhere the host cannot write to make both show.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io::{self, BufRead as _, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -43,7 +55,7 @@ pub struct AuditLog {
 }
 
 struct Inner {
-    sink: Mutex<Box<dyn Write + Send>>,
+    sink: Mutex<Chain>,
     limiter: Mutex<Limiter>,
     window: Duration,
 }
@@ -52,6 +64,8 @@ struct Inner {
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
+    /// The first line a process writes: a new audit chain (`seq` 0, `prev` the genesis).
+    ChainStart,
     /// The server started.
     Start,
     /// A client certificate went through the verification pipeline (cache miss).
@@ -68,6 +82,9 @@ pub enum Event {
     Rotation,
     /// Graceful shutdown.
     Stop,
+    /// An admin API call (`kms.Admin`) by an admitted operator, applied or refused: the
+    /// operator, the op, never values. Callers not admitted are `refusal`s (aggregated).
+    Admin,
 }
 
 /// The outcome.
@@ -196,10 +213,17 @@ impl AuditLog {
 
     fn with_sink(sink: Box<dyn Write + Send>, window: Duration) -> AuditLog {
         let inner = Arc::new(Inner {
-            sink: Mutex::new(sink),
+            sink: Mutex::new(Chain::new(sink)),
             limiter: Mutex::new(Limiter::new()),
             window,
         });
+        let mut open = Record::new(Event::ChainStart, Verdict::Ok);
+        open.reason = Some(format!(
+            "new audit chain: kms {} process {}; prev is a random genesis value",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        ));
+        inner.write_line(&open);
         spawn_sweeper(Arc::downgrade(&inner));
         AuditLog { inner }
     }
@@ -249,23 +273,254 @@ impl Inner {
     }
 
     fn write_line(&self, record: &Record<'_>) {
-        let mut line = match serde_json::to_vec(record) {
-            Ok(line) => line,
+        // Serialized outside the lock; only the chain fields are added under it.
+        let body = match serde_json::to_vec(record) {
+            Ok(body) => body,
             Err(e) => {
                 eprintln!("kms: audit record not serializable: {e}");
                 return;
             }
         };
-        line.push(b'\n');
-        let mut sink = match self.sink.lock() {
-            Ok(sink) => sink,
-            // A panic while holding the lock cannot leave a half line: write_all then flush.
+        let mut chain = match self.sink.lock() {
+            Ok(chain) => chain,
+            // A panic while holding the lock cannot leave a half line: write_all then flush,
+            // and the chain's state changes only after the line is built.
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Err(e) = sink.write_all(&line).and_then(|()| sink.flush()) {
+        if let Err(e) = chain.append(&body) {
             eprintln!("kms: audit log write failed: {e}");
         }
     }
+}
+
+/// The sink and the chain's head: the next `seq` and the hash of the last line written.
+struct Chain {
+    out: Box<dyn Write + Send>,
+    seq: u64,
+    prev: [u8; 32],
+}
+
+impl Chain {
+    fn new(out: Box<dyn Write + Send>) -> Chain {
+        let mut genesis = [0u8; 32];
+        // Without randomness two runs could share a genesis, which only makes their chains
+        // look alike; the chain still links every line, so this is not a reason to stop.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut genesis).is_err() {
+            eprintln!("kms: no randomness for the audit chain's genesis; using the time");
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            genesis = line_hash(&nanos.to_le_bytes());
+        }
+        Chain {
+            out,
+            seq: 0,
+            prev: genesis,
+        }
+    }
+
+    /// Writes `body` (a serialized record, a JSON object) as one chained line. The head
+    /// advances even if the write fails: the next line then names a line the log does not
+    /// have, and `kms audit verify` shows the loss.
+    fn append(&mut self, body: &[u8]) -> io::Result<()> {
+        let rest = body.strip_prefix(b"{").unwrap_or(body);
+        let mut line = Vec::with_capacity(body.len() + 100);
+        line.extend_from_slice(b"{\"seq\":");
+        line.extend_from_slice(self.seq.to_string().as_bytes());
+        line.extend_from_slice(b",\"prev\":\"");
+        line.extend_from_slice(hex::encode(self.prev).as_bytes());
+        line.extend_from_slice(b"\",");
+        line.extend_from_slice(rest);
+        self.prev = line_hash(&line);
+        self.seq += 1;
+        line.push(b'\n');
+        self.out.write_all(&line).and_then(|()| self.out.flush())
+    }
+}
+
+/// SHA-256 of one line's bytes, without its newline.
+fn line_hash(line: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, line);
+    // SHA-256 digests are 32 bytes.
+    <[u8; 32]>::try_from(digest.as_ref()).unwrap_or_default()
+}
+
+/// Longest audit line [`verify`] reads (records are a few hundred bytes).
+pub const MAX_VERIFIED_LINE: usize = 1024 * 1024;
+
+/// What [`verify`] found in an intact log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Lines (records) checked.
+    pub records: u64,
+    /// `chain_start` records: process runs whose records the file holds.
+    pub chains: u64,
+    /// The last record's `seq` and the hex SHA-256 of its line: keep them elsewhere to make a
+    /// cut tail detectable.
+    pub last_seq: u64,
+    pub last_hash: String,
+}
+
+/// The first record where the chain breaks: its line number (from 1), its `seq` when readable,
+/// and what did not match.
+#[derive(Debug)]
+pub struct ChainError {
+    pub line: u64,
+    pub seq: Option<u64>,
+    pub kind: ChainBreak,
+}
+
+/// Why a record does not continue the chain.
+#[derive(Debug)]
+pub enum ChainBreak {
+    /// The file could not be read.
+    Read(io::Error),
+    /// The log holds no record.
+    Empty,
+    /// Longer than [`MAX_VERIFIED_LINE`] or without its newline at the end of the file.
+    Line(String),
+    /// Not a JSON object with a numeric `seq` and a string `prev`.
+    NotChained(String),
+    /// A `seq` 0 record that is not `chain_start`, or whose genesis is not 64 hex digits.
+    BadStart(String),
+    /// The first record, or a record after a cut, does not start a chain.
+    NoStart { seq: u64 },
+    /// `seq` is not the previous record's plus one (a record deleted, inserted or moved).
+    Seq { expected: u64, actual: u64 },
+    /// `prev` is not the hash of the previous line (that line, or this one's link, changed).
+    Prev { expected: String, actual: String },
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(seq) = self.seq {
+            write!(f, " (seq {seq})")?;
+        }
+        write!(f, ": ")?;
+        match &self.kind {
+            ChainBreak::Read(e) => write!(f, "reading: {e}"),
+            ChainBreak::Empty => write!(f, "the log holds no record"),
+            ChainBreak::Line(detail) => write!(f, "{detail}"),
+            ChainBreak::NotChained(detail) => write!(
+                f,
+                "not a chained audit record (a JSON object with `seq` and `prev`): {detail}"
+            ),
+            ChainBreak::BadStart(detail) => write!(f, "seq 0 must start a chain: {detail}"),
+            ChainBreak::NoStart { seq } => write!(
+                f,
+                "expected a chain_start record (seq 0) to open the log, found seq {seq}: the records before it are missing"
+            ),
+            ChainBreak::Seq { expected, actual } => write!(
+                f,
+                "seq: expected {expected} (the previous record's plus one), found {actual}: a record was deleted, inserted or moved here"
+            ),
+            ChainBreak::Prev { expected, actual } => write!(
+                f,
+                "prev: expected {expected} (SHA-256 of the previous line), found {actual}: the previous line or this record was changed, or records were reordered"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChainError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ChainBreak::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Checks every line of an audit log: each `chain_start` (seq 0) opens a chain, and every other
+/// line has the previous line's `seq` plus one and its hash as `prev`. Returns the first break.
+pub fn verify(mut input: impl io::BufRead) -> Result<ChainReport, ChainError> {
+    #[derive(serde::Deserialize)]
+    struct Link {
+        seq: u64,
+        prev: String,
+        event: Option<String>,
+    }
+    let mut report = ChainReport {
+        records: 0,
+        chains: 0,
+        last_seq: 0,
+        last_hash: String::new(),
+    };
+    let mut head: Option<(u64, [u8; 32])> = None;
+    let mut buf = Vec::new();
+    let mut number = 0u64;
+    loop {
+        number += 1;
+        let fail = |seq, kind| ChainError {
+            line: number,
+            seq,
+            kind,
+        };
+        buf.clear();
+        let read = io::Read::take(&mut input, MAX_VERIFIED_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| fail(None, ChainBreak::Read(e)))?;
+        if read == 0 {
+            break;
+        }
+        let Some(line) = buf.strip_suffix(b"\n") else {
+            let why = if buf.len() > MAX_VERIFIED_LINE {
+                format!("longer than {MAX_VERIFIED_LINE} bytes")
+            } else {
+                "the last line has no newline: a write was cut short".to_owned()
+            };
+            return Err(fail(None, ChainBreak::Line(why)));
+        };
+        let link: Link = serde_json::from_slice(line)
+            .map_err(|e| fail(None, ChainBreak::NotChained(e.to_string())))?;
+        let fail = |kind| fail(Some(link.seq), kind);
+        if link.seq == 0 {
+            if link.event.as_deref() != Some("chain_start") {
+                return Err(fail(ChainBreak::BadStart(format!(
+                    "event is {:?}, expected \"chain_start\"",
+                    link.event.as_deref().unwrap_or("(none)")
+                ))));
+            }
+            if link.prev.len() != 64 || hex::decode(&link.prev).is_err() {
+                return Err(fail(ChainBreak::BadStart(format!(
+                    "genesis prev {:?} is not 64 hex digits",
+                    link.prev
+                ))));
+            }
+            report.chains += 1;
+        } else {
+            let Some((seq, hash)) = head else {
+                return Err(fail(ChainBreak::NoStart { seq: link.seq }));
+            };
+            if link.seq != seq + 1 {
+                return Err(fail(ChainBreak::Seq {
+                    expected: seq + 1,
+                    actual: link.seq,
+                }));
+            }
+            let expected = hex::encode(hash);
+            if link.prev != expected {
+                return Err(fail(ChainBreak::Prev {
+                    expected,
+                    actual: link.prev,
+                }));
+            }
+        }
+        head = Some((link.seq, line_hash(line)));
+        report.records += 1;
+    }
+    let Some((seq, hash)) = head else {
+        return Err(ChainError {
+            line: 1,
+            seq: None,
+            kind: ChainBreak::Empty,
+        });
+    };
+    report.last_seq = seq;
+    report.last_hash = hex::encode(hash);
+    Ok(report)
 }
 
 /// Writes the summaries of closed windows even when no new record arrives; ends with the log.
@@ -509,18 +764,24 @@ impl Write for Captured {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 impl Captured {
-    /// The records written so far, one JSON value a line.
+    /// The records written so far, one JSON value a line, without the chain's opening record.
     pub fn records(&self) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["event"] != "chain_start")
+            .collect()
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(
             self.0
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
         )
-        .unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        .unwrap()
     }
 }
 
@@ -543,10 +804,10 @@ mod tests {
         rec.identity.matched = Some("app".into());
         log.write(&rec);
         log.write(&Record::new(Event::Stop, Verdict::Ok));
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(lines.len(), 3);
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(v["event"], "refusal");
         assert_eq!(v["verdict"], "rejected");
         assert_eq!(v["secret"], "evil\"\nname");
@@ -673,5 +934,181 @@ mod tests {
             "tcb-status"
         );
         assert_eq!(check_of("no secret named \"x\""), "no secret named \"x\"");
+    }
+
+    /// A log of two process runs appended to one file, with releases, refusals and an
+    /// aggregated summary: the raw lines.
+    fn two_runs() -> Vec<String> {
+        let out = Shared::default();
+        for run in 0..2 {
+            let log = AuditLog::to_writer(Box::new(out.clone()), Duration::from_secs(3600));
+            log.write(&Record::new(Event::Start, Verdict::Ok));
+            for i in 0..3 {
+                let mut release = Record::new(Event::Release, Verdict::Ok);
+                release.peer = Some("ipv4:127.0.0.1:40001");
+                release.secret = Some("image_key");
+                release.reason = Some(format!("run {run} release {i}"));
+                log.write(&release);
+                log.write(&refusal(
+                    "ipv4:127.0.0.1:1",
+                    "NOT_FOUND",
+                    "no secret named \"x\"",
+                ));
+            }
+            log.write(&Record::new(Event::Stop, Verdict::Ok));
+        }
+        out.text().lines().map(str::to_owned).collect()
+    }
+
+    fn verify_lines(lines: &[String]) -> Result<ChainReport, ChainError> {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        verify(text.as_bytes())
+    }
+
+    #[test]
+    fn an_intact_log_of_two_runs_verifies_as_two_chains() {
+        let lines = two_runs();
+        assert!(
+            lines.iter().any(|l| l.contains("\"repeated\":2")),
+            "{lines:?}"
+        );
+        let report = verify_lines(&lines).unwrap();
+        assert_eq!(report.records, lines.len() as u64);
+        assert_eq!(report.chains, 2);
+        let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(report.last_seq, last["seq"].as_u64().unwrap());
+        let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(first["event"], "chain_start");
+        assert_eq!(first["seq"], 0);
+        assert!(
+            lines[0].starts_with("{\"seq\":0,\"prev\":\""),
+            "{}",
+            lines[0]
+        );
+    }
+
+    #[test]
+    fn each_chain_starts_from_a_fresh_genesis() {
+        let lines = two_runs();
+        let starts: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["seq"] == 0)
+            .collect();
+        assert_eq!(starts.len(), 2);
+        assert_ne!(starts[0]["prev"], starts[1]["prev"]);
+    }
+
+    #[test]
+    fn audit_verify_catches_an_edited_record() {
+        let mut lines = two_runs();
+        assert!(
+            lines[2].contains("\"secret\":\"image_key\""),
+            "{}",
+            lines[2]
+        );
+        lines[2] = lines[2].replace("image_key", "image_kez");
+        let err = verify_lines(&lines).unwrap_err();
+        assert_eq!(
+            err.line, 4,
+            "the record after the edited one names the break"
+        );
+        assert!(matches!(err.kind, ChainBreak::Prev { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("line 4 (seq 3): prev: expected "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_verify_catches_a_deleted_record() {
+        let mut lines = two_runs();
+        lines.remove(4);
+        let err = verify_lines(&lines).unwrap_err();
+        assert_eq!(err.line, 5);
+        assert_eq!(err.seq, Some(5));
+        assert!(
+            matches!(
+                err.kind,
+                ChainBreak::Seq {
+                    expected: 4,
+                    actual: 5
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_verify_catches_a_reordered_record() {
+        let mut lines = two_runs();
+        lines.swap(3, 4);
+        let err = verify_lines(&lines).unwrap_err();
+        assert_eq!(err.line, 4);
+        assert!(
+            matches!(
+                err.kind,
+                ChainBreak::Seq {
+                    expected: 3,
+                    actual: 4
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_verify_catches_a_renumbered_move_and_an_insertion() {
+        // Moving a record and fixing its seq still breaks the hash links.
+        let mut lines = two_runs();
+        let mut moved: serde_json::Value = serde_json::from_str(&lines[4]).unwrap();
+        let mut other: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+        std::mem::swap(&mut moved["seq"], &mut other["seq"]);
+        lines[3] = moved.to_string();
+        lines[4] = other.to_string();
+        assert!(matches!(
+            verify_lines(&lines).unwrap_err().kind,
+            ChainBreak::Prev { .. }
+        ));
+        let mut lines = two_runs();
+        let copy = lines[2].clone();
+        lines.insert(3, copy);
+        assert!(matches!(
+            verify_lines(&lines).unwrap_err().kind,
+            ChainBreak::Seq { .. }
+        ));
+    }
+
+    #[test]
+    fn a_cut_tail_is_not_detectable_by_the_chain_alone() {
+        let mut lines = two_runs();
+        let full = verify_lines(&lines).unwrap();
+        lines.truncate(lines.len() - 3);
+        let cut = verify_lines(&lines).unwrap();
+        // Only a copy of the last seq and hash kept elsewhere shows the cut.
+        assert_ne!(cut.last_hash, full.last_hash);
+        assert_eq!(cut.last_seq + 3, full.last_seq);
+    }
+
+    #[test]
+    fn audit_verify_refuses_logs_that_do_not_open_a_chain_or_are_not_chained() {
+        let lines = two_runs();
+        let err = verify_lines(&lines[1..]).unwrap_err();
+        assert!(matches!(err.kind, ChainBreak::NoStart { seq: 1 }), "{err}");
+        let err = verify_lines(&["{\"event\":\"start\"}".to_owned()]).unwrap_err();
+        assert!(matches!(err.kind, ChainBreak::NotChained(_)), "{err}");
+        let mut forged = lines.clone();
+        forged[5] = forged[5].replacen("\"seq\":5", "\"seq\":0", 1);
+        let err = verify_lines(&forged).unwrap_err();
+        assert!(matches!(err.kind, ChainBreak::BadStart(_)), "{err}");
+        assert!(matches!(
+            verify(&b""[..]).unwrap_err().kind,
+            ChainBreak::Empty
+        ));
+        let text = format!("{}\n{}", lines[0], lines[1]);
+        let err = verify(text.as_bytes()).unwrap_err();
+        assert!(matches!(err.kind, ChainBreak::Line(_)), "{err}");
+        assert_eq!(err.line, 2);
     }
 }

@@ -30,6 +30,8 @@ pub const OCCLUM_IMAGE_RA_CONFIG: &str = "/dynamic_config.json";
 pub const OCCLUM_IMAGE_SECRETS: &str = "/secret_config.json";
 /// Inside Occlum: the sealed secrets read with `--seal-key enclave|enclave-signer`.
 pub const OCCLUM_IMAGE_SEALED_SECRETS: &str = "/secret_config.sealed";
+/// Inside Occlum: a policy set through the admin API, sealed next to the sealed secrets.
+const OCCLUM_IMAGE_SEALED_POLICY: &str = "/secret_config.sealed.policy";
 /// Inside Occlum: DCAP's QCNL configuration in the image.
 const OCCLUM_IMAGE_QCNL: &str = "/etc/sgx_default_qcnl.conf";
 /// Shortest `--cert-lifetime` accepted, in seconds.
@@ -55,6 +57,9 @@ USAGE:
     kms gen-seal-key --out <KEY>
     kms gen-cert [--cn <NAME>] --out-cert <PEM> --out-key <PEM>
     kms gen-image-key (--out <FILE> | <FILE>)
+    kms admin <OP> [ADMIN OPTIONS]      an operator's calls to a running KMS's admin API
+    kms audit verify <FILE>             checks the audit log's hash chain; names the first
+                                        broken record (exit 3) or prints the last seq and hash
     kms --help | --version
 
 SERVE OPTIONS:
@@ -62,18 +67,22 @@ SERVE OPTIONS:
                               /etc/sgx_default_qcnl.conf, else Intel's PCS)
     --collateral <FILE>       offline collateral (dcap-qvl QuoteCollateralV3 JSON) instead of a PCCS
     --collateral-cache <DIR>  keep fetched collateral on disk until it expires
-    --audit-log <FILE>        append JSON-lines audit records to FILE (default: stderr)
+    --audit-log <FILE>        append JSON-lines audit records to FILE (default: stderr);
+                              each line is hash-chained to the one before (`kms audit verify`)
+    --metrics-listen <ADDR>   serve Prometheus metrics at http://ADDR/metrics (plain HTTP;
+                              availability data only, no secret, measurement or peer address)
     --cert-out <PEM>          write the KMS's own RA-TLS certificate to PEM
     --reply-form quoted|bare  SecretReply.secret as Occlum's server sends it (\"<base64>\", the
                               default) or bare base64
     --threads <N>             gRPC worker threads (default 2)
     --max-connections <N>     connections open at once, in total (default 1024); at the cap the
                               longest-idle one makes room
-    --max-connections-per-peer <N>  connections open at once from one IPv4 address or IPv6 /64
-                              (default 64)
-    --max-ingress <KIB/S>     bytes read from all clients together, in KiB a second (default
-                              128, about 18 boots a second; bursts of 4 s worth). Higher rates
-                              let an HTTP/2 rapid-reset flood outpace gRPC core's drain
+    --max-connections-per-peer <N>  unattested connections open at once from one IPv4 address
+                              or IPv6 /64 (default 256)
+    --max-ingress <KIB/S>     bytes read from clients not yet attested, all together, in KiB a
+                              second (default 128; bursts of 32 s worth; a connection's bytes
+                              are given back when it attests, so boots do not use it up).
+                              Higher rates let an HTTP/2 rapid-reset flood outpace gRPC core
     --cert-lifetime <SECS>    validity of the KMS's own RA-TLS certificate (default 86400);
                               a new key, quote and certificate are minted at half-life
     --staple-collateral on|off  carry this platform's collateral in the KMS's certificate, so
@@ -82,12 +91,36 @@ SERVE OPTIONS:
     --sim-identity <FILE>     and quote as the enclave identity in FILE. Never in production;
                               only in builds with the `simulation` feature, never inside Occlum.
                               Collateral then defaults to the simulated platform's own.
+    --admin-listen <ADDR>     serve the admin API (kms.Admin, mutual TLS) on ADDR
+    --admin-operators <FILE>  the operators it admits (kms_operators.json); host mode only:
+                              inside Occlum it is the image's /kms_operators.json, if present.
+                              No operators: every admin call is refused. Writes need sealed
+                              secrets (--sealed-secrets), where changes are persisted.
+
+ADMIN (kms admin <OP>; the KMS's RA-TLS certificate is verified before anything is sent):
+    kms admin keygen --name <NAME> --out-cert <PEM> --out-key <PEM>
+                              a new operator key; prints its kms_operators.json entry
+    kms admin fingerprint --cert <PEM> [--name <NAME>]   the entry for an existing certificate
+    kms admin status|log|put-secret|delete-secret|set-policy
+        --kms <HOST:PORT>     the KMS's --admin-listen address
+        --cert <PEM> --key <PEM>  the operator's certificate and private key (PKCS#8)
+        --ra-config <FILE>    the policy the KMS enclave must satisfy (dynamic_config.json form)
+        [--pccs-url <URL> | --collateral <FILE>]  collateral for the KMS's quote (default: the
+                              certificate's stapled collateral, then as `kms serve`)
+        [--sim-platform <DIR>]  SIMULATED: trust the simulated root in DIR (simulation builds)
+        [--base-version <V>]  the state version the change is made against (default: the
+                              current one, read first); a stale one is refused with ABORTED
+        put-secret --name <NAME> --value-file <FILE> [--allow <ENTRY,...>]
+        delete-secret --name <NAME>
+        set-policy --policy <FILE>
+        log [--max-bytes <N>] the audit log's last records (releases, refusals, admin actions)
 
 INSIDE OCCLUM (uname says Occlum; argv and env come from the untrusted host):
     The policy is /dynamic_config.json, the secrets /secret_config.json (or, with --seal-key
     enclave|enclave-signer, /secret_config.sealed), all in the measured image. --ra-config,
     --secrets, --sealed-secrets, --seal-key-file, --collateral, --collateral-cache and the
-    --sim-* flags are refused, as are the tools (seal, unseal, gen-*). --audit-log and
+    --sim-* flags and --admin-operators are refused, as are the tools (seal, unseal, gen-*,
+    admin). --audit-log and
     --cert-out may not name a trust input.
 
 SIGNALS:
@@ -98,7 +131,8 @@ ENVIRONMENT:
                               stderr as `kms: grpc LEVEL: message (file:line)`
 
 EXIT CODES:
-    0 success, 1 runtime error, 2 usage error
+    0 success, 1 runtime error, 2 usage error,
+    3 `kms audit verify`: the log was read but its chain is broken
 ";
 
 /// A validated command.
@@ -126,6 +160,11 @@ pub enum Command {
     GenImageKey {
         out: PathBuf,
     },
+    Admin(Box<AdminCommand>),
+    /// `kms audit verify FILE`.
+    AuditVerify {
+        path: PathBuf,
+    },
     Help,
     Version,
 }
@@ -139,6 +178,8 @@ pub struct ServeConfig {
     pub collateral: CollateralSpec,
     pub collateral_cache: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
+    /// `--metrics-listen`: where the Prometheus endpoint listens, if anywhere.
+    pub metrics_listen: Option<String>,
     #[cfg(feature = "simulation")]
     pub sim: Option<SimSpec>,
     pub cert_out: Option<PathBuf>,
@@ -150,6 +191,71 @@ pub struct ServeConfig {
     pub cert_lifetime: Duration,
     /// Staple the KMS's own collateral to its certificate (`--staple-collateral`).
     pub staple_collateral: bool,
+    /// Where the admin API listens (`--admin-listen`); `None`: not served.
+    pub admin_listen: Option<String>,
+    /// Which operators the admin API admits.
+    pub admin_operators: OperatorsSpec,
+}
+
+/// Where the pinned operators come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorsSpec {
+    /// None: the admin API refuses every call.
+    None,
+    /// Host mode: `--admin-operators FILE`.
+    File(PathBuf),
+    /// Inside Occlum: the measured image's file, if the image has one.
+    ImageIfPresent(PathBuf),
+}
+
+/// `kms admin <OP>`.
+#[derive(Debug, Clone)]
+pub struct AdminCommand {
+    pub op: AdminOp,
+    /// How to reach and verify the KMS (every op but keygen and fingerprint).
+    pub conn: Option<AdminConn>,
+}
+
+/// One admin operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOp {
+    Keygen {
+        name: String,
+        out_cert: PathBuf,
+        out_key: PathBuf,
+    },
+    Fingerprint {
+        cert: PathBuf,
+        name: String,
+    },
+    Status,
+    Log {
+        max_bytes: Option<u64>,
+    },
+    PutSecret {
+        name: String,
+        value_file: PathBuf,
+        allow: Option<Vec<String>>,
+    },
+    DeleteSecret {
+        name: String,
+    },
+    SetPolicy {
+        policy: PathBuf,
+    },
+}
+
+/// The KMS to call and how to verify it.
+#[derive(Debug, Clone)]
+pub struct AdminConn {
+    pub kms: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ra_config: PathBuf,
+    pub collateral: CollateralSpec,
+    /// SIMULATED: the platform whose root (and collateral) verifies the KMS.
+    pub sim_platform: Option<PathBuf>,
+    pub base_version: Option<String>,
 }
 
 /// Where the secrets come from.
@@ -256,6 +362,10 @@ const OCCLUM_REFUSED: &[(&str, &str)] = &[
         "--sim-identity",
         "a simulated platform would make the KMS trust a root the host holds",
     ),
+    (
+        "--admin-operators",
+        "the operators must be the measured image's /kms_operators.json (a host-chosen file would let the host admit itself)",
+    ),
 ];
 
 /// Flags that take a value (all of them do).
@@ -270,6 +380,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--collateral",
     "--collateral-cache",
     "--audit-log",
+    "--metrics-listen",
     "--sim-platform",
     "--sim-identity",
     "--cert-out",
@@ -285,6 +396,17 @@ const VALUE_FLAGS: &[&str] = &[
     "--cn",
     "--out-cert",
     "--out-key",
+    "--admin-listen",
+    "--admin-operators",
+    "--kms",
+    "--cert",
+    "--key",
+    "--name",
+    "--value-file",
+    "--allow",
+    "--policy",
+    "--base-version",
+    "--max-bytes",
 ];
 
 const SUBCOMMANDS: &[&str] = &[
@@ -295,6 +417,8 @@ const SUBCOMMANDS: &[&str] = &[
     "gen-seal-key",
     "gen-cert",
     "gen-image-key",
+    "admin",
+    "audit",
 ];
 
 impl LowArgs {
@@ -436,6 +560,13 @@ impl LowArgs {
                     out: PathBuf::from(out),
                 }
             }
+            Some("admin") => Command::Admin(Box::new(self.admin_command()?)),
+            Some("audit") => match self.positional.as_slice() {
+                [verb, path] if verb == "verify" => Command::AuditVerify {
+                    path: PathBuf::from(path),
+                },
+                _ => return Err(UsageError("usage: kms audit verify <FILE>".into())),
+            },
             Some(other) => return Err(UsageError(format!("unknown command {other}"))),
         };
         if let Some((name, _)) = self.flags.first() {
@@ -573,6 +704,17 @@ impl LowArgs {
                 }
             },
         };
+        let admin_listen = self.optional("--admin-listen")?;
+        if admin_listen.as_deref() == Some("") {
+            return Err(UsageError("--admin-listen: the address is empty".into()));
+        }
+        let admin_operators = match (self.optional("--admin-operators")?, self.inside_occlum) {
+            (_, true) => {
+                OperatorsSpec::ImageIfPresent(crate::operators::OCCLUM_IMAGE_OPERATORS.into())
+            }
+            (Some(path), false) => OperatorsSpec::File(path.into()),
+            (None, false) => OperatorsSpec::None,
+        };
         let staple_collateral = match self.optional("--staple-collateral")?.as_deref() {
             None | Some("on") => true,
             Some("off") => false,
@@ -589,6 +731,7 @@ impl LowArgs {
             collateral,
             collateral_cache,
             audit_log: self.optional("--audit-log")?.map(PathBuf::from),
+            metrics_listen: self.metrics_listen()?,
             #[cfg(feature = "simulation")]
             sim,
             cert_out: self.optional("--cert-out")?.map(PathBuf::from),
@@ -597,7 +740,125 @@ impl LowArgs {
             gate,
             cert_lifetime,
             staple_collateral,
+            admin_listen,
+            admin_operators,
         })
+    }
+
+    /// `kms admin <OP> ...`.
+    fn admin_command(&mut self) -> Result<AdminCommand, UsageError> {
+        let op_word = self.one_positional(
+            "<OP> (status, log, put-secret, delete-secret, set-policy, keygen or fingerprint)",
+        )?;
+        let op = match op_word.as_str() {
+            "keygen" => AdminOp::Keygen {
+                name: self.nonempty("--name")?,
+                out_cert: self.required("--out-cert")?.into(),
+                out_key: self.required("--out-key")?.into(),
+            },
+            "fingerprint" => AdminOp::Fingerprint {
+                cert: self.required("--cert")?.into(),
+                name: self
+                    .optional("--name")?
+                    .unwrap_or_else(|| "operator".to_owned()),
+            },
+            "status" => AdminOp::Status,
+            "log" => AdminOp::Log {
+                max_bytes: match self.optional("--max-bytes")? {
+                    None => None,
+                    Some(n) => Some(n.parse::<u64>().map_err(|_| {
+                        UsageError(format!("--max-bytes {n}: expected a number of bytes"))
+                    })?),
+                },
+            },
+            "put-secret" => AdminOp::PutSecret {
+                name: self.nonempty("--name")?,
+                value_file: self.required("--value-file")?.into(),
+                allow: match self.optional("--allow")? {
+                    None => None,
+                    Some(list) => {
+                        let entries: Vec<String> = list.split(',').map(str::to_owned).collect();
+                        if entries.iter().any(String::is_empty) {
+                            return Err(UsageError(format!(
+                                "--allow {list:?}: expected sgx_mrs entry names separated by commas"
+                            )));
+                        }
+                        Some(entries)
+                    }
+                },
+            },
+            "delete-secret" => AdminOp::DeleteSecret {
+                name: self.nonempty("--name")?,
+            },
+            "set-policy" => AdminOp::SetPolicy {
+                policy: self.required("--policy")?.into(),
+            },
+            other => {
+                return Err(UsageError(format!(
+                    "unknown admin operation {other:?} (expected status, log, put-secret, delete-secret, set-policy, keygen or fingerprint)"
+                )));
+            }
+        };
+        let conn = match op {
+            AdminOp::Keygen { .. } | AdminOp::Fingerprint { .. } => None,
+            _ => Some(self.admin_conn()?),
+        };
+        Ok(AdminCommand { op, conn })
+    }
+
+    fn admin_conn(&mut self) -> Result<AdminConn, UsageError> {
+        let kms = self.nonempty("--kms")?;
+        let cert = self.required("--cert")?.into();
+        let key = self.required("--key")?.into();
+        let ra_config = self.required("--ra-config")?.into();
+        let collateral = match (self.optional("--pccs-url")?, self.optional("--collateral")?) {
+            (Some(_), Some(_)) => {
+                return Err(UsageError(
+                    "--pccs-url and --collateral exclude each other".into(),
+                ));
+            }
+            (Some(url), None) => CollateralSpec::Pccs(check_url(url)?),
+            (None, Some(path)) => CollateralSpec::File(path.into()),
+            (None, None) => CollateralSpec::DefaultPccs,
+        };
+        let sim_platform = self.optional("--sim-platform")?.map(PathBuf::from);
+        #[cfg(not(feature = "simulation"))]
+        if sim_platform.is_some() {
+            return Err(UsageError(
+                "--sim-platform: this kms was built without the `simulation` feature and trusts only Intel's SGX Root CA".into(),
+            ));
+        }
+        let base_version = self.optional("--base-version")?;
+        Ok(AdminConn {
+            kms,
+            cert,
+            key,
+            ra_config,
+            collateral,
+            sim_platform,
+            base_version,
+        })
+    }
+
+    fn nonempty(&mut self, name: &str) -> Result<String, UsageError> {
+        let value = self.required(name)?;
+        if value.is_empty() {
+            return Err(UsageError(format!("{name} must not be empty")));
+        }
+        Ok(value)
+    }
+
+    /// `--metrics-listen ADDR`: a socket address (`127.0.0.1:9100`, `[::1]:0`).
+    fn metrics_listen(&mut self) -> Result<Option<String>, UsageError> {
+        let Some(addr) = self.optional("--metrics-listen")? else {
+            return Ok(None);
+        };
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(UsageError(format!(
+                "--metrics-listen {addr}: expected IP:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)"
+            )));
+        }
+        Ok(Some(addr))
     }
 
     /// `--max-connections` and `--max-connections-per-peer` on top of the gate's defaults.
@@ -726,7 +987,9 @@ fn check_occlum_output(flag: &str, path: &str) -> Result<(), UsageError> {
         OCCLUM_IMAGE_RA_CONFIG,
         OCCLUM_IMAGE_SECRETS,
         OCCLUM_IMAGE_SEALED_SECRETS,
+        OCCLUM_IMAGE_SEALED_POLICY,
         OCCLUM_IMAGE_QCNL,
+        crate::operators::OCCLUM_IMAGE_OPERATORS,
     ];
     if protected.iter().any(|p| absolute == Path::new(p)) {
         return Err(UsageError(format!(
@@ -938,11 +1201,111 @@ mod tests {
         );
         let cfg = serve(&["a:1", "--max-ingress", "4096"]);
         assert_eq!(cfg.gate.total_rate.per_sec, 4096 * 1024);
-        assert_eq!(cfg.gate.total_rate.burst, 4 * 4096 * 1024);
+        assert_eq!(
+            cfg.gate.total_rate.burst,
+            gate::TOTAL_BURST_SECS * 4096 * 1024
+        );
         assert_eq!(cfg.gate.peer_rate, gate::PEER_RATE);
         let cfg = serve(&["a:1", "--max-ingress", "32"]);
         assert_eq!(cfg.gate.peer_rate.per_sec, 32 * 1024, "capped by the total");
-        assert_eq!(cfg.gate.peer_rate.burst, 4 * 32 * 1024);
+        assert_eq!(cfg.gate.peer_rate.burst, gate::TOTAL_BURST_SECS * 32 * 1024);
+    }
+
+    #[test]
+    fn admin_flags_parse_and_inside_occlum_the_operators_are_the_images() {
+        let cfg = serve(&[
+            "a:1",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-operators",
+            "o.json",
+        ]);
+        assert_eq!(cfg.admin_listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(cfg.admin_operators, OperatorsSpec::File("o.json".into()));
+        assert_eq!(serve(&["a:1"]).admin_operators, OperatorsSpec::None);
+        let Command::Serve(cfg) = occlum(&["a:1", "--admin-listen", "0.0.0.0:9"]).unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            cfg.admin_operators,
+            OperatorsSpec::ImageIfPresent("/kms_operators.json".into())
+        );
+        assert!(
+            occlum(&["admin", "status"]).is_err(),
+            "the CLI is a host tool"
+        );
+        assert!(occlum(&["a:1", "--audit-log", "/kms_operators.json"]).is_err());
+    }
+
+    #[test]
+    fn admin_operations_parse_and_refuse_what_is_missing() {
+        let conn = [
+            "--kms",
+            "k:1",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+            "--ra-config",
+            "p",
+        ];
+        let parse_admin = |args: &[&str]| {
+            let mut all = vec!["admin"];
+            all.extend_from_slice(args);
+            parse_str(&all)
+        };
+        let with_conn = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&conn);
+            parse_admin(&all)
+        };
+        let Command::Admin(cmd) = with_conn(&[
+            "put-secret",
+            "--name",
+            "n",
+            "--value-file",
+            "v",
+            "--allow",
+            "app,tool",
+        ])
+        .unwrap() else {
+            panic!("not admin")
+        };
+        assert_eq!(
+            cmd.op,
+            AdminOp::PutSecret {
+                name: "n".into(),
+                value_file: "v".into(),
+                allow: Some(vec!["app".into(), "tool".into()]),
+            }
+        );
+        assert!(cmd.conn.unwrap().base_version.is_none());
+        assert!(matches!(
+            parse_admin(&["keygen", "--name", "a", "--out-cert", "c", "--out-key", "k"]).unwrap(),
+            Command::Admin(ref c) if c.conn.is_none()
+        ));
+        for bad in [
+            &["status"][..],
+            &["bogus"],
+            &["put-secret", "--name", "n"],
+            &[
+                "put-secret",
+                "--name",
+                "n",
+                "--value-file",
+                "v",
+                "--allow",
+                "a,,b",
+            ],
+            &["delete-secret", "--name", ""],
+            &["log", "--max-bytes", "lots"],
+        ] {
+            let mut args = bad.to_vec();
+            if bad.len() > 1 || bad[0] != "status" {
+                args.extend_from_slice(&conn);
+            }
+            assert!(parse_admin(&args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

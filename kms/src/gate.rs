@@ -8,20 +8,55 @@
 //! both ways unchanged (TLS and the attestation stay end to end between the client and
 //! gRPC core), and it bounds what a peer may cost before core sees anything:
 //!
-//! - connections in total ([`Limits::max_connections`], `--max-connections`) and per peer
-//!   ([`Limits::max_connections_per_peer`], `--max-connections-per-peer`; a peer is an IPv4
-//!   address or an IPv6 /64). At the total cap, the connection that has sent nothing for the
-//!   longest (at least [`EVICT_IDLE_AFTER`]) makes room, else one of the peer holding most
-//!   when it holds more than one above the newcomer's peer; otherwise the new one is closed;
+//! The defences budget what is unauthenticated. Once a call on a connection passes
+//! attestation and the policy, the service says so ([`mark_attested`]; the gate knows which
+//! client each of gRPC core's loopback connections carries), and the connection leaves the
+//! per-peer cap and every ingress budget, gets back what it spent of them, and is never closed
+//! to make room. Everything below applies to connections not (yet) attested:
+//!
+//! - connections in total ([`Limits::max_connections`], `--max-connections`; attested ones
+//!   count here too, as file descriptors) and per peer ([`Limits::max_connections_per_peer`],
+//!   `--max-connections-per-peer`; a peer is an IPv4 address or an IPv6 /64). At the total
+//!   cap, the unattested connection that has sent nothing for the longest (at least
+//!   [`EVICT_IDLE_AFTER`]) makes room, else one of the peer holding most when it holds more
+//!   than one above the newcomer's peer; otherwise the new one is closed;
 //! - ingress bytes: a token bucket per connection ([`CONNECTION_RATE`]), per peer
 //!   ([`PEER_RATE`]) and in total ([`TOTAL_RATE`], `--max-ingress`). A connection over its
 //!   budget is not read until the bucket refills, so TCP pushes back on the sender; when the
-//!   budget is contended, the connections read least go first. The bursts cover the largest
-//!   legitimate flight (a 46 KB client certificate over TLS 1.2); a rapid-reset flood is
-//!   held to a rate the service drains;
+//!   budget is contended, the connections read least go first, so a handshake's few kilobytes
+//!   go before a flood's megabytes. The connection's burst is its first flight: it covers the
+//!   largest legitimate one (a 46 KB client certificate over TLS 1.2; init sends about 7 KB
+//!   before it is attested, Occlum's C++ client under 16 KB); past it, an unattested
+//!   connection is read at [`CONNECTION_RATE`]'s rate, which holds a rapid-reset flood to a
+//!   rate the service drains. The peer's and the total bursts bound the first flights in
+//!   progress at once (2 MiB and 4 MiB: a few hundred boots), and because an attested
+//!   connection gets its bytes back, boots never use them up: one address boots at the speed
+//!   of the CPU;
+//! - churn: a connection's first flight is fresh, but the peer's and the total bucket are not,
+//!   and only attestation refills them beyond their rates. So an attacker that reopens
+//!   connections and never attests gets, from one address, at most the peer's burst plus its
+//!   rate (2 MiB, then 128 KiB/s), and from any number of addresses at most the total's
+//!   (4 MiB, then 128 KiB/s at the default `--max-ingress`): the same sustained rates as a
+//!   connection that keeps sending. Each new connection also costs gRPC core a TLS handshake,
+//!   which no byte budget bounds, so a peer has a budget of new connections too
+//!   ([`PEER_CONNECT_RATE`]: 256, then 32 a second), from which an attested connection's is
+//!   given back; past it, new connections from that peer are closed at accept (audited).
+//!   Many addresses each within their budgets still add up, and their fresh connections look
+//!   like boots to the least-read-first order; so the last quarter of the total budget
+//!   ([`TOTAL_RESERVE_SHARE`]) is kept for peers in good standing, whose connections have
+//!   attested at least as often as they closed unattested (counted while the gate remembers
+//!   the peer). Enclaves' handshakes draw on it and give it back as they attest. What remains
+//!   open: a flood from many addresses each still in good standing (each can close at most
+//!   one connection unattested before it loses it), and a new host's first boot competing
+//!   with such a flood; clients already attested are not affected;
 //! - time: an upstream connect must finish within [`CONNECT_TIMEOUT`], and a client that does
 //!   not read what the KMS sends for [`STALL_TIMEOUT`] loses the connection. Handshake,
 //!   idleness and lifetime are gRPC core's (`server::HANDSHAKE_TIMEOUT`, `limits`).
+//!
+//! After a flood (a throttling, refusal or eviction), the allocator's free memory is handed
+//! back to the kernel once the gate has been calm for each of [`TRIM_AFTER`]
+//! (`occlum_dcap::trim_heap`, glibc's `malloc_trim(0)`): gRPC core frees what a flood made
+//! it queue, but glibc keeps the pages in its arenas.
 //!
 //! Refused connections are audited (`Event::Refusal`, aggregated per peer like every
 //! refusal), as is the first throttling of each connection (`Event::Throttle`). gRPC core sees every call as
@@ -29,7 +64,8 @@
 //! own, so audit records name the real peer.
 //!
 //! What it does not do: look inside TLS (it cannot tell a reset stream from a request), or
-//! stop a flood from many addresses from sharing the total budget with legitimate clients;
+//! keep a flood from many addresses from sharing the total budget with the handshakes of
+//! legitimate clients; an attested client may flood at will (it is a trusted enclave);
 //! and the loopback port is reachable by anything on the host that can open sockets, which
 //! inside Occlum is the host itself (still mutual RA-TLS: availability only, which the host
 //! controls anyway).
@@ -38,7 +74,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,34 +83,64 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::audit::{AuditLog, Event, Record, Verdict};
+use crate::metrics::{GateRefusal, METRICS};
 
 /// Where gRPC core listens, behind the gate.
 pub const UPSTREAM_HOST: &str = "127.0.0.1";
 /// Default `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default `--max-connections-per-peer`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
-/// Ingress per connection: a boot sends under 16 KB (Occlum's C++ client) and a TLS 1.2
-/// client certificate may be 46 KB, all in the first flight.
+/// Default `--max-connections-per-peer` (unattested connections): one host's enclaves share
+/// its address, and a few hundred may boot at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+/// Unattested ingress per connection: its first flight. A boot sends about 7 KB before it is
+/// attested (init), under 16 KB (Occlum's C++ client), and a TLS 1.2 client certificate may
+/// be 46 KB; past the burst an unattested connection is read at `per_sec`.
 pub const CONNECTION_RATE: Rate = Rate {
     per_sec: 32 * 1024,
     burst: 128 * 1024,
 };
-/// Ingress per peer, over all its connections.
+/// Unattested ingress per peer, over all its connections. What a connection spent is given
+/// back when it is attested, so the burst bounds the bytes of a peer's connections that are
+/// still handshaking (about 290 boots of 7 KB at once), and the rate is what its unattested
+/// connections get once that is spent: a peer that opens connections and never attests.
 pub const PEER_RATE: Rate = Rate {
     per_sec: 128 * 1024,
-    burst: 512 * 1024,
+    burst: 2 * 1024 * 1024,
 };
-/// Ingress in total (`--max-ingress`): about 18 boots a second sustained (a boot sends about
-/// 7 KB) after a burst of about 70. gRPC core 1.56 drains a rapid-reset flood more slowly
-/// than its calls arrive above roughly this rate on two shared cores (`bench/kms_flood`, eight
-/// peers: 256 KiB/s in total held 193-233 MB after 60 s, 512 KiB/s 245 MB after 150 s).
+/// Unattested ingress in total (`--max-ingress` sets the rate), refunded on attestation like
+/// the peer's. gRPC core 1.56 drains a rapid-reset flood more slowly than its calls arrive
+/// above roughly this rate on two shared cores (`bench/kms_flood`, eight peers: 256 KiB/s in
+/// total held 193-233 MB after 60 s, 512 KiB/s 245 MB after 150 s).
 pub const TOTAL_RATE: Rate = Rate {
     per_sec: 128 * 1024,
-    burst: 512 * 1024,
+    burst: TOTAL_BURST_SECS * 128 * 1024,
 };
-/// The total budget's burst, in seconds of its rate (`--max-ingress` sets the rate).
-pub const TOTAL_BURST_SECS: u64 = 4;
+/// New connections per peer that have not (yet) attested: a connection takes one and gets it
+/// back when it attests. Every connection costs gRPC core a TLS handshake, so an address that
+/// reopens connections and never attests is held to this rate after the burst (the per-peer
+/// cap's worth), while its boots, which attest, never run it down.
+pub const PEER_CONNECT_RATE: Rate = Rate {
+    per_sec: 32,
+    burst: DEFAULT_MAX_CONNECTIONS_PER_PEER as u64,
+};
+/// The last 1/this of the total budget is kept for peers whose connections attest (more of
+/// them attested than closed unattested): a flood from many addresses that reopens its
+/// connections cannot take the budget the handshakes of enclaves need.
+const TOTAL_RESERVE_SHARE: u64 = 4;
+/// The total budget's burst, in seconds of its rate (`--max-ingress` sets the rate): 4 MiB at
+/// the default, about 570 first flights of 7 KB in progress at once.
+pub const TOTAL_BURST_SECS: u64 = 32;
+/// After a flood (a connection throttled, refused or evicted), the allocator's free memory is
+/// handed back to the kernel once nothing has been throttled or refused for each of these.
+/// Several times, because gRPC core frees what a flood made it hold over tens of seconds (a
+/// rapid-reset flood's memory was still in use 15 s after it, and free by 25 s); each trim
+/// costs a few milliseconds of the gate's thread.
+const TRIM_AFTER: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
 /// At the total cap, a connection idle at least this long may be closed for a new one.
 pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// The loopback connect to gRPC core must finish within this.
@@ -110,6 +176,8 @@ pub struct Limits {
     pub connection_rate: Rate,
     pub peer_rate: Rate,
     pub total_rate: Rate,
+    /// New unattested connections per peer (a rate in connections).
+    pub peer_connect_rate: Rate,
 }
 
 impl Default for Limits {
@@ -120,6 +188,7 @@ impl Default for Limits {
             connection_rate: CONNECTION_RATE,
             peer_rate: PEER_RATE,
             total_rate: TOTAL_RATE,
+            peer_connect_rate: PEER_CONNECT_RATE,
         }
     }
 }
@@ -235,6 +304,9 @@ impl Bound {
             peers: HashMap::new(),
             total: Bucket::full(limits.total_rate, Instant::now()),
             accept_retry: None,
+            waker: Arc::clone(&waker),
+            pressure: None,
+            trims: 0,
         };
         let thread = std::thread::Builder::new()
             .name("kms-gate".into())
@@ -312,9 +384,24 @@ pub fn fit_fd_limit(mut limits: Limits) -> Limits {
     limits
 }
 
-/// The gate's upstream (loopback) port -> the client it forwards, for [`client_address`].
-fn clients() -> MutexGuard<'static, HashMap<u16, SocketAddr>> {
-    static CLIENTS: OnceLock<Mutex<HashMap<u16, SocketAddr>>> = OnceLock::new();
+/// A connection's attestation, set by the service ([`mark_attested`]) and read by the gate.
+struct Attested {
+    flag: AtomicBool,
+    /// Wakes the gate, so it takes the connection out of the budgets now.
+    waker: Arc<Waker>,
+}
+
+/// The client a gate connection forwards, and whether it has been attested.
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    attested: Arc<Attested>,
+}
+
+/// The gate's upstream (loopback) port -> the client it forwards, for [`client_address`] and
+/// [`mark_attested`].
+fn clients() -> MutexGuard<'static, HashMap<u16, Client>> {
+    static CLIENTS: OnceLock<Mutex<HashMap<u16, Client>>> = OnceLock::new();
     CLIENTS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
@@ -325,16 +412,38 @@ fn clients() -> MutexGuard<'static, HashMap<u16, SocketAddr>> {
 /// the client's own address in the same form (`ipv4:192.0.2.7:51000`, `ipv6:[2001:db8::1]:443`);
 /// anything else unchanged.
 pub fn client_address(grpc_peer: &str) -> String {
-    let port = grpc_peer
+    match upstream_port(grpc_peer).and_then(|p| clients().get(&p).map(|c| c.addr)) {
+        Some(addr) => grpc_style(&addr),
+        None => grpc_peer.to_owned(),
+    }
+}
+
+/// Tells the gate that the client of the connection gRPC core names `grpc_peer` has passed
+/// attestation: from now on its ingress is not budgeted, what it spent of its peer's and the
+/// total budget is given back, and it is never closed to make room for another connection.
+/// Nothing happens for a peer that did not come through the gate.
+///
+/// The service calls this only after the client's RA-TLS certificate has been verified
+/// against the policy, on a call that is still in flight on that connection, so the gate's
+/// loopback port cannot yet have been reused by another connection.
+pub fn mark_attested(grpc_peer: &str) {
+    let Some(attested) =
+        upstream_port(grpc_peer).and_then(|p| clients().get(&p).map(|c| Arc::clone(&c.attested)))
+    else {
+        return;
+    };
+    if !attested.flag.swap(true, Ordering::SeqCst) {
+        let _ = attested.waker.wake();
+    }
+}
+
+/// The gate's loopback port in gRPC core's name for a peer (`ipv4:127.0.0.1:40312`).
+fn upstream_port(grpc_peer: &str) -> Option<u16> {
+    grpc_peer
         .strip_prefix("ipv4:")
         .and_then(|rest| rest.strip_prefix(UPSTREAM_HOST))
         .and_then(|rest| rest.strip_prefix(':'))
-        .and_then(|port| port.parse::<u16>().ok());
-    match port.and_then(|p| clients().get(&p).copied()) {
-        Some(SocketAddr::V4(a)) => format!("ipv4:{a}"),
-        Some(SocketAddr::V6(a)) => format!("ipv6:{a}"),
-        None => grpc_peer.to_owned(),
-    }
+        .and_then(|port| port.parse::<u16>().ok())
 }
 
 /// Whom the per-peer limits count against: an IPv4 address, or an IPv6 /64 (one host's
@@ -386,6 +495,11 @@ impl Bucket {
         self.tokens -= n as f64;
     }
 
+    /// Gives back `n` taken earlier, up to the burst.
+    fn give(&mut self, n: u64, rate: Rate) {
+        self.tokens = (self.tokens + n as f64).min(rate.burst as f64);
+    }
+
     fn is_full(&self, rate: Rate) -> bool {
         self.tokens >= rate.burst as f64
     }
@@ -401,8 +515,26 @@ impl Bucket {
 }
 
 struct PeerState {
+    /// Unattested connections open.
     conns: usize,
     bucket: Bucket,
+    /// New connections not given back by attestation ([`PEER_CONNECT_RATE`]).
+    connects: Bucket,
+    /// Connections that attested, and that closed unattested after sending something.
+    attested: u32,
+    failed: u32,
+}
+
+impl PeerState {
+    /// A peer whose connections attest at least as often as they fail may use the total
+    /// budget's last [`TOTAL_RESERVE_SHARE`]; others leave it to them.
+    fn reserve(&self, total: Rate) -> usize {
+        if self.attested >= self.failed {
+            0
+        } else {
+            usize::try_from(total.burst / TOTAL_RESERVE_SHARE).unwrap_or(usize::MAX)
+        }
+    }
 }
 
 /// Bytes waiting to be written one way.
@@ -454,6 +586,10 @@ struct Conn {
     upstream_eof: bool,
     up_shut: bool,
     bucket: Bucket,
+    /// Set by the service once the client is attested ([`mark_attested`]).
+    attested: Arc<Attested>,
+    /// The gate has seen `attested` and taken the connection out of the budgets.
+    exempt: bool,
     /// Bytes read from the client so far.
     received: u64,
     opened: Instant,
@@ -486,6 +622,11 @@ struct Loop {
     peers: HashMap<PeerKey, PeerState>,
     total: Bucket,
     accept_retry: Option<Instant>,
+    waker: Arc<Waker>,
+    /// The last throttling, refusal or eviction, and how many of [`TRIM_AFTER`]'s trims
+    /// have followed it.
+    pressure: Option<Instant>,
+    trims: usize,
 }
 
 impl Loop {
@@ -526,6 +667,7 @@ impl Loop {
                 self.accept_retry = None;
                 (0..self.listeners.len()).for_each(|i| self.accept(i));
             }
+            self.exempt_attested();
             self.retry_throttled(now);
             if now >= next_sweep {
                 self.sweep(now);
@@ -560,7 +702,24 @@ impl Loop {
         let now = Instant::now();
         let key = PeerKey::of(&peer);
         let per_peer = self.peers.get(&key).map_or(0, |p| p.conns);
+        let connect_rate = self.limits.peer_connect_rate;
+        let connects = self.peers.get_mut(&key).map_or(usize::MAX, |p| {
+            p.connects.refill(connect_rate, now);
+            p.connects.available()
+        });
+        if connects == 0 {
+            return self.refuse(
+                &peer,
+                format!(
+                    "connection rate limit: this peer opened more than {} connections that \
+                     did not attest, then more than {} a second (its connections count \
+                     again once they attest)",
+                    connect_rate.burst, connect_rate.per_sec
+                ),
+            );
+        }
         if per_peer >= self.limits.max_connections_per_peer {
+            METRICS.gate_refused(GateRefusal::PerPeer);
             return self.refuse(
                 &peer,
                 format!(
@@ -571,6 +730,7 @@ impl Loop {
             );
         }
         if self.open >= self.limits.max_connections && !self.make_room(now, per_peer) {
+            METRICS.gate_refused(GateRefusal::Total);
             return self.refuse(
                 &peer,
                 format!(
@@ -615,6 +775,11 @@ impl Loop {
             upstream_eof: false,
             up_shut: false,
             bucket: Bucket::full(self.limits.connection_rate, now),
+            attested: Arc::new(Attested {
+                flag: AtomicBool::new(false),
+                waker: Arc::clone(&self.waker),
+            }),
+            exempt: false,
             received: 0,
             opened: now,
             last_ingress: now,
@@ -632,23 +797,33 @@ impl Loop {
             self.free.push(index);
             return;
         }
-        clients().insert(up_port, peer);
+        clients().insert(
+            up_port,
+            Client {
+                addr: peer,
+                attested: Arc::clone(&conn.attested),
+            },
+        );
         let peer_rate = self.limits.peer_rate;
-        self.peers
-            .entry(key)
-            .or_insert_with(|| PeerState {
-                conns: 0,
-                bucket: Bucket::full(peer_rate, now),
-            })
-            .conns += 1;
+        let state = self.peers.entry(key).or_insert_with(|| PeerState {
+            conns: 0,
+            bucket: Bucket::full(peer_rate, now),
+            connects: Bucket::full(connect_rate, now),
+            attested: 0,
+            failed: 0,
+        });
+        state.conns += 1;
+        state.connects.take(1);
         self.open += 1;
+        METRICS.gate_opened();
         if let Some(slot) = self.conns.get_mut(index) {
             *slot = Some(conn);
         }
         self.pump(index);
     }
 
-    fn refuse(&self, peer: &SocketAddr, reason: String) {
+    fn refuse(&mut self, peer: &SocketAddr, reason: String) {
+        self.pressure_now();
         let who = grpc_style(peer);
         let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
         rec.peer = Some(&who);
@@ -657,17 +832,24 @@ impl Loop {
         self.audit.write(&rec);
     }
 
-    /// At the total cap, for a new connection from a peer that has `newcomer` open: closes
-    /// the connection silent longest if at least [`EVICT_IDLE_AFTER`]; else the longest-silent
-    /// one of the peer holding most, if that is more than one above `newcomer` (so a peer
-    /// with few connections always gets in, and peers that hold many only trade among
-    /// themselves). The closed connection's peer is audited. True if one was closed.
+    /// At the total cap, for a new connection from a peer that has `newcomer` unattested
+    /// connections open: closes the unattested connection silent longest if at least
+    /// [`EVICT_IDLE_AFTER`]; else the longest-silent unattested one of the peer holding most,
+    /// if that is more than one above `newcomer` (so a peer with few connections always gets
+    /// in, and peers that hold many only trade among themselves). An attested connection is
+    /// never closed for a new one. The closed connection's peer is audited. True if one was
+    /// closed.
     fn make_room(&mut self, now: Instant, newcomer: usize) -> bool {
+        self.exempt_attested();
         let oldest = self
             .conns
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.last_ingress)))
+            .filter_map(|(i, c)| {
+                c.as_ref()
+                    .filter(|c| !c.exempt)
+                    .map(|c| (i, c.last_ingress))
+            })
             .min_by_key(|&(_, at)| at);
         let victim = match oldest {
             Some((i, at)) if now.saturating_duration_since(at) >= EVICT_IDLE_AFTER => Some(i),
@@ -682,7 +864,7 @@ impl Loop {
                         .iter()
                         .enumerate()
                         .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
-                        .filter(|(_, c)| c.key == heaviest)
+                        .filter(|(_, c)| c.key == heaviest && !c.exempt)
                         .min_by_key(|(_, c)| c.last_ingress)
                         .map(|(i, _)| i)
                 }),
@@ -712,22 +894,39 @@ impl Loop {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return;
         };
-        let Some(peer) = self.peers.get_mut(&conn.key) else {
-            return;
+        let outcome = if conn.exempt {
+            conn.pump(now, &limits, None, 0)
+        } else {
+            let Some(peer) = self.peers.get_mut(&conn.key) else {
+                return;
+            };
+            let reserve = peer.reserve(limits.total_rate);
+            conn.pump(
+                now,
+                &limits,
+                Some((&mut peer.bucket, &mut self.total)),
+                reserve,
+            )
         };
-        let outcome = conn.pump(now, &limits, &mut peer.bucket, &mut self.total);
         match outcome {
             Ok(()) if conn.finished() => self.close(index),
             Ok(()) => {
+                if conn.throttled.is_some() {
+                    self.pressure = Some(now);
+                    self.trims = 0;
+                }
                 if conn.throttled.is_some() && !conn.throttle_audited {
                     conn.throttle_audited = true;
                     let reason = format!(
-                        "ingress rate limit: this connection sent more than its budget \
-                         ({} KiB at once, {} KiB/s per connection, {} KiB/s per peer); it is \
-                         read more slowly",
+                        "ingress rate limit: this connection, not yet attested, sent more \
+                         than its budget ({} KiB at once, then {} KiB/s per connection; {} KiB \
+                         at once, then {} KiB/s per peer; {} KiB/s in total, --max-ingress); \
+                         it is read more slowly until it is attested",
                         limits.connection_rate.burst / 1024,
                         limits.connection_rate.per_sec / 1024,
-                        limits.peer_rate.per_sec / 1024
+                        limits.peer_rate.burst / 1024,
+                        limits.peer_rate.per_sec / 1024,
+                        limits.total_rate.per_sec / 1024
                     );
                     let who = grpc_style(&conn.peer);
                     let mut rec = Record::new(Event::Throttle, Verdict::Rejected);
@@ -762,16 +961,64 @@ impl Loop {
         let _ = registry.deregister(&mut conn.client);
         let _ = registry.deregister(&mut conn.upstream);
         clients().remove(&conn.up_port);
-        if let Some(p) = self.peers.get_mut(&conn.key) {
-            p.conns = p.conns.saturating_sub(1);
+        if !conn.exempt {
+            if let Some(p) = self.peers.get_mut(&conn.key) {
+                p.conns = p.conns.saturating_sub(1);
+                if conn.received > 0 {
+                    p.failed = p.failed.saturating_add(1);
+                }
+            }
         }
         self.open = self.open.saturating_sub(1);
+        METRICS.gate_closed();
         self.free.push(index);
     }
 
     fn close_all(&mut self) {
         for i in 0..self.conns.len() {
             self.close(i);
+        }
+    }
+
+    /// Takes connections the service has since attested out of the budgets: they no longer
+    /// count against their peer's connection cap, and what they spent of the peer's and the
+    /// total budget is given back (a boot's first flight costs nothing once it proves to be
+    /// one; only connections that never attest keep what they took).
+    fn exempt_attested(&mut self) {
+        let (peer_rate, total_rate) = (self.limits.peer_rate, self.limits.total_rate);
+        let connect_rate = self.limits.peer_connect_rate;
+        for c in self.conns.iter_mut().flatten() {
+            if c.exempt || !c.attested.flag.load(Ordering::SeqCst) {
+                continue;
+            }
+            c.exempt = true;
+            if let Some(p) = self.peers.get_mut(&c.key) {
+                p.conns = p.conns.saturating_sub(1);
+                p.bucket.give(c.received, peer_rate);
+                p.connects.give(1, connect_rate);
+                p.attested = p.attested.saturating_add(1);
+            }
+            self.total.give(c.received, total_rate);
+        }
+    }
+
+    /// Notes a throttling, refusal or eviction: the allocator is trimmed once it has passed.
+    fn pressure_now(&mut self) {
+        self.pressure = Some(Instant::now());
+        self.trims = 0;
+    }
+
+    /// Once a flood has passed ([`TRIM_AFTER`]), hands the allocator's free memory back.
+    fn trim_after_pressure(&mut self, now: Instant) {
+        let (Some(at), Some(after)) = (self.pressure, TRIM_AFTER.get(self.trims)) else {
+            return;
+        };
+        if now.saturating_duration_since(at) >= *after {
+            occlum_dcap::trim_heap();
+            self.trims += 1;
+            if self.trims == TRIM_AFTER.len() {
+                self.pressure = None;
+            }
         }
     }
 
@@ -796,17 +1043,21 @@ impl Loop {
 
     /// What connection `c` could read now, without taking it.
     fn budget_after_refill(&self, c: &Conn, now: Instant) -> usize {
+        if c.exempt {
+            return usize::MAX;
+        }
         let refilled = |mut b: Bucket, rate| {
             b.refill(rate, now);
             b.available()
         };
-        let peer = self
-            .peers
-            .get(&c.key)
-            .map_or(0, |p| refilled(p.bucket, self.limits.peer_rate));
+        let Some(p) = self.peers.get(&c.key) else {
+            return 0;
+        };
+        let total = refilled(self.total, self.limits.total_rate)
+            .saturating_sub(p.reserve(self.limits.total_rate));
         refilled(c.bucket, self.limits.connection_rate)
-            .min(peer)
-            .min(refilled(self.total, self.limits.total_rate))
+            .min(refilled(p.bucket, self.limits.peer_rate))
+            .min(total)
     }
 
     /// Reads throttled connections whose budgets have refilled, those that have sent least
@@ -847,11 +1098,13 @@ impl Loop {
         for i in expired {
             self.close(i);
         }
-        // Forget peers with nothing open and a full bucket: they would start afresh anyway.
-        let rate = self.limits.peer_rate;
+        self.trim_after_pressure(now);
+        // Forget peers with nothing open and full buckets: they would start afresh anyway.
+        let (rate, connect_rate) = (self.limits.peer_rate, self.limits.peer_connect_rate);
         self.peers.retain(|_, p| {
             p.bucket.refill(rate, now);
-            p.conns > 0 || !p.bucket.is_full(rate)
+            p.connects.refill(connect_rate, now);
+            p.conns > 0 || !p.bucket.is_full(rate) || !p.connects.is_full(connect_rate)
         });
     }
 }
@@ -863,16 +1116,20 @@ impl Conn {
         self.upstream_eof && self.to_client.is_empty()
     }
 
+    /// Moves bytes both ways. `budgets` are the peer's and the total bucket, which with the
+    /// connection's own bound what is read from the client; `None` once it is attested.
     fn pump(
         &mut self,
         now: Instant,
         limits: &Limits,
-        peer: &mut Bucket,
-        total: &mut Bucket,
+        mut budgets: Option<(&mut Bucket, &mut Bucket)>,
+        reserve: usize,
     ) -> Result<(), End> {
-        self.bucket.refill(limits.connection_rate, now);
-        peer.refill(limits.peer_rate, now);
-        total.refill(limits.total_rate, now);
+        if let Some((peer, total)) = budgets.as_mut() {
+            self.bucket.refill(limits.connection_rate, now);
+            peer.refill(limits.peer_rate, now);
+            total.refill(limits.total_rate, now);
+        }
         self.throttled = None;
         if !self.up_connected {
             match self.upstream.peer_addr() {
@@ -888,11 +1145,14 @@ impl Conn {
             let mut moved = false;
             // Client -> gRPC core, within the budgets.
             if !self.client_eof {
-                let budget = self
-                    .bucket
-                    .available()
-                    .min(peer.available())
-                    .min(total.available());
+                let budget = match budgets.as_ref() {
+                    Some((peer, total)) => self
+                        .bucket
+                        .available()
+                        .min(peer.available())
+                        .min(total.available().saturating_sub(reserve)),
+                    None => usize::MAX,
+                };
                 let spare = self.to_up.spare();
                 let want = budget.min(spare.len());
                 if !spare.is_empty() && want == 0 {
@@ -906,9 +1166,11 @@ impl Conn {
                         Ok(n) => {
                             self.to_up.end += n;
                             self.received += n as u64;
-                            self.bucket.take(n);
-                            peer.take(n);
-                            total.take(n);
+                            if let Some((peer, total)) = budgets.as_mut() {
+                                self.bucket.take(n);
+                                peer.take(n);
+                                total.take(n);
+                            }
                             self.last_ingress = now;
                             moved = true;
                         }

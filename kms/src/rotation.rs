@@ -16,6 +16,7 @@
 
 use std::error::Error;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -84,8 +85,10 @@ pub struct Rotator {
 }
 
 struct State {
-    /// Certificate and key PEM not yet handed to gRPC core.
-    pending: Option<(String, Zeroizing<String>)>,
+    /// The current certificate and key PEM, and their generation (1 for the first). Each
+    /// server's fetcher (GetSecret's, the admin API's) hands a generation to gRPC core once.
+    current: Option<(String, Zeroizing<String>)>,
+    generation: u64,
 }
 
 impl Rotator {
@@ -136,7 +139,10 @@ impl Rotator {
             };
         let (identity, renew_at) = mint(source.as_ref()).map_err(StartError::Mint)?;
         let rotator = Arc::new(Rotator {
-            state: Mutex::new(State { pending: None }),
+            state: Mutex::new(State {
+                current: None,
+                generation: 0,
+            }),
         });
         rotator.install(&identity, cert_out.as_ref(), &audit, false);
         let weak = Arc::downgrade(&rotator);
@@ -185,26 +191,41 @@ impl Rotator {
             audit.write(&rec);
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.pending = Some((cert_pem, identity.key_pem()));
+        state.current = Some((cert_pem, identity.key_pem()));
+        state.generation += 1;
     }
 
-    /// The fetcher gRPC core calls at startup and before every handshake.
+    /// A fetcher for one gRPC server, which gRPC core calls at startup and before every
+    /// handshake: it hands over each new certificate once.
     pub fn fetcher(self: &Arc<Self>) -> Box<dyn ServerCredentialsFetcher + Send + Sync> {
-        Box::new(Fetcher(Arc::clone(self)))
+        Box::new(Fetcher {
+            rotator: Arc::clone(self),
+            seen: AtomicU64::new(0),
+        })
     }
 }
 
-struct Fetcher(Arc<Rotator>);
+struct Fetcher {
+    rotator: Arc<Rotator>,
+    /// The generation this server's gRPC core has.
+    seen: AtomicU64,
+}
 
 impl ServerCredentialsFetcher for Fetcher {
     fn fetch(&self) -> Result<Option<ServerCredentialsBuilder>, Box<dyn Error>> {
-        let pending = self
-            .0
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending
-            .take();
+        let pending = {
+            let state = self
+                .rotator
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if state.generation > self.seen.load(Ordering::Relaxed) {
+                self.seen.store(state.generation, Ordering::Relaxed);
+                state.current.clone()
+            } else {
+                None
+            }
+        };
         Ok(pending.map(|(cert_pem, key_pem)| {
             ServerCredentialsBuilder::new()
                 // add_cert copies the key into a C string it wipes on drop; ours is wiped too.

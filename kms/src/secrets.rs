@@ -6,12 +6,59 @@
 //! `sgx_mrs` entry names (policy `name` field) whose enclaves may read it. Guarantees: every
 //! value is valid base64 (ASCII whitespace is ignored, as Occlum's decoder ignores it), names
 //! are unique and non-empty, and no value ever appears in an error, a log or `Debug`.
+//!
+//! **Only a [`VerifiedPeer`] unlocks a secret.** The one way to a [`Secret`] is
+//! [`SecretStore::release`], which takes the peer the attestation pipeline produced (only
+//! `ratls::verify` can construct one) and applies the secret's `allow` list to it. There is no
+//! lookup by name alone, so a new caller (the admin API, replicas) cannot hand a value to an
+//! unverified party by mistake. Admin edits build a new store ([`SecretStore::with_put`],
+//! [`SecretStore::without`]) and persist it through [`SecretStore::persist_with`], which hands
+//! the serialized file to a sealing step and returns no value. This file is also the
+//! `kms_secrets` library target, so the rule is checked by doctests:
+//!
+//! ```
+//! use kms_secrets::{Denied, Secret, SecretStore};
+//! use ratls::verify::VerifiedPeer;
+//! fn fetch<'s>(store: &'s SecretStore, peer: &VerifiedPeer) -> Result<&'s Secret, Denied> {
+//!     store.release(peer, "image_key")
+//! }
+//! ```
+//!
+//! A name alone is not enough:
+//!
+//! ```compile_fail,E0599
+//! use kms_secrets::{Secret, SecretStore};
+//! fn fetch<'s>(store: &'s SecretStore) -> Option<&'s Secret> {
+//!     store.get("image_key")
+//! }
+//! ```
+//!
+//! nor is the map behind it:
+//!
+//! ```compile_fail,E0616
+//! use kms_secrets::{Secret, SecretStore};
+//! fn fetch<'s>(store: &'s SecretStore) -> Option<&'s Secret> {
+//!     store.secrets.get("image_key")
+//! }
+//! ```
+//!
+//! nor a peer made up by the caller (its fields are private to `ratls::verify`):
+//!
+//! ```compile_fail,E0451
+//! use kms_secrets::{Denied, Secret, SecretStore};
+//! use ratls::verify::VerifiedPeer;
+//! fn fetch<'s>(store: &'s SecretStore, forged: VerifiedPeer) -> Result<&'s Secret, Denied> {
+//!     let peer = VerifiedPeer { ..forged };
+//!     store.release(&peer, "image_key")
+//! }
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use ratls::verify::VerifiedPeer;
 use serde::Deserializer;
 use serde::de::{self, MapAccess, Visitor};
 use zeroize::Zeroizing;
@@ -29,7 +76,8 @@ pub enum ReplyForm {
     Bare,
 }
 
-/// One secret. No `Debug`, no `Clone`; the value and its encodings are wiped on drop.
+/// One secret. No `Debug`, no `Clone`; the value and its encodings are wiped on drop. Only
+/// [`SecretStore::release`] hands one out.
 pub struct Secret {
     base64: Zeroizing<String>,
     allow: Option<Vec<String>>,
@@ -56,7 +104,7 @@ impl Secret {
     }
 
     /// True if a client that matched policy entry `matched` may read this secret.
-    pub fn is_released_to(&self, matched: Option<&str>) -> bool {
+    fn is_released_to(&self, matched: Option<&str>) -> bool {
         match (&self.allow, matched) {
             (None, _) => true,
             (Some(allow), Some(name)) => allow.iter().any(|a| a == name),
@@ -78,6 +126,47 @@ impl fmt::Debug for SecretStore {
             .finish()
     }
 }
+
+/// Why [`SecretStore::release`] refused: names the secret and the peer's policy entry, never
+/// a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No secret has this name.
+    NotFound { name: String },
+    /// The secret's `allow` list does not name the `sgx_mrs` entry the peer matched (`entry`
+    /// is its name, `None` when the entry is unnamed; `index` is its position).
+    NotReleased {
+        name: String,
+        entry: Option<String>,
+        index: usize,
+    },
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound { name } => write!(f, "no secret named {name:?}"),
+            Self::NotReleased {
+                name,
+                entry: Some(entry),
+                ..
+            } => write!(
+                f,
+                "secret {name:?} is not released to sgx_mrs entry {entry:?}"
+            ),
+            Self::NotReleased {
+                name,
+                entry: None,
+                index,
+            } => write!(
+                f,
+                "secret {name:?} is released only to named sgx_mrs entries; the peer matched unnamed entry #{index}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Denied {}
 
 /// Why a secret file was refused. Names the secret, never its value.
 #[derive(Debug)]
@@ -152,15 +241,140 @@ impl SecretStore {
         Ok(())
     }
 
-    /// The secret called `name`, if any.
-    pub fn get(&self, name: &str) -> Option<&Secret> {
-        self.secrets.get(name)
+    /// The secret called `name` for `peer`, if its `allow` list admits the `sgx_mrs` entry the
+    /// peer matched. The only way to a [`Secret`] (see the module documentation).
+    pub fn release(&self, peer: &VerifiedPeer, name: &str) -> Result<&Secret, Denied> {
+        let secret = self.secrets.get(name).ok_or_else(|| Denied::NotFound {
+            name: name.to_owned(),
+        })?;
+        let matched = peer.matched();
+        if secret.is_released_to(matched.name.as_deref()) {
+            Ok(secret)
+        } else {
+            Err(Denied::NotReleased {
+                name: name.to_owned(),
+                entry: matched.name.clone(),
+                index: matched.index,
+            })
+        }
+    }
+
+    /// Names and `allow` lists (`None`: any verified client), in name order; never values.
+    pub fn acls(&self) -> impl Iterator<Item = (&str, Option<&[String]>)> {
+        self.secrets
+            .iter()
+            .map(|(name, secret)| (name.as_str(), secret.allow()))
+    }
+
+    /// True if a secret called `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.secrets.contains_key(name)
+    }
+
+    /// A new store: this one with `name` set to `base64` (validated as the file's values are)
+    /// and `allow` (`None`: any verified client). The caller checks the `allow` names against
+    /// the policy, as a reload does ([`SecretStore::check_allow_lists`]).
+    pub fn with_put(
+        &self,
+        name: &str,
+        base64: Zeroizing<String>,
+        allow: Option<Vec<String>>,
+    ) -> Result<SecretStore, SecretsError> {
+        if name.is_empty() {
+            return Err(SecretsError::Syntax {
+                detail: "a secret has an empty name".into(),
+            });
+        }
+        let secret = decode(
+            name,
+            RawSecret {
+                text: base64,
+                allow,
+            },
+        )?;
+        let mut secrets = self.copy();
+        secrets.insert(name.to_owned(), secret);
+        Ok(SecretStore { secrets })
+    }
+
+    /// A new store without `name`; `None` if there is no such secret.
+    pub fn without(&self, name: &str) -> Option<SecretStore> {
+        let mut secrets = self.copy();
+        secrets.remove(name)?;
+        Some(SecretStore { secrets })
+    }
+
+    /// Serializes the store as `secret_config.json` into a zeroizing buffer and hands it to
+    /// `seal`, the step that persists it encrypted. Returns no value: the plaintext lives only
+    /// for the call (admin changes use this to rewrite the sealed secrets file).
+    pub fn persist_with<E>(&self, seal: impl FnOnce(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let capacity = self
+            .secrets
+            .iter()
+            .map(|(name, s)| {
+                let allow: usize = s.allow.iter().flatten().map(|e| e.len() * 6 + 4).sum();
+                name.len() * 6 + s.base64.len() + allow + 64
+            })
+            .sum::<usize>()
+            + 4;
+        // Sized up front so no reallocation leaves an unwiped copy behind.
+        let mut out = Zeroizing::new(Vec::with_capacity(capacity));
+        out.push(b'{');
+        for (i, (name, secret)) in self.secrets.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'\n');
+            json_string(&mut out, name);
+            out.extend_from_slice(b": {\"value\": \"");
+            // Base64 needs no JSON escaping.
+            out.extend_from_slice(secret.base64.as_bytes());
+            out.push(b'"');
+            if let Some(allow) = &secret.allow {
+                out.extend_from_slice(b", \"allow\": [");
+                for (j, entry) in allow.iter().enumerate() {
+                    if j > 0 {
+                        out.extend_from_slice(b", ");
+                    }
+                    json_string(&mut out, entry);
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"\n}\n");
+        seal(&out)
+    }
+
+    /// A copy of every entry (values into fresh zeroizing buffers).
+    fn copy(&self) -> BTreeMap<String, Secret> {
+        self.secrets
+            .iter()
+            .map(|(name, s)| {
+                let secret = Secret {
+                    base64: s.base64.clone(),
+                    allow: s.allow.clone(),
+                };
+                (name.clone(), secret)
+            })
+            .collect()
     }
 
     /// Number of secrets.
     pub fn len(&self) -> usize {
         self.secrets.len()
     }
+
+    /// True if there are no secrets.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+/// Appends `text` as a JSON string (names are not secret; serde_json escapes them).
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// A value as it appears in the file, before base64 validation.
@@ -292,17 +506,72 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use ratls::cert::RaTlsIdentity;
+    use ratls::collateral::StaticCollateral;
+    use ratls::policy::RaPolicy;
+    use ratls::verify::Verifier;
+    use sgx_sim::{Identity as SimIdentity, PlatformOptions, SimPlatform, SimQuoteSource};
+
     use super::*;
+
+    /// One simulated platform and enclave for every test of this module.
+    fn sim() -> &'static (Arc<SimPlatform>, SimIdentity, String) {
+        static SIM: OnceLock<(Arc<SimPlatform>, SimIdentity, String)> = OnceLock::new();
+        SIM.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("kms-secrets-{}", std::process::id()));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let platform = Arc::new(SimPlatform::create(&dir, &PlatformOptions::new(now)).unwrap());
+            let identity = SimIdentity::random(None).unwrap();
+            let source = SimQuoteSource {
+                platform: Arc::clone(&platform),
+                identity: identity.clone(),
+            };
+            let pem = RaTlsIdentity::mint(&source).unwrap().cert_pem();
+            (platform, identity, pem)
+        })
+    }
+
+    /// A peer verified by the real pipeline, having matched an `sgx_mrs` entry called `entry`
+    /// (unnamed with `None`).
+    fn peer(entry: Option<&str>) -> VerifiedPeer {
+        let (platform, id, pem) = sim();
+        let mut mrs = serde_json::json!({
+            "mr_enclave": hex::encode(id.mr_enclave), "mr_signer": hex::encode(id.mr_signer),
+            "isv_prod_id": id.isv_prod_id, "isv_svn": id.isv_svn,
+            "config_svn": id.config_svn, "debuggable": false });
+        if let Some(name) = entry {
+            mrs["name"] = name.into();
+        }
+        let policy = serde_json::json!({
+            "verify_mr_enclave": "on", "verify_mr_signer": "on", "verify_isv_prod_id": "on",
+            "verify_isv_svn": "on", "verify_config_svn": "on", "verify_enclave_debuggable": "on",
+            "sgx_mrs": [mrs] });
+        let verifier = Verifier::new(
+            ratls::danger::simulated_root(platform.root_ca_der().to_vec(), "test".into()),
+            Arc::new(StaticCollateral::new(platform.collateral(), "sim")),
+            RaPolicy::from_json(policy.to_string().as_bytes(), "policy").unwrap(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        verifier
+            .verify_certificate_pem(pem.as_bytes(), now)
+            .unwrap()
+    }
+
+    fn get<'s>(store: &'s SecretStore, name: &str) -> &'s Secret {
+        store.release(&peer(Some("app")), name).unwrap()
+    }
 
     fn value(store: &SecretStore, name: &str) -> Vec<u8> {
         STANDARD
-            .decode(
-                store
-                    .get(name)
-                    .unwrap()
-                    .reply_text(ReplyForm::Bare)
-                    .as_slice(),
-            )
+            .decode(get(store, name).reply_text(ReplyForm::Bare).as_slice())
             .unwrap()
     }
 
@@ -319,16 +588,16 @@ mod tests {
         assert_eq!(value(&store, "flask_key"), b"test sample key\n");
         assert_eq!(value(&store, "image_key"), b"a5-6d\n");
         assert_eq!(
-            store.get("image_key").unwrap().allow().unwrap(),
+            get(&store, "image_key").allow().unwrap(),
             ["app".to_owned()]
         );
-        assert!(store.get("flask_key").unwrap().allow().is_none());
+        assert!(get(&store, "flask_key").allow().is_none());
     }
 
     #[test]
     fn replies_are_quoted_by_default_form() {
         let store = SecretStore::from_json(SEED.as_bytes()).unwrap();
-        let secret = store.get("flask_key").unwrap();
+        let secret = get(&store, "flask_key");
         assert_eq!(
             secret.reply_text(ReplyForm::Quoted).as_slice(),
             b"\"dGVzdCBzYW1wbGUga2V5Cg==\""
@@ -343,11 +612,7 @@ mod tests {
     fn whitespace_inside_base64_is_ignored_and_not_served() {
         let store = SecretStore::from_json(br#"{"k": "dGVzdCBz\nYW1wbGUga2V5Cg=="}"#).unwrap();
         assert_eq!(
-            store
-                .get("k")
-                .unwrap()
-                .reply_text(ReplyForm::Bare)
-                .as_slice(),
+            get(&store, "k").reply_text(ReplyForm::Bare).as_slice(),
             b"dGVzdCBzYW1wbGUga2V5Cg=="
         );
     }
@@ -396,12 +661,76 @@ mod tests {
     #[test]
     fn release_follows_the_allow_list() {
         let store = SecretStore::from_json(SEED.as_bytes()).unwrap();
-        let open = store.get("flask_key").unwrap();
-        let acl = store.get("image_key").unwrap();
-        assert!(open.is_released_to(None));
-        assert!(acl.is_released_to(Some("app")));
-        assert!(!acl.is_released_to(Some("other")));
-        assert!(!acl.is_released_to(None));
+        let (app, other, unnamed) = (peer(Some("app")), peer(Some("other")), peer(None));
+        for p in [&app, &other, &unnamed] {
+            assert!(
+                store.release(p, "flask_key").is_ok(),
+                "no allow list: any peer"
+            );
+        }
+        assert!(store.release(&app, "image_key").is_ok());
+        assert_eq!(
+            store.release(&other, "image_key").err().unwrap(),
+            Denied::NotReleased {
+                name: "image_key".into(),
+                entry: Some("other".into()),
+                index: 0
+            }
+        );
+        let err = store.release(&unnamed, "image_key").err().unwrap();
+        assert!(matches!(
+            err,
+            Denied::NotReleased {
+                entry: None,
+                index: 0,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("unnamed entry #0"), "{err}");
+        assert_eq!(
+            store.release(&app, "nope").err().unwrap(),
+            Denied::NotFound {
+                name: "nope".into()
+            }
+        );
+    }
+
+    #[test]
+    fn edits_make_new_stores_and_persist_as_the_file_format() {
+        let store = SecretStore::from_json(SEED.as_bytes()).unwrap();
+        let put = store
+            .with_put(
+                "new \"one\"",
+                Zeroizing::new("bmV3\n".into()),
+                Some(vec!["app".into()]),
+            )
+            .unwrap();
+        assert_eq!(store.len(), 3, "the old store is unchanged");
+        assert_eq!(put.len(), 4);
+        assert_eq!(value(&put, "new \"one\""), b"new");
+        let removed = put.without("flask_key").unwrap();
+        assert!(!removed.contains("flask_key") && removed.contains("image_key"));
+        assert!(put.without("missing").is_none());
+        let err = store
+            .with_put("x", Zeroizing::new("not base64!".into()), None)
+            .err()
+            .unwrap();
+        assert!(matches!(err, SecretsError::NotBase64 { ref name } if name == "x"));
+        // The persisted document parses back to the same names, values and allow lists.
+        let mut doc = Vec::new();
+        removed
+            .persist_with(|json| {
+                doc = json.to_vec();
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        let back = SecretStore::from_json(&doc).unwrap();
+        assert_eq!(
+            back.acls().collect::<Vec<_>>(),
+            removed.acls().collect::<Vec<_>>()
+        );
+        assert_eq!(value(&back, "new \"one\""), b"new");
+        assert_eq!(value(&back, "image_key"), b"a5-6d\n");
     }
 
     #[test]

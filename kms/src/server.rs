@@ -26,10 +26,13 @@ use ratls::verify::TrustAnchor;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::admin::{self, Admin};
 use crate::audit::{AuditLog, Event, Record, Verdict};
-use crate::cli::{CollateralSpec, KeySpec, SecretsSource, ServeConfig};
+use crate::cli::{CollateralSpec, KeySpec, OperatorsSpec, SecretsSource, ServeConfig};
 use crate::enclave::OcclumEnclaveKeys;
 use crate::gate;
+use crate::metrics;
+use crate::operators::Operators;
 use crate::proto::MAX_REQUEST_LEN;
 use crate::rotation::{self, Rotator};
 use crate::runtime::{Loader, SecretsFile};
@@ -75,6 +78,9 @@ enum Step {
     BuildGrpcServer,
     BindGrpcUpstream(String),
     StartGate(String),
+    LoadOperators,
+    StartAdmin(String),
+    StartMetrics(String),
 }
 
 impl ServeError {
@@ -116,6 +122,11 @@ impl fmt::Display for Step {
             Step::BuildGrpcServer => f.write_str("building the gRPC server"),
             Step::BindGrpcUpstream(addr) => write!(f, "binding gRPC core to {addr}"),
             Step::StartGate(listen) => write!(f, "listening on {listen}"),
+            Step::LoadOperators => f.write_str("loading the pinned admin operators"),
+            Step::StartAdmin(listen) => write!(f, "serving the admin API on {listen}"),
+            Step::StartMetrics(listen) => {
+                write!(f, "serving metrics on {listen} (--metrics-listen)")
+            }
         }
     }
 }
@@ -150,12 +161,13 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
 
     let platform = Platform::open(cfg)?;
     let collateral = collateral_source(cfg, &platform)?;
-    let loader = Loader {
+    let loader = Arc::new(Loader {
         ra_config: cfg.ra_config.clone(),
         secrets: secrets_file(&cfg.secrets)?,
         anchor: platform.anchor.clone(),
         collateral: Arc::clone(&collateral),
-    };
+    });
+    let operators = load_operators(&cfg.admin_operators)?;
     let runtime = loader
         .load()
         .map_err(|e| ServeError::new(Step::LoadConfiguration, e))?;
@@ -163,6 +175,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         eprintln!("kms: policy warning: {warning}");
     }
     let secret_count = runtime.secrets.len();
+    crate::metrics::METRICS.new_generation();
 
     let audit = Arc::new(audit);
     let rotator = Rotator::start(
@@ -176,7 +189,16 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
 
     let shared = Arc::new(Shared::new(runtime, audit, cfg.reply_form));
     let (mut server, upstream) = start_grpc(cfg, &shared, &rotator)?;
-    let (gate, port, limits) = match start_gate(cfg, upstream, &shared) {
+    let admin = Arc::new(Admin {
+        shared: Arc::clone(&shared),
+        loader: Arc::clone(&loader),
+        operators,
+        audit_file: cfg.audit_log.clone(),
+    });
+    let started = start_admin(cfg, &rotator, &admin).and_then(|admin_server| {
+        start_gate(cfg, upstream, &shared).map(|gate| (gate, admin_server))
+    });
+    let ((gate, port, limits), mut admin_server) = match started {
         Ok(started) => started,
         Err(e) => {
             let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
@@ -184,11 +206,26 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         }
     };
 
+    let metrics = match cfg.metrics_listen.as_deref().map(metrics::Endpoint::start) {
+        Some(Err(e)) => {
+            gate.stop_accepting();
+            if let Some((admin_server, _)) = admin_server.as_mut() {
+                let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
+            }
+            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            let listen = cfg.metrics_listen.clone().unwrap_or_default();
+            return Err(ServeError::new(Step::StartMetrics(listen), e));
+        }
+        Some(Ok(endpoint)) => format!("; metrics on http://{}/metrics", endpoint.addr()),
+        None => String::new(),
+    };
+
     let mut start = Record::new(Event::Start, Verdict::Ok);
     start.reason = Some(format!(
-        "{} secrets; policy {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer",
+        "{} secrets; policy {}; admin API {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer{metrics}",
         secret_count,
         cfg.ra_config.display(),
+        admin_summary(cfg, &admin.operators),
         platform.anchor.describe(),
         collateral.describe(),
         platform.quotes.describe(),
@@ -196,12 +233,21 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         limits.max_connections_per_peer,
     ));
     shared.audit().write(&start);
+    if !metrics.is_empty() {
+        eprintln!(
+            "kms: serving Prometheus metrics{}",
+            metrics.trim_start_matches(';')
+        );
+    }
     println!("listening on {}", with_port(&cfg.listen, port));
     let _ = std::io::stdout().flush();
 
     serve_signals(&mut signals, &shared, &loader);
     // No new connections; calls in flight finish through the gate within the grace period.
     gate.stop_accepting();
+    if let Some((admin_server, _)) = admin_server.as_mut() {
+        let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
+    }
     let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
     drop(gate);
     Ok(())
@@ -222,6 +268,85 @@ fn start_gate(
             Ok((gate, port, limits))
         })
         .map_err(|e| ServeError::new(Step::StartGate(cfg.listen.clone()), e))
+}
+
+/// The pinned operators: none, a host file (`--admin-operators`), or inside Occlum the image's
+/// file if it is there. A file that exists but does not validate stops the start.
+fn load_operators(spec: &OperatorsSpec) -> Result<Operators, ServeError> {
+    let load =
+        |path: &Path| Operators::load(path).map_err(|e| ServeError::new(Step::LoadOperators, e));
+    match spec {
+        OperatorsSpec::None => Ok(Operators::none(
+            "start the KMS with --admin-operators FILE to pin operators",
+        )),
+        OperatorsSpec::File(path) => load(path),
+        OperatorsSpec::ImageIfPresent(path) if path.exists() => load(path),
+        OperatorsSpec::ImageIfPresent(path) => Ok(Operators::none(&format!(
+            "the measured image has no {}; add one at image build to pin operators",
+            path.display()
+        ))),
+    }
+}
+
+/// The admin API's own gRPC server on `--admin-listen`, if given (see `admin` for why it is
+/// separate): the server and its port.
+fn start_admin(
+    cfg: &ServeConfig,
+    rotator: &Arc<Rotator>,
+    admin: &Arc<Admin>,
+) -> Result<Option<(grpcio::Server, u16)>, ServeError> {
+    let Some(listen) = &cfg.admin_listen else {
+        return Ok(None);
+    };
+    let step = || Step::StartAdmin(listen.clone());
+    // One completion queue of its own: admin connections never hold GetSecret's threads.
+    let env = Arc::new(
+        EnvBuilder::new()
+            .cq_count(1)
+            .name_prefix("kms-admin")
+            .build(),
+    );
+    let args = ChannelBuilder::new(Arc::clone(&env))
+        .max_receive_message_len(i32::try_from(admin::MAX_ADMIN_REQUEST * 2).unwrap_or(i32::MAX))
+        .raw_cfg_int(
+            c"grpc.server_handshake_timeout_ms".into(),
+            HANDSHAKE_TIMEOUT.as_millis() as i32,
+        )
+        .build_args();
+    let mut server = ServerBuilder::new(env)
+        .channel_args(args)
+        .register_service(admin::service(Arc::clone(admin)))
+        .build()
+        .map_err(|e| ServeError::new(step(), e))?;
+    // The KMS's RA-TLS certificate; the operator's certificate is requested, and checked
+    // against the pinned keys per call (TLS has proved the operator holds its key).
+    let credentials =
+        ServerCredentials::with_fetcher(rotator.fetcher(), rotation::CLIENT_CERT_MODE);
+    let port = server
+        .add_listening_port(listen.as_str(), credentials)
+        .map_err(|e| ServeError::new(step(), e))?;
+    server.start();
+    eprintln!(
+        "kms: admin API listening on {}; {}",
+        with_port(listen, port),
+        admin_summary(cfg, &admin.operators)
+    );
+    Ok(Some((server, port)))
+}
+
+fn admin_summary(cfg: &ServeConfig, operators: &Operators) -> String {
+    match (&cfg.admin_listen, operators.is_empty()) {
+        (None, _) => "not served (no --admin-listen)".to_owned(),
+        (Some(_), true) => format!(
+            "disabled, every call refused: no operator pinned ({})",
+            operators.source()
+        ),
+        (Some(listen), false) => format!(
+            "on {listen}, {} operators pinned in {}",
+            operators.len(),
+            operators.source()
+        ),
+    }
 }
 
 /// SIGHUP reloads; SIGTERM or SIGINT is audited and returns.
@@ -291,10 +416,13 @@ fn start_grpc(
 /// Reloads policy and secrets together; keeps the running configuration on any error.
 fn reload(shared: &Shared, loader: &Loader) {
     let mut rec = Record::new(Event::Reload, Verdict::Ok);
+    // An admin change in flight completes (persisted and swapped in) before the files are read.
+    let _writes = shared.write_lock();
     match loader.load() {
         Ok(runtime) => {
-            rec.reason = Some(format!("{} secrets loaded", runtime.secrets.len()));
-            shared.replace(runtime);
+            let count = runtime.secrets.len();
+            let version = shared.replace(runtime);
+            rec.reason = Some(format!("{count} secrets loaded; state version {version}"));
             eprintln!("kms: configuration reloaded");
         }
         Err(e) => {
@@ -388,6 +516,7 @@ fn collateral_source(
         let client = client
             .with_trust_anchor(platform.anchor.clone())
             .with_fetch_wait(FETCH_WAIT);
+        metrics::METRICS.collateral_stats(client.stats());
         match &cfg.collateral_cache {
             Some(dir) => Arc::new(client.with_disk_cache(dir.clone())),
             None => Arc::new(client),

@@ -25,9 +25,10 @@ use ratls::verify::{VerifiedPeer, VerifyError};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Identity, Record, Verdict};
+use crate::metrics::METRICS;
 use crate::proto::{self, MAX_REQUEST_LEN};
 use crate::runtime::Runtime;
-use crate::secrets::ReplyForm;
+use crate::secrets::{Denied, ReplyForm};
 use crate::timefmt;
 
 /// The auth-context property under which gRPC core exposes the peer's certificate.
@@ -101,7 +102,12 @@ impl Flights {
 
 /// State shared by every call.
 pub struct Shared {
-    runtime: RwLock<Arc<Runtime>>,
+    /// The configuration and its generation (1 at start, +1 at every replacement).
+    runtime: RwLock<(Arc<Runtime>, u64)>,
+    /// Names this process's generations: a version from before a restart never matches.
+    boot_id: String,
+    /// Held across check-validate-persist-swap by admin writes and reloads.
+    writes: Mutex<()>,
     audit: Arc<AuditLog>,
     reply_form: ReplyForm,
     flights: Flights,
@@ -109,8 +115,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(runtime: Runtime, audit: Arc<AuditLog>, reply_form: ReplyForm) -> Shared {
+        // Keyed hashes of a fresh RandomState are as unpredictable as this needs: the id only
+        // keeps versions of different processes apart; it guards nothing secret.
+        let boot_id = format!("{:016x}", RandomState::new().hash_one(std::process::id()));
         Shared {
-            runtime: RwLock::new(Arc::new(runtime)),
+            runtime: RwLock::new((Arc::new(runtime), 1)),
+            boot_id,
+            writes: Mutex::new(()),
             audit,
             reply_form,
             flights: Flights::new(),
@@ -119,21 +130,40 @@ impl Shared {
 
     /// The configuration calls use now.
     pub fn current(&self) -> Arc<Runtime> {
-        // Replacing the Arc cannot panic half-way, so a poisoned lock still holds a whole one.
-        Arc::clone(
-            &self
-                .runtime
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        self.current_versioned().0
+    }
+
+    /// The configuration and its state version (`<boot id>-<generation>`).
+    pub fn current_versioned(&self) -> (Arc<Runtime>, String) {
+        // Replacing the pair cannot panic half-way, so a poisoned lock still holds a whole one.
+        let guard = self
+            .runtime
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            Arc::clone(&guard.0),
+            format!("{}-{}", self.boot_id, guard.1),
         )
     }
 
-    /// Swaps in a new configuration; calls in flight finish with the old one.
-    pub fn replace(&self, runtime: Runtime) {
-        *self
+    /// Swaps in a new configuration; calls in flight finish with the old one. Returns the
+    /// new state version.
+    pub fn replace(&self, runtime: Runtime) -> String {
+        let mut guard = self
             .runtime
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(runtime);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = (Arc::new(runtime), guard.1 + 1);
+        METRICS.new_generation();
+        format!("{}-{}", self.boot_id, guard.1)
+    }
+
+    /// Serializes configuration changes (admin writes, reloads) from check to swap.
+    pub fn write_lock(&self) -> MutexGuard<'_, ()> {
+        // The guard protects no data, only the order of changes.
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The audit log.
@@ -152,9 +182,11 @@ pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
     let s = Arc::clone(shared);
     let secrets = ServiceBuilder::new()
         .add_unary_handler(&METHOD_GET_SECRET, move |ctx, req: RawRequest, sink| {
-            let peer = crate::gate::client_address(&ctx.peer());
+            let grpc_peer = ctx.peer();
+            let peer = crate::gate::client_address(&grpc_peer);
             let cert_pem = peer_cert_pem(&ctx);
-            let outcome = get_secret(&s, &peer, cert_pem.as_deref(), &req.0);
+            let attested = || crate::gate::mark_attested(&grpc_peer);
+            let outcome = get_secret(&s, &peer, cert_pem.as_deref(), &req.0, attested);
             respond(&ctx, sink, outcome);
         })
         .build();
@@ -167,12 +199,15 @@ pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
 }
 
 /// The release decision for one GetSecret call, independent of gRPC plumbing so it can be
-/// unit-tested: returns the reply bytes or the status to fail with.
+/// unit-tested: returns the reply bytes or the status to fail with. `attested` runs once the
+/// caller has passed attestation and the policy (the connection gate then stops budgeting
+/// its connection).
 pub fn get_secret(
     shared: &Shared,
     peer_addr: &str,
     cert_pem: Option<&[u8]>,
     request: &[u8],
+    attested: impl FnOnce(),
 ) -> Result<Zeroizing<Vec<u8>>, RpcStatus> {
     let runtime = shared.current();
     let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
@@ -193,6 +228,7 @@ pub fn get_secret(
         }
     };
     rec.identity = identity_of(&verified);
+    attested();
 
     // 3: the request.
     let name = match proto::decode_name(request) {
@@ -207,30 +243,18 @@ pub fn get_secret(
     };
     rec.secret = Some(&name);
 
-    // 4: the secret and its ACL.
-    let Some(secret) = runtime.secrets.get(&name) else {
-        let msg = format!("no secret named {name:?}");
-        return Err(refuse(
-            shared,
-            rec,
-            RpcStatus::with_message(RpcStatusCode::NOT_FOUND, msg),
-        ));
+    // 4: the secret and its ACL, through the one door the store has.
+    let secret = match runtime.secrets.release(&verified, &name) {
+        Ok(secret) => secret,
+        Err(denied) => {
+            let code = match denied {
+                Denied::NotFound { .. } => RpcStatusCode::NOT_FOUND,
+                Denied::NotReleased { .. } => RpcStatusCode::PERMISSION_DENIED,
+            };
+            let status = RpcStatus::with_message(code, denied.to_string());
+            return Err(refuse(shared, rec, status));
+        }
     };
-    let matched = verified.matched().name.as_deref();
-    if !secret.is_released_to(matched) {
-        let msg = match matched {
-            Some(entry) => format!("secret {name:?} is not released to sgx_mrs entry {entry:?}"),
-            None => format!(
-                "secret {name:?} is released only to named sgx_mrs entries; the peer matched unnamed entry #{}",
-                verified.matched().index
-            ),
-        };
-        return Err(refuse(
-            shared,
-            rec,
-            RpcStatus::with_message(RpcStatusCode::PERMISSION_DENIED, msg),
-        ));
-    }
 
     // 5: release.
     let reply = proto::encode_reply(&secret.reply_text(shared.reply_form));
@@ -238,6 +262,7 @@ pub fn get_secret(
     rec.verdict = Verdict::Ok;
     rec.status = Some("OK");
     shared.audit.write(&rec);
+    METRICS.answer("OK");
     Ok(reply)
 }
 
@@ -280,7 +305,16 @@ fn authenticate(
     }
     let mut rec = Record::new(Event::Attestation, Verdict::Ok);
     rec.peer = Some(peer_addr);
-    match runtime.verifier.verify_certificate_pem(pem, now) {
+    let started = std::time::Instant::now();
+    let verdict = runtime.verifier.verify_certificate_pem(pem, now);
+    METRICS.attestation(
+        verdict
+            .as_ref()
+            .map(drop)
+            .map_err(|e| (e.check(), e.is_transient())),
+        started.elapsed(),
+    );
+    match verdict {
         Ok(peer) => {
             rec.identity = identity_of(&peer);
             shared.audit.write(&rec);
@@ -374,6 +408,7 @@ fn identity_of(peer: &VerifiedPeer) -> Identity {
 
 fn refuse(shared: &Shared, mut rec: Record<'_>, status: RpcStatus) -> RpcStatus {
     rec.status = Some(code_name(status.code()));
+    METRICS.answer(code_name(status.code()));
     if rec.reason.is_none() {
         rec.reason = Some(status.message().to_owned());
     }
@@ -381,7 +416,7 @@ fn refuse(shared: &Shared, mut rec: Record<'_>, status: RpcStatus) -> RpcStatus 
     status
 }
 
-fn code_name(code: RpcStatusCode) -> &'static str {
+pub fn code_name(code: RpcStatusCode) -> &'static str {
     match code {
         RpcStatusCode::OK => "OK",
         RpcStatusCode::INVALID_ARGUMENT => "INVALID_ARGUMENT",
@@ -389,12 +424,15 @@ fn code_name(code: RpcStatusCode) -> &'static str {
         RpcStatusCode::PERMISSION_DENIED => "PERMISSION_DENIED",
         RpcStatusCode::UNAUTHENTICATED => "UNAUTHENTICATED",
         RpcStatusCode::UNAVAILABLE => "UNAVAILABLE",
+        RpcStatusCode::ABORTED => "ABORTED",
+        RpcStatusCode::FAILED_PRECONDITION => "FAILED_PRECONDITION",
+        RpcStatusCode::INTERNAL => "INTERNAL",
         _ => "OTHER",
     }
 }
 
 /// The client certificate gRPC core put in the call's auth context, if any.
-fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
+pub fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
     let auth = ctx.auth_context()?;
     (&auth)
         .into_iter()
@@ -483,8 +521,8 @@ mod tests {
             RaPolicy::from_json(policy.to_string().as_bytes(), "policy").unwrap(),
         );
         let runtime = Runtime {
-            verifier,
-            secrets: SecretStore::from_json(br#"{"k": "dmFsdWU="}"#).unwrap(),
+            verifier: Arc::new(verifier),
+            secrets: Arc::new(SecretStore::from_json(br#"{"k": "dmFsdWU="}"#).unwrap()),
         };
         let log = dir.join("audit.log");
         let audit = Arc::new(AuditLog::file(&log).unwrap());

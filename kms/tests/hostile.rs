@@ -1,7 +1,8 @@
 //! Hostile clients against the real `kms` on loopback: floods of refused calls are aggregated
 //! in the audit log without losing a release; refusals do not tell an unauthenticated peer
 //! what the policy expects; a client certificate too large for gRPC core's TLS 1.3 session
-//! tickets is audited, not silently dropped.
+//! tickets is audited, not silently dropped; boots from one address are not throttled once
+//! each attests, while a peer that never attests is.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -250,4 +251,45 @@ fn the_gate_closes_a_peers_connections_over_its_cap_and_audits_real_client_addre
     );
     drop(anonymous);
     assert!(fx.kms.stop().success());
+}
+
+#[test]
+fn boots_from_one_address_are_never_throttled_once_each_attests_but_an_unattested_peer_is() {
+    // 16 KiB/s of unattested ingress in total, bursts of 512 KiB: 150 boots of several KB
+    // each send more than that, and would be throttled if attested connections kept what
+    // they spent.
+    let mut fx = Fixture::start_with(
+        "boot-storm",
+        |_| {},
+        vec!["--max-ingress".into(), "16".into()],
+    );
+    let cert = fx.sim.client(&fx.app);
+    for _ in 0..150 {
+        let app = GrpcClient::connect(&fx.kms, Some(&cert));
+        app.get("flask_key").unwrap();
+    }
+    assert!(
+        !fx.kms.audit().iter().any(|r| r["event"] == "throttle"),
+        "a boot was throttled"
+    );
+    // A connection that sends without ever attesting (no client certificate: every call is
+    // refused) is held to the budget and audited, from the same address.
+    let anonymous = std::thread::spawn({
+        let kms = Kms::view(&fx.kms);
+        move || {
+            let anonymous = GrpcClient::connect(&kms, None);
+            for _ in 0..16 {
+                let _ = anonymous.call_raw(&GET_SECRET, encode_field1(&[b'x'; 64 * 1024]));
+            }
+        }
+    });
+    let throttle = fx.kms.wait_audit(|r| r["event"] == "throttle");
+    assert!(
+        throttle["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("ipv4:127.0.0.1:")
+    );
+    assert!(fx.kms.stop().success());
+    anonymous.join().unwrap();
 }

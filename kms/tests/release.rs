@@ -387,6 +387,7 @@ fn sigterm_stops_the_server_cleanly() {
     let status = fx.kms.stop();
     assert!(status.success(), "{status:?}");
     let audit = fx.kms.audit();
-    assert_eq!(audit.first().unwrap()["event"], "start");
+    assert_eq!(audit.first().unwrap()["event"], "chain_start");
+    assert_eq!(audit[1]["event"], "start");
     assert_eq!(audit.last().unwrap()["event"], "stop");
 }

@@ -2,7 +2,7 @@
 //!
 //! This is the only crate in the workspace that contains `unsafe`, all of it in the private
 //! `sys` module: `#[repr(C)]` argument structs, the ioctl request numbers and thin wrappers
-//! around `ioctl(2)`, `uname(2)` and `syscall(363, ..)`. Everything above it sees
+//! around `ioctl(2)`, `uname(2)`, `syscall(363, ..)` and glibc's `malloc_trim`. Everything above it sees
 //! [`QuoteSource`], which the simulated platform (`sgx-sim`) implements too, so the KMS and
 //! init run the same code with or without SGX.
 //!
@@ -48,6 +48,16 @@ pub use device::{
 };
 pub use key::{KeyName, KeyPolicy, KeyRequest, TSEAL_DEFAULT_FLAGSMASK, TSEAL_DEFAULT_MISCMASK};
 pub use mount::{MountError, OCCLUM_SYSNAME, RootfsConfig, is_occlum, mount_rootfs};
+
+/// Returns the C allocator's free memory to the kernel: glibc's `malloc_trim(0)`, the only
+/// route to it (Rust's allocator is the C one, and gRPC core's memory is too). The KMS calls
+/// it once a flood has passed. True if anything was released; always false on musl, which has
+/// no such call. Inside Occlum (untested there) the KMS runs on Occlum's glibc; its user space
+/// is reserved up front, so at most the call releases nothing, and it changes no memory the
+/// program still uses (it gives back only pages malloc holds free).
+pub fn trim_heap() -> bool {
+    sys::malloc_trim()
+}
 
 /// Something that can produce an SGX DCAP quote (v3) over caller-chosen report data.
 ///

@@ -359,6 +359,23 @@ pub(crate) fn uname_sysname() -> io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// glibc's `malloc_trim(0)`: hands the free memory of every malloc arena back to the kernel
+/// (`madvise(MADV_DONTNEED)` on whole free pages, and the top of the main heap). True if any
+/// was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn malloc_trim() -> bool {
+    // SAFETY: malloc_trim takes no pointer; it walks glibc's own arenas under their locks and
+    // is safe to call from any thread at any time (glibc manual, "Memory Allocation Tunables"
+    // / malloc_trim(3): MT-Safe).
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// musl (init's static build) has no `malloc_trim`: nothing to do.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn malloc_trim() -> bool {
+    false
+}
+
 /// Maps the `-1`-and-errno convention to `io::Result`.
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 {

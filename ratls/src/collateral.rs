@@ -17,8 +17,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dcap_qvl::QuoteCollateralV3;
 use rustls_pki_types::CertificateDer;
@@ -218,8 +219,41 @@ impl CollateralSource for StaticCollateral {
     }
 }
 
+/// A [`PccsClient`]'s counters, for a server's metrics: plain atomics, no metrics library.
+#[derive(Debug, Default)]
+pub struct CollateralStats {
+    hits: AtomicU64,
+    fetches: AtomicU64,
+    failures: AtomicU64,
+    /// Unix seconds of the last successful fetch; 0: none yet.
+    last_success: AtomicU64,
+}
+
+impl CollateralStats {
+    /// Lookups answered from the in-memory cache with collateral before its `nextUpdate`.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Fetches started (each tries the disk cache, then the PCCS).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Fetches that ended without collateral.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// When the last fetch that brought collateral ended (unix seconds), if one did.
+    pub fn last_success_unix(&self) -> Option<u64> {
+        Some(self.last_success.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+}
+
 /// A blocking PCCS v4 client with an in-memory and optional on-disk cache.
 pub struct PccsClient {
+    stats: Arc<CollateralStats>,
     fetcher: Arc<Fetcher>,
     /// The PCK chain of a quote must lead here before anything is fetched for its platform.
     anchor: TrustAnchor,
@@ -301,6 +335,7 @@ impl PccsClient {
 
     fn with_agent(base_url: &str, agent: ureq::Agent) -> Self {
         Self {
+            stats: Arc::default(),
             fetcher: Arc::new(Fetcher {
                 base_url: normalize_base(base_url),
                 agent,
@@ -338,6 +373,11 @@ impl PccsClient {
         self
     }
 
+    /// This client's counters (cache hits, fetches, failures, last success).
+    pub fn stats(&self) -> Arc<CollateralStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// The normalized base URL requests go to.
     pub fn base_url(&self) -> &str {
         &self.fetcher.base_url
@@ -371,6 +411,9 @@ impl PccsClient {
         let in_flight = state.in_flight;
         let entry = state.entries.entry(key.clone()).or_default();
         if let Some(good) = entry.good.as_ref().filter(|c| c.next_update > now) {
+            if !started {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            }
             return Step::Done(Ok(Arc::clone(&good.collateral)));
         }
         // Past nextUpdate, the old collateral still serves while no fresh one can be had: the
@@ -436,8 +479,21 @@ impl PccsClient {
     fn spawn_fetch(&self, key: PlatformKey, now: u64) -> std::io::Result<()> {
         let fetcher = Arc::clone(&self.fetcher);
         let state = Arc::clone(&self.state);
+        let stats = Arc::clone(&self.stats);
         let job = move || {
+            stats.fetches.fetch_add(1, Ordering::Relaxed);
             let outcome = fetcher.fetch_cached(&key, now);
+            match &outcome {
+                Ok(_) => {
+                    let unix = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(1, |d| d.as_secs().max(1));
+                    stats.last_success.store(unix, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let (lock_, ready) = &*state;
             let mut state = lock(lock_);
             state.in_flight = state.in_flight.saturating_sub(1);

@@ -154,12 +154,45 @@ pub fn attested_client_config(
     Ok((client_config_with(server_verifier, identity)?, peers))
 }
 
+/// [`attested_client_config`] for a client that authenticates with an ordinary certificate
+/// and key instead of an RA-TLS identity (the KMS's operators, whose keys the KMS pins): the
+/// server is still attested with `verifier` before anything is sent.
+pub fn attested_client_config_with_key(
+    verifier: Arc<Verifier>,
+    cert: CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<(rustls::ClientConfig, HandshakePeers), rustls::Error> {
+    let peers = HandshakePeers::default();
+    let mut server_verifier = RaTlsServerVerifier::new(verifier);
+    server_verifier.inner.peers = Some(peers.clone());
+    Ok((client_config_for(server_verifier, cert, key)?, peers))
+}
+
 fn client_config_with(
     server_verifier: RaTlsServerVerifier,
     identity: &RaTlsIdentity,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
     let certified = certified_key(identity, &provider)?;
+    client_config_certified(server_verifier, provider, certified)
+}
+
+fn client_config_for(
+    server_verifier: RaTlsServerVerifier,
+    cert: CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = provider();
+    // An ordinary (operator's) certificate: rustls's own key-match check applies.
+    let certified = Arc::new(CertifiedKey::from_der(vec![cert], key, &provider)?);
+    client_config_certified(server_verifier, provider, certified)
+}
+
+fn client_config_certified(
+    server_verifier: RaTlsServerVerifier,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    certified: Arc<CertifiedKey>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()

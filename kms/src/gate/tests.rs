@@ -40,8 +40,13 @@ fn unknown_grpc_peers_pass_through_unchanged() {
 
 #[test]
 fn a_gate_connection_maps_back_to_its_client() {
-    let client: SocketAddr = "[2001:db8::7]:4433".parse().unwrap();
-    clients().insert(65000, client);
+    let addr: SocketAddr = "[2001:db8::7]:4433".parse().unwrap();
+    let poll = Poll::new().unwrap();
+    let attested = Arc::new(Attested {
+        flag: AtomicBool::new(false),
+        waker: Arc::new(Waker::new(poll.registry(), WAKER).unwrap()),
+    });
+    clients().insert(65000, Client { addr, attested });
     assert_eq!(
         client_address("ipv4:127.0.0.1:65000"),
         "ipv6:[2001:db8::7]:4433"
@@ -65,6 +70,8 @@ struct Upstream {
     addr: SocketAddr,
     received: Arc<AtomicUsize>,
     ports: Arc<Mutex<Vec<u16>>>,
+    /// Bytes received per gate (upstream) port.
+    by_port: Arc<Mutex<HashMap<u16, usize>>>,
 }
 
 impl Upstream {
@@ -73,16 +80,23 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(Vec::new()));
-        let (r, p) = (Arc::clone(&received), Arc::clone(&ports));
+        let by_port = Arc::new(Mutex::new(HashMap::new()));
+        let (r, p, b) = (
+            Arc::clone(&received),
+            Arc::clone(&ports),
+            Arc::clone(&by_port),
+        );
         std::thread::spawn(move || {
             for s in listener.incoming() {
                 let Ok(mut s) = s else { return };
-                p.lock().unwrap().push(s.peer_addr().unwrap().port());
-                let r = Arc::clone(&r);
+                let port = s.peer_addr().unwrap().port();
+                p.lock().unwrap().push(port);
+                let (r, b) = (Arc::clone(&r), Arc::clone(&b));
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 8192];
                     while let Ok(n @ 1..) = s.read(&mut buf) {
                         r.fetch_add(n, Ordering::SeqCst);
+                        *b.lock().unwrap().entry(port).or_insert(0) += n;
                         if echo && s.write_all(&buf[..n]).is_err() {
                             return;
                         }
@@ -94,6 +108,7 @@ impl Upstream {
             addr,
             received,
             ports,
+            by_port,
         }
     }
 }
@@ -430,4 +445,235 @@ fn the_fd_limit_is_raised_or_the_cap_lowered_to_fit() {
         .unwrap_or(u64::MAX);
     assert!(huge.max_connections as u64 * 3 + FD_RESERVE <= soft);
     assert!(huge.max_connections_per_peer <= huge.max_connections);
+}
+
+/// Connects from `last_octet` and sends a byte: the stream and the gate's upstream port for it
+/// (the name gRPC core would give the peer).
+fn connect_seen(last_octet: u8, to: SocketAddr, upstream: &Upstream) -> (StdStream, u16) {
+    let before = upstream.ports.lock().unwrap().len();
+    let mut s = connect_from(last_octet, to);
+    s.write_all(b"x").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(&port) = upstream.ports.lock().unwrap().get(before) {
+            return (s, port);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never saw the connection"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn attest(port: u16) {
+    mark_attested(&format!("ipv4:{UPSTREAM_HOST}:{port}"));
+}
+
+#[test]
+fn an_attested_connection_leaves_the_ingress_budgets_and_an_unattested_one_does_not() {
+    let upstream = Upstream::start(false);
+    let limits = Limits {
+        connection_rate: SMALL,
+        peer_rate: SMALL,
+        total_rate: SMALL,
+        ..Limits::default()
+    };
+    let (_gate, addr, _) = start_gate(limits, &upstream);
+    // Both from one peer, so they share its budget and the total.
+    let (a, a_port) = connect_seen(2, addr, &upstream);
+    let (b, b_port) = connect_seen(2, addr, &upstream);
+    attest(a_port);
+    let start = Instant::now();
+    let until = start + Duration::from_millis(1500);
+    let writers: Vec<_> = [a, b]
+        .into_iter()
+        .map(|mut s| {
+            s.set_write_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            std::thread::spawn(move || {
+                let chunk = [0x5au8; 16 * 1024];
+                while Instant::now() < until {
+                    let _ = s.write(&chunk);
+                }
+                s
+            })
+        })
+        .collect();
+    let streams: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let bound = bucket_bound(SMALL, start.elapsed());
+    let got = |port| *upstream.by_port.lock().unwrap().get(&port).unwrap_or(&0);
+    let (a_got, b_got) = (got(a_port), got(b_port));
+    drop(streams);
+    assert!(
+        a_got > 8 * bound,
+        "the attested connection got {a_got} bytes, held near the budget ({bound})"
+    );
+    assert!(
+        b_got <= bound,
+        "the unattested connection got {b_got} bytes, over the budget ({bound})"
+    );
+}
+
+#[test]
+fn what_an_attested_connection_spent_is_given_back_to_its_peer() {
+    let upstream = Upstream::start(false);
+    // The peer's budget is one first flight, refilled at 1 KiB/s: without the refund the
+    // second connection would wait about a minute for its 60 KiB.
+    let limits = Limits {
+        connection_rate: LARGE,
+        peer_rate: Rate {
+            per_sec: 1024,
+            burst: 64 * 1024,
+        },
+        total_rate: LARGE,
+        ..Limits::default()
+    };
+    let (_gate, addr, _) = start_gate(limits, &upstream);
+    let flight = [0x5au8; 60 * 1024];
+    let sent_by = |mut s: StdStream, port: u16, secs: u64| {
+        s.write_all(&flight).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while *upstream.by_port.lock().unwrap().get(&port).unwrap_or(&0) < 1 + flight.len() {
+            if Instant::now() >= deadline {
+                return (s, false);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (s, true)
+    };
+    let (first, first_port) = connect_seen(2, addr, &upstream);
+    let (first, through) = sent_by(first, first_port, 10);
+    assert!(
+        through,
+        "the first flight did not get through on a full budget"
+    );
+    attest(first_port);
+    std::thread::sleep(Duration::from_millis(100));
+    let (second, second_port) = connect_seen(2, addr, &upstream);
+    let (second, through) = sent_by(second, second_port, 10);
+    assert!(
+        through,
+        "the second connection was held: the first one's spending was not given back"
+    );
+    drop((first, second));
+}
+
+#[test]
+fn an_attested_connection_is_never_closed_to_make_room() {
+    let upstream = Upstream::start(true);
+    let (_gate, addr, _) = start_gate(limits(2, 2), &upstream);
+    let (mut attested, port) = connect_seen(2, addr, &upstream);
+    let mut b = [0u8; 1];
+    attested.read_exact(&mut b).unwrap();
+    attest(port);
+    let mut busy = connect_from(3, addr);
+    round_trip(&mut busy, b"b");
+    // The attested connection is now the idle one; the unattested one has just spoken.
+    std::thread::sleep(EVICT_IDLE_AFTER + Duration::from_millis(200));
+    round_trip(&mut busy, b"b");
+    let mut new = connect_from(4, addr);
+    assert!(closed(&mut new), "the newcomer should have been refused");
+    round_trip(&mut attested, b"still open");
+    round_trip(&mut busy, b"still open");
+}
+
+#[test]
+fn a_peer_that_keeps_opening_connections_without_attesting_is_refused_until_one_attests() {
+    let upstream = Upstream::start(true);
+    let limits = Limits {
+        peer_connect_rate: Rate {
+            per_sec: 0,
+            burst: 2,
+        },
+        ..Limits::default()
+    };
+    let (_gate, addr, audit) = start_gate(limits, &upstream);
+    let (mut first, first_port) = connect_seen(2, addr, &upstream);
+    let (second, _) = connect_seen(2, addr, &upstream);
+    // Closing does not give a connection back: only attesting does.
+    drop(second);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = connect_from(2, addr);
+    assert!(
+        closed(&mut third),
+        "a third unattested connection from 127.0.0.2"
+    );
+    let mut other = connect_from(3, addr);
+    round_trip(&mut other, b"another peer");
+    let r = audit
+        .records()
+        .into_iter()
+        .find(|r| r["event"] == "refusal")
+        .expect("a refusal record");
+    assert!(r["peer"].as_str().unwrap().starts_with("ipv4:127.0.0.2:"));
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection rate limit: this peer opened more than 2 connections"),
+        "{r}"
+    );
+    attest(first_port);
+    let mut b = [0u8; 1];
+    first.read_exact(&mut b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = connect_from(2, addr);
+        let _ = again.write_all(b"y");
+        if matches!(again.read(&mut b), Ok(1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "attesting did not give the connection back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_peer_whose_connections_do_not_attest_leaves_the_last_of_the_total_budget_to_others() {
+    let upstream = Upstream::start(false);
+    // 64 KiB in total, refilled at 1 KiB/s; a quarter of it is kept for peers in good standing.
+    let limits = Limits {
+        connection_rate: LARGE,
+        peer_rate: LARGE,
+        total_rate: Rate {
+            per_sec: 1024,
+            burst: 64 * 1024,
+        },
+        ..Limits::default()
+    };
+    let (_gate, addr, _) = start_gate(limits, &upstream);
+    // 127.0.0.2 closes a connection without attesting: it is no longer in good standing.
+    let (failed, _) = connect_seen(2, addr, &upstream);
+    drop(failed);
+    std::thread::sleep(Duration::from_millis(200));
+    let (mut flood, flood_port) = connect_seen(2, addr, &upstream);
+    flood
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let _ = flood.write_all(&[0x5au8; 100 * 1024]);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = |port| *upstream.by_port.lock().unwrap().get(&port).unwrap_or(&0);
+    let flooded = got(flood_port);
+    assert!(
+        flooded <= 48 * 1024 + 2048,
+        "the peer not in good standing took {flooded} bytes of the reserve"
+    );
+    // A peer in good standing still gets its first flight through, from the reserve.
+    let (mut boot, boot_port) = connect_seen(3, addr, &upstream);
+    boot.write_all(&[0x5au8; 10 * 1024]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while got(boot_port) < 1 + 10 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the handshake got {} bytes: the flood took the reserve",
+            got(boot_port)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(flood);
 }
