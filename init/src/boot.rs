@@ -182,12 +182,30 @@ impl AttestedKms<'_> {
     ) -> Result<Vec<Secret>, InitError> {
         let deadline = Instant::now() + connect_deadline;
         let mut pause = kms::INITIAL_BACKOFF;
+        let mut closed_in_a_row = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut session = self.connect(left, log)?;
             let fetched = fetch(&mut session, names, log);
             session.close();
+            closed_in_a_row = match &fetched {
+                Err(e) if kms::closed_before_reply(e) => closed_in_a_row + 1,
+                _ => 0,
+            };
             match fetched {
+                Err(e) if closed_in_a_row >= kms::MAX_CLOSED_BEFORE_REPLY => {
+                    return Err(InitError::new(
+                        Stage::Secrets,
+                        format!(
+                            "KMS {} completed the handshake and closed the connection before \
+                             any reply {closed_in_a_row} times in a row: it most likely refuses \
+                             this enclave (Occlum's own server closes without a reply when its \
+                             policy does not admit the client; see the server's log)",
+                            self.server.addr
+                        ),
+                        e,
+                    ));
+                }
                 Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
                     log.note(format_args!(
                         "kms {}: the connection failed before every secret arrived ({e}); \

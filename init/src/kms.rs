@@ -220,6 +220,23 @@ impl fmt::Display for KmsError {
 
 impl std::error::Error for KmsError {}
 
+/// After this many connections in a row that completed the handshake and were closed before
+/// any reply, init stops retrying: such a peer is most likely refusing us (Occlum's C++ server
+/// closes without a word when its policy does not admit the client). One or two are a restart.
+pub const MAX_CLOSED_BEFORE_REPLY: u32 = 3;
+
+/// True when the calls failed because the peer closed (or reset) the connection after the
+/// handshake, before the replies: not a GOAWAY (a server stopping says so), not a timeout.
+pub fn closed_before_reply(e: &KmsError) -> bool {
+    match e {
+        KmsError::Fetch { source, .. } => matches!(
+            source.as_ref(),
+            grpc_unary::Error::ConnectionClosed { .. } | grpc_unary::Error::Io { .. }
+        ),
+        _ => false,
+    }
+}
+
 /// The pause after `pause`: doubled, at most [`MAX_BACKOFF`].
 pub fn next_backoff(pause: Duration) -> Duration {
     (pause * 2).min(MAX_BACKOFF)

@@ -261,6 +261,15 @@ pub fn check_self_signature(cert_der: &[u8]) -> Result<(), CertError> {
     signature::check(&cert)
 }
 
+/// The DER `SubjectPublicKeyInfo` of a certificate, parsed strictly (any X.509 version, as
+/// [`extract`] parses it) and of a key type this crate accepts: the key TLS handshake
+/// signatures are checked under ([`crate::tls`]), for Occlum's v1 certificates too.
+pub fn public_key_info(cert_der: &[u8]) -> Result<Vec<u8>, CertError> {
+    let cert = parse::certificate(cert_der)?;
+    parse::key_algorithm(cert.public_key())?;
+    Ok(cert.public_key().raw.to_vec())
+}
+
 /// Decodes the first `CERTIFICATE` block of a PEM text, such as the peer certificate grpcio
 /// reports under `x509_pem_cert`.
 pub fn der_from_pem(pem: &str) -> Result<Vec<u8>, CertError> {

@@ -4,7 +4,17 @@
 //! CA, and the server name is irrelevant. So the verifiers below ignore names and chains and
 //! call [`Verifier::verify_certificate`] on the end-entity certificate; the handshake itself
 //! proves the peer holds the certificate's private key (TLS 1.3 CertificateVerify, or TLS 1.2
-//! for Occlum's C++ peers). After the handshake, [`RaTlsServerVerifier::peer`] and
+//! for Occlum's C++ peers).
+//!
+//! Handshake signatures are checked under the public key of OUR parse of the certificate
+//! ([`crate::cert::public_key_info`]), not through webpki's end-entity parser: Occlum's C++
+//! RA-TLS certificates are X.509 v1 that still carry extensions (`occlum_get_key_cert` never
+//! calls `X509_set_version`), which webpki refuses as `UnsupportedCertVersion`. The signature
+//! schemes and their algorithms are exactly rustls's ring provider's (its
+//! `signature_verification_algorithms`, with rustls's own rules: TLS 1.3 takes a scheme's first
+//! algorithm and only schemes valid in TLS 1.3, TLS 1.2 tries each candidate whose key type
+//! matches), so a v3 certificate is held to what rustls would check. The signature check runs
+//! after the attestation pipeline accepted the same certificate. After the handshake, [`RaTlsServerVerifier::peer`] and
 //! [`RaTlsClientVerifier::peer`] return the cached [`VerifiedPeer`] for the peer's certificate,
 //! and [`HandshakePeers::take`] (from [`attested_client_config`]) hands over exactly what the
 //! handshake verified, with no second look at the clock: a verification in the collateral's grace
@@ -16,12 +26,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, PeerMisbehaved,
+    SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 
 use crate::cert::RaTlsIdentity;
 use crate::verify::{VerifiedPeer, Verifier, VerifyError};
@@ -160,8 +172,9 @@ fn client_config_with(
     server_verifier: RaTlsServerVerifier,
     identity: &RaTlsIdentity,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let (cert, key) = identity.rustls_pair();
-    client_config_for(server_verifier, cert, key)
+    let provider = provider();
+    let certified = certified_key(identity, &provider)?;
+    client_config_certified(server_verifier, provider, certified)
 }
 
 fn client_config_for(
@@ -169,11 +182,22 @@ fn client_config_for(
     cert: CertificateDer<'static>,
     key: rustls_pki_types::PrivateKeyDer<'static>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    // An ordinary (operator's) certificate: rustls's own key-match check applies.
+    let certified = Arc::new(CertifiedKey::from_der(vec![cert], key, &provider)?);
+    client_config_certified(server_verifier, provider, certified)
+}
+
+fn client_config_certified(
+    server_verifier: RaTlsServerVerifier,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    certified: Arc<CertifiedKey>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(server_verifier))
-        .with_client_auth_cert(vec![cert], key)?;
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"h2".to_vec()];
     // Every connection attests the server afresh: a resumed TLS 1.3 session would carry the
     // old peer's certificate without presenting its evidence again.
@@ -187,11 +211,12 @@ pub fn server_config(
     verifier: Arc<Verifier>,
     identity: &RaTlsIdentity,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let (cert, key) = identity.rustls_pair();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let provider = provider();
+    let certified = certified_key(identity, &provider)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(Arc::new(RaTlsClientVerifier::new(verifier)))
-        .with_single_cert(vec![cert], key)?;
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"h2".to_vec()];
     // As on the client: a resumed session (TLS 1.3 ticket or 1.2 session ID) would admit the
     // client on its old certificate without its evidence being presented again.
@@ -199,6 +224,20 @@ pub fn server_config(
     config.ticketer = Arc::new(NoTickets);
     config.send_tls13_tickets = 0;
     Ok(config)
+}
+
+/// `identity`'s certificate and signing key for rustls, without rustls's key-match check
+/// (`CertifiedKey::from_der`), which parses the certificate with webpki and so refuses the
+/// X.509 v1 form Occlum's peers use. The check is not lost: [`RaTlsIdentity`] is only built by
+/// minting from its own key or by `RaTlsIdentity::from_pem`, which compares the key's SPKI
+/// with the certificate's.
+pub fn certified_key(
+    identity: &RaTlsIdentity,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, rustls::Error> {
+    let (cert, key) = identity.rustls_pair();
+    let signer = provider.key_provider.load_private_key(key)?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert], signer)))
 }
 
 /// ring's provider with P-256 as the first key exchange group and TLS_AES_128_GCM_SHA256 as
@@ -276,7 +315,7 @@ impl Checker {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.handshake_signature(message, cert, dss, false)
     }
 
     fn tls13(
@@ -285,8 +324,85 @@ impl Checker {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.handshake_signature(message, cert, dss, true)
     }
+
+    /// Verifies a handshake signature under the key of our parse of `cert` (see the module
+    /// docs), with the candidates rustls's provider maps `dss.scheme` to.
+    fn handshake_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+        tls13: bool,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let unadvertised =
+            || rustls::Error::from(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme);
+        if tls13 && !scheme_in_tls13(dss.scheme) {
+            return Err(unadvertised());
+        }
+        let candidates = self
+            .algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == dss.scheme)
+            .map(|(_, algs)| *algs)
+            .ok_or_else(unadvertised)?;
+        // TLS 1.3 schemes name the curve: only the first algorithm applies (as in rustls).
+        let candidates = if tls13 {
+            candidates.get(..1).unwrap_or_default()
+        } else {
+            candidates
+        };
+        let spki = crate::cert::public_key_info(cert).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                VerifyError::Evidence(e),
+            ))))
+        })?;
+        let spki = SubjectPublicKeyInfoDer::from(spki.as_slice());
+        let key = dcap_qvl_webpki::RawPublicKeyEntity::try_from(&spki)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        for alg in candidates {
+            match key.verify_signature(*alg, message, dss.signature()) {
+                Ok(()) => return Ok(HandshakeSignatureValid::assertion()),
+                // A TLS 1.2 ECDSA scheme maps to both curves: try the one that fits the key.
+                Err(dcap_qvl_webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(
+                    _,
+                )) => {}
+                Err(dcap_qvl_webpki::Error::InvalidSignatureForPublicKey) => {
+                    return Err(rustls::Error::InvalidCertificate(
+                        CertificateError::BadSignature,
+                    ));
+                }
+                Err(e) => {
+                    return Err(rustls::Error::General(format!(
+                        "handshake signature ({:?}): {e:?}",
+                        dss.scheme
+                    )));
+                }
+            }
+        }
+        Err(rustls::Error::General(format!(
+            "handshake signature scheme {:?} does not fit the certificate's key",
+            dss.scheme
+        )))
+    }
+}
+
+/// Whether RFC 8446 section 4.2.3 allows `scheme` in TLS 1.3 CertificateVerify (rustls's own
+/// list, which it does not export): no PKCS#1 v1.5, no SHA-1, ECDSA with the curve named.
+fn scheme_in_tls13(scheme: SignatureScheme) -> bool {
+    matches!(
+        scheme,
+        SignatureScheme::ECDSA_NISTP256_SHA256
+            | SignatureScheme::ECDSA_NISTP384_SHA384
+            | SignatureScheme::ECDSA_NISTP521_SHA512
+            | SignatureScheme::RSA_PSS_SHA256
+            | SignatureScheme::RSA_PSS_SHA384
+            | SignatureScheme::RSA_PSS_SHA512
+            | SignatureScheme::ED25519
+            | SignatureScheme::ED448
+    )
 }
 
 impl ServerCertVerifier for RaTlsServerVerifier {

@@ -258,3 +258,28 @@ fn a_verifier_that_knows_no_staples_accepts_a_stapled_certificate() {
     let verifier = Verifier::new(anchor(&w), plain, w.policy.clone());
     verifier.verify_certificate(cert.cert_der(), now()).unwrap();
 }
+
+/// Occlum's C++ client copies a peer's certificate PEM into `char der_crt[16000]` with no
+/// bounds check (`TlsAuthorizationCheck::Schedule`); the KMS's stapled certificate must stay
+/// well under that. Two staples: the simulated platform's (what the KMS staples here) and one
+/// with Intel's real collateral sizes (dcap-qvl's sample: a 4.5 KB TCB info, 1.2 KB QE identity).
+#[test]
+fn a_stapled_certificate_pem_stays_under_15000_bytes() {
+    let w = world();
+    let intel: dcap_qvl::QuoteCollateralV3 = serde_json::from_str(include_str!(
+        "../testdata/dcap-sample/sgx_quote_collateral.json"
+    ))
+    .unwrap();
+    for (what, staple) in [
+        ("simulated", good_staple(&w)),
+        ("intel-sized", staple::encode(&intel).unwrap()),
+    ] {
+        let staple_len = staple.len();
+        let pem = mint_with(&w, Some(staple)).cert_pem();
+        eprintln!(
+            "{what}: staple {staple_len} bytes, certificate PEM {} bytes",
+            pem.len()
+        );
+        assert!(pem.len() < 15_000, "{what}: {} bytes of PEM", pem.len());
+    }
+}

@@ -21,6 +21,7 @@ mod error;
 pub mod files;
 pub mod identity;
 mod keys;
+pub mod occlum_form;
 pub mod pccs;
 mod pem;
 pub mod pki;

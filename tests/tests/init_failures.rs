@@ -207,6 +207,11 @@ fn an_enclave_the_kms_does_not_admit_is_told_the_kms_reason() {
 /// request): as when the KMS restarts mid-boot. Later connections are relayed whole.
 /// Returns the relay's address and its connection count.
 fn relay_cutting_the_first_connection(upstream: String) -> (String, Arc<AtomicUsize>) {
+    relay_cutting(upstream, 1)
+}
+
+/// [`relay_cutting_the_first_connection`] cutting the first `cuts` connections.
+fn relay_cutting(upstream: String, cuts: usize) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let count = Arc::new(AtomicUsize::new(0));
@@ -214,7 +219,7 @@ fn relay_cutting_the_first_connection(upstream: String) -> (String, Arc<AtomicUs
     thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { break };
-            let cut = seen.fetch_add(1, Ordering::SeqCst) == 0;
+            let cut = seen.fetch_add(1, Ordering::SeqCst) < cuts;
             let upstream = upstream.clone();
             thread::spawn(move || relay(client, &upstream, cut));
         }
@@ -278,4 +283,26 @@ fn a_connection_cut_after_the_handshake_is_attested_again_and_the_boot_completes
     let count = |event: &str| audit.iter().filter(|r| r["event"] == event).count();
     assert_eq!(count("attestation"), 1, "{audit:#?}");
     assert_eq!(count("release"), 3, "image_key and two secrets: {audit:#?}");
+}
+
+/// What init sees when Occlum's C++ server refuses it by policy: the handshake completes, then
+/// the server closes without a reply, on every connection. Init stops after three such
+/// connections, well inside its 30 s deadline, with the refusal code and a message saying so.
+#[test]
+fn a_kms_that_closes_every_connection_after_the_handshake_is_taken_as_refusing() {
+    let d = deployment();
+    let kms = d.start_kms("127.0.0.1:0");
+    let (relay, connections) = relay_cutting(kms.addr.clone(), usize::MAX);
+    let out = d.run_init(&relay, &[], &[]);
+    out.expect_code(EXIT_SECRETS);
+    assert!(
+        out.stderr
+            .contains("closed the connection before any reply 3 times in a row")
+            && out.stderr.contains("most likely refuses this enclave"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    assert!(out.took < Duration::from_secs(15), "took {:?}", out.took);
+    assert_nothing_written(&d);
 }

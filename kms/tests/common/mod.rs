@@ -97,6 +97,25 @@ impl Sim {
         }
     }
 
+    /// Mints a certificate in the form Occlum's C++ `grpc_ratls` makes (X.509 v1, RSA-2048,
+    /// sha1WithRSA, raw quote in `1.2.840.113741.1`) whose quote claims `identity`.
+    #[allow(dead_code)] // Only tests/occlum_client.rs uses it.
+    pub fn occlum_client(&self, identity: &Identity) -> ClientCert {
+        let source = SimQuoteSource {
+            platform: Arc::clone(&self.platform),
+            identity: identity.clone(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let minted = sgx_sim::occlum_form::identity(&source, now - 60, 24 * 3600).unwrap();
+        ClientCert {
+            cert_pem: minted.cert_pem(),
+            key_pem: minted.key_pem().to_string(),
+        }
+    }
+
     /// Writes an identity file for the KMS itself.
     pub fn kms_identity(&self, root: &TempDir) -> PathBuf {
         let mut id = Identity::random(None).unwrap();

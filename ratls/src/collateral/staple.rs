@@ -20,14 +20,30 @@
 //!
 //! ```text
 //! magic  "OCST"          4 bytes
-//! version 1              1 byte
-//! 9 fields, in this order, each a u32 little-endian length and that many bytes:
-//!   pck_crl_issuer_chain (PEM, UTF-8)   root_ca_crl (DER)        pck_crl (DER)
-//!   tcb_info_issuer_chain (PEM, UTF-8)  tcb_info (JSON, UTF-8)   tcb_info_signature
-//!   qe_identity_issuer_chain (PEM)      qe_identity (JSON)       qe_identity_signature
+//! version 2              1 byte
+//! 8 fields, in this order, each a u32 little-endian length and that many bytes:
+//!   root_ca_crl (DER)     pck_crl (DER)
+//!   tcb_signer (DER certificate)   tcb_info (raw DEFLATE of the JSON)   tcb_info_signature
+//!   qe_signer (DER certificate, or empty: the same as tcb_signer)
+//!   qe_identity (raw DEFLATE of the JSON)   qe_identity_signature
 //! ```
 //!
-//! exactly dcap-qvl's `QuoteCollateralV3` (TCB info and QE identity as the exact signed bytes).
+//! It decodes to dcap-qvl's `QuoteCollateralV3` (TCB info and QE identity as the exact signed
+//! bytes) with each issuer chain reduced to its signing certificate, and it is verified exactly
+//! as before: version 1 carried the three issuer chains as PEM, root included (17,100 bytes of
+//! certificate PEM with sgx-sim's collateral, more than the 16,000-byte buffer Occlum's C++
+//! client copies a peer's PEM into), but nothing in them decided anything the chain's signer
+//! does not:
+//! - the root certificate: dcap-qvl builds every path to the verifier's own trust anchor, never
+//!   to a root in the collateral, and requires the TCB signer to be issued directly by it;
+//! - `pck_crl_issuer_chain`: dcap-qvl 0.7.1's verification never reads it (the PCK CRL is
+//!   checked against the PCK CA in the quote's own certification chain), so it decodes empty;
+//! - PEM: the same certificate in DER, a third smaller;
+//! - the JSON: inflated (at most [`MAX_JSON_LEN`] bytes each, a bound on decompression bombs)
+//!   to exactly the bytes Intel signed, whose signature is checked as before. Intel's TCB info
+//!   is 4.5 KB for one platform and more for newer ones; deflated it is a fifth of that. Without
+//!   it a staple of Intel's real collateral still made a 16,400-byte certificate PEM.
+//!
 //! The whole value is at most [`MAX_STAPLE_LEN`] bytes, and nothing may follow the last field.
 
 use std::fmt;
@@ -39,6 +55,7 @@ use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
 
 use super::{CollateralError, CollateralSource, next_update, platform_key};
+use crate::cert::pem_encode;
 use crate::quote::Quote;
 use crate::reader::Reader;
 
@@ -54,8 +71,11 @@ pub const STAPLE_OID: &str = "1.3.6.1.3.7283.1";
 /// KMS's certificate unacceptable to rustls clients. Real collateral is 10 to 30 KiB.
 pub const MAX_STAPLE_LEN: usize = 48 * 1024;
 
+/// Largest TCB info or QE identity JSON a staple inflates to, in bytes.
+pub const MAX_JSON_LEN: usize = 64 * 1024;
+
 const MAGIC: &[u8; 4] = b"OCST";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Why a staple was not made or not used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +97,10 @@ pub enum StapleError {
     Length { field: &'static str, len: u32 },
     /// A text field (issuer chains, TCB info, QE identity) is not UTF-8.
     NotUtf8 { field: &'static str },
+    /// An issuer chain to staple has no certificate (or not a PEM one) to take its signer from.
+    Chain { field: &'static str },
+    /// A deflated JSON field does not inflate within [`MAX_JSON_LEN`] bytes.
+    Inflate { field: &'static str },
     /// Bytes follow the last field.
     Trailing { extra: usize },
 }
@@ -104,6 +128,13 @@ impl fmt::Display for StapleError {
                 write!(f, "stapled collateral: {field}: length {len}")
             }
             Self::NotUtf8 { field } => write!(f, "stapled collateral: {field} is not UTF-8"),
+            Self::Chain { field } => {
+                write!(f, "stapled collateral: {field} has no PEM certificate")
+            }
+            Self::Inflate { field } => write!(
+                f,
+                "stapled collateral: {field} does not inflate to at most {MAX_JSON_LEN} bytes"
+            ),
             Self::Trailing { extra } => write!(f, "stapled collateral: {extra} trailing bytes"),
         }
     }
@@ -113,7 +144,29 @@ impl std::error::Error for StapleError {}
 
 /// Encodes `collateral` as a staple (the extension value), refusing one over [`MAX_STAPLE_LEN`].
 pub fn encode(collateral: &QuoteCollateralV3) -> Result<Vec<u8>, StapleError> {
-    let fields = fields_of(collateral);
+    let tcb_signer = signer("tcb_info_issuer_chain", &collateral.tcb_info_issuer_chain)?;
+    let qe_signer = signer(
+        "qe_identity_issuer_chain",
+        &collateral.qe_identity_issuer_chain,
+    )?;
+    // Intel signs both with one certificate: store it once.
+    let qe_signer: &[u8] = if qe_signer == tcb_signer {
+        &[]
+    } else {
+        &qe_signer
+    };
+    let tcb_info = deflate(collateral.tcb_info.as_bytes());
+    let qe_identity = deflate(collateral.qe_identity.as_bytes());
+    let fields: [&[u8]; 8] = [
+        &collateral.root_ca_crl,
+        &collateral.pck_crl,
+        &tcb_signer,
+        &tcb_info,
+        &collateral.tcb_info_signature,
+        qe_signer,
+        &qe_identity,
+        &collateral.qe_identity_signature,
+    ];
     let len = MAGIC.len() + 1 + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
     if len > MAX_STAPLE_LEN {
         return Err(StapleError::TooLarge {
@@ -131,6 +184,19 @@ pub fn encode(collateral: &QuoteCollateralV3) -> Result<Vec<u8>, StapleError> {
         out.extend_from_slice(field);
     }
     Ok(out)
+}
+
+/// Raw DEFLATE at the best ratio (a staple is made once per certificate rotation).
+fn deflate(bytes: &[u8]) -> Vec<u8> {
+    miniz_oxide::deflate::compress_to_vec(bytes, 10)
+}
+
+/// The first certificate of a PEM issuer chain (Intel's order: the signer, then the root), DER.
+fn signer(field: &'static str, chain_pem: &str) -> Result<Vec<u8>, StapleError> {
+    match CertificateDer::pem_slice_iter(chain_pem.as_bytes()).next() {
+        Some(Ok(cert)) => Ok(cert.to_vec()),
+        _ => Err(StapleError::Chain { field }),
+    }
 }
 
 /// Decodes a staple (untrusted bytes: bounded, strict, never panics).
@@ -162,23 +228,29 @@ pub fn decode(bytes: &[u8]) -> Result<QuoteCollateralV3, StapleError> {
     let text = |name: &'static str, bytes: Vec<u8>| {
         String::from_utf8(bytes).map_err(|_| StapleError::NotUtf8 { field: name })
     };
-    let pck_crl_issuer_chain = text("pck_crl_issuer_chain", field("pck_crl_issuer_chain")?)?;
     let root_ca_crl = field("root_ca_crl")?;
     let pck_crl = field("pck_crl")?;
-    let tcb_info_issuer_chain = text("tcb_info_issuer_chain", field("tcb_info_issuer_chain")?)?;
-    let tcb_info = text("tcb_info", field("tcb_info")?)?;
+    let tcb_signer = field("tcb_signer")?;
+    let tcb_info = text("tcb_info", inflate("tcb_info", &field("tcb_info")?)?)?;
     let tcb_info_signature = field("tcb_info_signature")?;
-    let qe_identity_issuer_chain = text(
-        "qe_identity_issuer_chain",
-        field("qe_identity_issuer_chain")?,
+    let qe_signer = field("qe_signer")?;
+    let qe_identity = text(
+        "qe_identity",
+        inflate("qe_identity", &field("qe_identity")?)?,
     )?;
-    let qe_identity = text("qe_identity", field("qe_identity")?)?;
     let qe_identity_signature = field("qe_identity_signature")?;
     if let Err(extra) = r.expect_end() {
         return Err(StapleError::Trailing { extra });
     }
+    let tcb_info_issuer_chain = pem_encode("CERTIFICATE", &tcb_signer).to_string();
+    let qe_identity_issuer_chain = if qe_signer.is_empty() {
+        tcb_info_issuer_chain.clone()
+    } else {
+        pem_encode("CERTIFICATE", &qe_signer).to_string()
+    };
     Ok(QuoteCollateralV3 {
-        pck_crl_issuer_chain,
+        // Not read by the verification (see the module docs).
+        pck_crl_issuer_chain: String::new(),
         root_ca_crl,
         pck_crl,
         tcb_info_issuer_chain,
@@ -191,18 +263,10 @@ pub fn decode(bytes: &[u8]) -> Result<QuoteCollateralV3, StapleError> {
     })
 }
 
-fn fields_of(c: &QuoteCollateralV3) -> [&[u8]; 9] {
-    [
-        c.pck_crl_issuer_chain.as_bytes(),
-        c.root_ca_crl.as_slice(),
-        c.pck_crl.as_slice(),
-        c.tcb_info_issuer_chain.as_bytes(),
-        c.tcb_info.as_bytes(),
-        c.tcb_info_signature.as_slice(),
-        c.qe_identity_issuer_chain.as_bytes(),
-        c.qe_identity.as_bytes(),
-        c.qe_identity_signature.as_slice(),
-    ]
+/// Inflates a raw DEFLATE field to at most [`MAX_JSON_LEN`] bytes.
+fn inflate(field: &'static str, bytes: &[u8]) -> Result<Vec<u8>, StapleError> {
+    miniz_oxide::inflate::decompress_to_vec_with_limit(bytes, MAX_JSON_LEN)
+        .map_err(|_| StapleError::Inflate { field })
 }
 
 /// A collateral source that uses a peer's stapled collateral when it covers the quote's
@@ -397,16 +461,90 @@ mod tests {
     }
 
     #[test]
-    fn a_staple_round_trips_every_field_of_the_collateral() {
+    fn a_staple_round_trips_every_field_the_verification_reads() {
         let c = sample();
         let bytes = encode(&c).unwrap();
         assert!(bytes.len() < MAX_STAPLE_LEN, "{}", bytes.len());
         let back = decode(&bytes).unwrap();
-        assert_eq!(serde_json::to_value(&back).unwrap(), {
-            let mut v = serde_json::to_value(&c).unwrap();
-            v.as_object_mut().unwrap().remove("pck_certificate_chain");
-            v
-        });
+        // Each issuer chain comes back as its signer alone, and the PCK CRL issuer chain
+        // (which the verification never reads) empty.
+        let signer_pem = |chain: &str| {
+            let end = "-----END CERTIFICATE-----";
+            let first = &chain[..chain.find(end).unwrap() + end.len()];
+            pem_encode("CERTIFICATE", &crate::cert::der_from_pem(first).unwrap()).to_string()
+        };
+        let mut expected = c.clone();
+        expected.pck_crl_issuer_chain = String::new();
+        expected.tcb_info_issuer_chain = signer_pem(&c.tcb_info_issuer_chain);
+        expected.qe_identity_issuer_chain = signer_pem(&c.qe_identity_issuer_chain);
+        expected.pck_certificate_chain = None;
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&expected).unwrap()
+        );
+        // Intel's sample signs both with one certificate: stored once.
+        assert_eq!(back.tcb_info_issuer_chain, back.qe_identity_issuer_chain);
+    }
+
+    #[test]
+    fn a_different_qe_identity_signer_is_kept_apart() {
+        let mut c = sample();
+        let tcb = c.tcb_info_issuer_chain.clone();
+        let end = "-----END CERTIFICATE-----\n";
+        let split = tcb.find(end).unwrap() + end.len();
+        // The root as the QE identity's "signer": a different certificate.
+        c.qe_identity_issuer_chain = tcb[split..].to_string();
+        let back = decode(&encode(&c).unwrap()).unwrap();
+        assert_ne!(back.qe_identity_issuer_chain, back.tcb_info_issuer_chain);
+        assert_eq!(
+            crate::cert::der_from_pem(&back.qe_identity_issuer_chain).unwrap(),
+            crate::cert::der_from_pem(&tcb[split..]).unwrap()
+        );
+    }
+
+    #[test]
+    fn json_that_inflates_past_its_bound_or_is_not_deflate_is_malformed() {
+        let bytes = encode(&sample()).unwrap();
+        // Rebuild the staple with the TCB info field (the 4th) replaced.
+        let with_tcb_info = |value: &[u8]| {
+            let mut r = Reader::new(&bytes[5..]);
+            let mut out = bytes[..5].to_vec();
+            for i in 0..8 {
+                let len = r.u32_le("len").unwrap() as usize;
+                let field = r.take("field", len).unwrap();
+                let field = if i == 3 { value } else { field };
+                out.extend_from_slice(&u32::try_from(field.len()).unwrap().to_le_bytes());
+                out.extend_from_slice(field);
+            }
+            out
+        };
+        let bomb = deflate(&vec![b' '; MAX_JSON_LEN + 1]);
+        assert!(bomb.len() < 1024, "{}", bomb.len());
+        assert_eq!(
+            decode(&with_tcb_info(&bomb)),
+            Err(StapleError::Inflate { field: "tcb_info" })
+        );
+        assert_eq!(
+            decode(&with_tcb_info(b"{\"not\": \"deflate\"}")),
+            Err(StapleError::Inflate { field: "tcb_info" })
+        );
+        let at_bound = deflate(&vec![b' '; MAX_JSON_LEN]);
+        assert_eq!(
+            decode(&with_tcb_info(&at_bound)).unwrap().tcb_info.len(),
+            MAX_JSON_LEN
+        );
+    }
+
+    #[test]
+    fn a_chain_without_a_certificate_is_not_stapled() {
+        let mut c = sample();
+        c.tcb_info_issuer_chain = "no pem here".into();
+        assert_eq!(
+            encode(&c),
+            Err(StapleError::Chain {
+                field: "tcb_info_issuer_chain"
+            })
+        );
     }
 
     #[test]
@@ -432,8 +570,8 @@ mod tests {
         assert_eq!(err, StapleError::Trailing { extra: 1 });
         assert_eq!(err.to_string(), "stapled collateral: 1 trailing bytes");
         let mut other = bytes.clone();
-        other[4] = 2;
-        assert_eq!(decode(&other), Err(StapleError::Version { found: 2 }));
+        other[4] = 1;
+        assert_eq!(decode(&other), Err(StapleError::Version { found: 1 }));
         let mut magic = bytes;
         magic[0] = b'X';
         assert_eq!(decode(&magic), Err(StapleError::Magic));
@@ -453,14 +591,14 @@ mod tests {
 
     #[test]
     fn a_length_past_the_end_is_truncation_not_a_panic() {
-        let mut bytes = b"OCST\x01".to_vec();
+        let mut bytes = b"OCST\x02".to_vec();
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
         assert!(
             matches!(
                 err,
                 StapleError::Truncated {
-                    field: "pck_crl_issuer_chain",
+                    field: "root_ca_crl",
                     ..
                 }
             ),
