@@ -73,6 +73,20 @@ fi
 
 # The bench keeps the KMS up for 4 s after its last attestation, so the last scrapes see
 # everything; meanwhile this script takes one scrape of its own for promtool.
+# Prometheus syncs its targets a few seconds after it is ready (the discovery reload interval,
+# 5 s) and then scrapes on its own schedule, while kms_bench at CPU speed takes about a second:
+# wait until it has tried the target once (the KMS is not up yet, so that scrape fails), so
+# the scrapes during and after the bench (--linger) are certain to happen.
+for _ in $(seq 1 150); do
+    last=$(curl -sf "$api/api/v1/targets" |
+        jq -r '[.data.activeTargets[] | select(.labels.job == "kms") | .lastScrape][0] // "none"')
+    case "$last" in none | 0001-*) sleep 0.1 ;; *) break ;; esac
+done
+case "$last" in
+    none | 0001-*) fail "prometheus scrapes the target" "no scrape attempt within 15 s (last: $last)" ;;
+    *) ok "prometheus tried the KMS target (last scrape $last)" ;;
+esac
+
 "$bench" --per-level "$per_level" --levels "$levels" --sim-pccs \
     --metrics-listen "127.0.0.1:$metrics_port" --linger 4 >"$scratch/bench.out" 2>"$scratch/bench.err" &
 bench_pid=$!
