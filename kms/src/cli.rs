@@ -627,18 +627,7 @@ impl LowArgs {
             (Some(path), None, None) => SecretsSource::Plain(path.into()),
             (None, None, None) => SecretsSource::Plain(OCCLUM_SECRETS.into()),
         };
-        let pccs = self.optional("--pccs-url")?;
-        let file = self.optional("--collateral")?;
-        let collateral = match (pccs, file) {
-            (Some(_), Some(_)) => {
-                return Err(UsageError(
-                    "--pccs-url and --collateral exclude each other".into(),
-                ));
-            }
-            (Some(url), None) => CollateralSpec::Pccs(check_url(url)?),
-            (None, Some(path)) => CollateralSpec::File(path.into()),
-            (None, None) => CollateralSpec::DefaultPccs,
-        };
+        let collateral = self.collateral_spec()?;
         let collateral_cache = self.optional("--collateral-cache")?.map(PathBuf::from);
         if collateral_cache.is_some() && matches!(collateral, CollateralSpec::File(_)) {
             return Err(UsageError(
@@ -811,16 +800,7 @@ impl LowArgs {
         let cert = self.required("--cert")?.into();
         let key = self.required("--key")?.into();
         let ra_config = self.required("--ra-config")?.into();
-        let collateral = match (self.optional("--pccs-url")?, self.optional("--collateral")?) {
-            (Some(_), Some(_)) => {
-                return Err(UsageError(
-                    "--pccs-url and --collateral exclude each other".into(),
-                ));
-            }
-            (Some(url), None) => CollateralSpec::Pccs(check_url(url)?),
-            (None, Some(path)) => CollateralSpec::File(path.into()),
-            (None, None) => CollateralSpec::DefaultPccs,
-        };
+        let collateral = self.collateral_spec()?;
         let sim_platform = self.optional("--sim-platform")?.map(PathBuf::from);
         #[cfg(not(feature = "simulation"))]
         if sim_platform.is_some() {
@@ -838,6 +818,18 @@ impl LowArgs {
             sim_platform,
             base_version,
         })
+    }
+
+    /// `--pccs-url URL` or `--collateral FILE` (at most one), else the default PCCS.
+    fn collateral_spec(&mut self) -> Result<CollateralSpec, UsageError> {
+        match (self.optional("--pccs-url")?, self.optional("--collateral")?) {
+            (Some(_), Some(_)) => Err(UsageError(
+                "--pccs-url and --collateral exclude each other".into(),
+            )),
+            (Some(url), None) => Ok(CollateralSpec::Pccs(check_url(url)?)),
+            (None, Some(path)) => Ok(CollateralSpec::File(path.into())),
+            (None, None) => Ok(CollateralSpec::DefaultPccs),
+        }
     }
 
     fn nonempty(&mut self, name: &str) -> Result<String, UsageError> {
