@@ -370,7 +370,7 @@ pub(crate) fn malloc_trim() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
-/// musl (init's static build) has no `malloc_trim`: nothing to do.
+/// musl (init's build) has no `malloc_trim`: nothing to do.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn malloc_trim() -> bool {
     false
