@@ -16,6 +16,8 @@
 #   bench/kms_ab.sh /tmp/kms-old target/release/kms 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 if [ $# -lt 2 ]; then
     sed -n '2,16p' "$0" >&2
@@ -26,9 +28,7 @@ for bin in "$a" "$b"; do
     [ -x "$bin" ] || { echo "kms_ab: $bin is not an executable KMS binary" >&2; exit 2; }
 done
 
-bench=$(cargo bench --workspace --locked --features kms/simulation,init/simulation --bench kms_bench --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*kms_bench[^"]*\)".*/\1/p' | tail -n 1)
-[ -x "$bench" ] || { echo "kms_ab: could not build the kms_bench binary" >&2; exit 1; }
+bench=$(kms_bench_binary kms_ab)
 
 # One run: prints "rate p99 kms_cpu client_cpu" for the level.
 run() {
@@ -54,22 +54,4 @@ for i in $(seq 1 "$pairs"); do
     echo "pair $i: A $ra | B $rb  (rate/s p99_ms kms_cpu_ms client_cpu_ms)"
 done
 
-awk -v a="$a" -v b="$b" -v clients="$clients" '
-function median(arr, n,    i, j, t) {
-    for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
-    return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
-}
-{
-    n++
-    ra[n] = $1; pa[n] = $2; ka[n] = $3; ca[n] = $4
-    rb[n] = $5; pb[n] = $6; kb[n] = $7; cb[n] = $8
-    rr[n] = $5 / $1; kr[n] = $7 / $3
-    na[n] = $3 / $4; nb[n] = $7 / $8; nr[n] = nb[n] / na[n]
-}
-END {
-    printf "%d pairs at %d clients\n", n, clients
-    printf "A %s: rate %.0f/s, p99 %.1f ms, KMS %.2f ms, client %.2f ms per attestation (medians)\n", a, median(ra, n), median(pa, n), median(ka, n), median(ca, n)
-    printf "B %s: rate %.0f/s, p99 %.1f ms, KMS %.2f ms, client %.2f ms per attestation (medians)\n", b, median(rb, n), median(pb, n), median(kb, n), median(cb, n)
-    printf "KMS CPU per client CPU (medians): A %.3f, B %.3f\n", median(na, n), median(nb, n)
-    printf "B/A, median of the pairs: rate %.3f, KMS CPU %.3f, KMS CPU per client CPU %.3f\n", median(rr, n), median(kr, n), median(nr, n)
-}' "$results"
+ab_summary "$clients" "$a" "$b" "$results"

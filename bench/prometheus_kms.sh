@@ -14,30 +14,20 @@
 # Prints "N passed, M failed"; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 per_level=${1:-200} levels=${2:-1,8}
-features=kms/simulation,init/simulation
 
 for tool in prometheus promtool curl jq python3; do
     command -v "$tool" >/dev/null || { echo "prometheus_kms: $tool not found (apt-get install prometheus curl jq)" >&2; exit 1; }
 done
 
-cargo build --release --workspace --bins --locked --features "$features" >&2
-bench=$(cargo bench --workspace --locked --features "$features" --bench kms_bench --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*kms_bench[^"]*\)".*/\1/p' | tail -n 1)
-[ -x "$bench" ] || { echo "prometheus_kms: could not build the kms_bench binary" >&2; exit 1; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+bench=$(kms_bench_binary prometheus_kms)
 metrics_port=$(free_port)
 prom_port=$(free_port)
 scratch=$(mktemp -d)
-prom_pid=""
 cleanup() {
-    if [ -n "$prom_pid" ]; then
-        kill "$prom_pid" 2>/dev/null || true
-        wait "$prom_pid" 2>/dev/null || true
-    fi
+    stop_prometheus
     rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -47,19 +37,7 @@ failed=0
 ok() { passed=$((passed + 1)); echo "ok   $1"; }
 fail() { failed=$((failed + 1)); echo "FAIL $1: $2"; }
 
-cat >"$scratch/prometheus.yml" <<EOF
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: kms
-    static_configs:
-      - targets: ["127.0.0.1:$metrics_port"]
-EOF
-promtool check config "$scratch/prometheus.yml" >/dev/null
-prometheus --config.file="$scratch/prometheus.yml" --storage.tsdb.path="$scratch/data" \
-    --web.listen-address="127.0.0.1:$prom_port" >"$scratch/prometheus.log" 2>&1 &
-prom_pid=$!
+start_prometheus "$scratch" "$metrics_port" "$prom_port"
 api="http://127.0.0.1:$prom_port"
 for _ in $(seq 1 100); do
     curl -sf "$api/-/ready" >/dev/null 2>&1 && break
