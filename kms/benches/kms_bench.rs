@@ -33,6 +33,13 @@
 //! --sequential --threads N --client-nice N --phases --metrics-listen ADDR --sim-pccs
 //! --linger SECS]`;
 //! `KMS_BIN=path/to/kms` benchmarks that server binary instead of the one cargo built.
+//!
+//! `--targets ADDR[,ADDR...] --platform DIR --client-identity FILE --kms-policy FILE
+//! [--target-pids PID,...]` drives KMS servers that are already running (the replicas of a
+//! cluster, `bench/cluster_bench.sh`) instead of starting one: attestation `i` goes to target
+//! `i mod N`, as a Service spreads new connections; the clients quote as the identity in FILE on
+//! the simulated platform in DIR and hold the KMS to the policy in FILE; KMS CPU and VmHWM are
+//! summed (CPU) and maxed (VmHWM) over the given pids.
 //! (`--same-cert` reuses one certificate per client thread: the cached-verification case).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -67,6 +74,12 @@ struct Args {
     metrics_listen: Option<String>,
     sim_pccs: bool,
     linger: u64,
+    /// Running servers to drive instead of starting one (with the three fields below).
+    targets: Vec<String>,
+    platform: Option<PathBuf>,
+    client_identity: Option<PathBuf>,
+    kms_policy: Option<PathBuf>,
+    target_pids: Vec<u32>,
 }
 
 fn parse_args() -> Args {
@@ -81,6 +94,11 @@ fn parse_args() -> Args {
         metrics_listen: None,
         sim_pccs: false,
         linger: 0,
+        targets: Vec::new(),
+        platform: None,
+        client_identity: None,
+        kms_policy: None,
+        target_pids: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -102,6 +120,20 @@ fn parse_args() -> Args {
             "--metrics-listen" => args.metrics_listen = it.next(),
             "--sim-pccs" => args.sim_pccs = true,
             "--linger" => args.linger = it.next().unwrap().parse().unwrap(),
+            "--targets" => {
+                args.targets = it.next().unwrap().split(',').map(str::to_owned).collect()
+            }
+            "--platform" => args.platform = it.next().map(PathBuf::from),
+            "--client-identity" => args.client_identity = it.next().map(PathBuf::from),
+            "--kms-policy" => args.kms_policy = it.next().map(PathBuf::from),
+            "--target-pids" => {
+                args.target_pids = it
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|n| n.parse().unwrap())
+                    .collect()
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -114,10 +146,21 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("kms-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let platform =
-        Arc::new(SimPlatform::create(&dir.join("platform"), &PlatformOptions::default()).unwrap());
-    let mut app = Identity::random(None).unwrap();
-    app.name = Some("app".into());
+    let external = !args.targets.is_empty();
+    let platform = Arc::new(match &args.platform {
+        Some(existing) if external => SimPlatform::open(existing).unwrap(),
+        _ if external => panic!("--targets needs --platform DIR"),
+        _ => SimPlatform::create(&dir.join("platform"), &PlatformOptions::default()).unwrap(),
+    });
+    let app = match &args.client_identity {
+        Some(file) if external => Identity::load(file).unwrap(),
+        _ if external => panic!("--targets needs --client-identity FILE"),
+        _ => {
+            let mut app = Identity::random(None).unwrap();
+            app.name = Some("app".into());
+            app
+        }
+    };
     let kms_identity = Identity::random(None).unwrap();
     std::fs::write(dir.join("kms-identity.json"), kms_identity.to_json()).unwrap();
     let policy = serde_json::json!({
@@ -149,21 +192,49 @@ fn main() {
         .collect();
     // The clients attest the KMS as init does: simulated root, the platform's collateral, and a
     // policy naming the KMS enclave.
-    let kms_policy = serde_json::json!({
-        "verify_mr_enclave": "on", "verify_mr_signer": "on", "verify_isv_prod_id": "on",
-        "verify_isv_svn": "on", "verify_config_svn": "on", "verify_enclave_debuggable": "on",
-        "sgx_mrs": [{ "mr_enclave": hex::encode(kms_identity.mr_enclave), "mr_signer": hex::encode(kms_identity.mr_signer),
-                      "isv_prod_id": 0, "isv_svn": 0, "config_svn": 0, "debuggable": false }]
-    });
+    let kms_policy = match &args.kms_policy {
+        Some(file) if external => std::fs::read_to_string(file).unwrap(),
+        _ if external => panic!("--targets needs --kms-policy FILE"),
+        _ => serde_json::json!({
+            "verify_mr_enclave": "on", "verify_mr_signer": "on", "verify_isv_prod_id": "on",
+            "verify_isv_svn": "on", "verify_config_svn": "on", "verify_enclave_debuggable": "on",
+            "sgx_mrs": [{ "mr_enclave": hex::encode(kms_identity.mr_enclave), "mr_signer": hex::encode(kms_identity.mr_signer),
+                          "isv_prod_id": 0, "isv_svn": 0, "config_svn": 0, "debuggable": false }]
+        })
+        .to_string(),
+    };
     let kms_verifier = Arc::new(Verifier::new(
         ratls::danger::simulated_root(platform.root_ca_der().to_vec(), "kms_bench".into()),
         Arc::new(StaticCollateral::new(
             platform.collateral(),
             "SIMULATED platform",
         )),
-        RaPolicy::from_json(kms_policy.to_string().as_bytes(), "kms_bench client policy").unwrap(),
+        RaPolicy::from_json(kms_policy.as_bytes(), "kms_bench client policy").unwrap(),
     ));
 
+    let (child, pccs, addrs, pids) = if external {
+        (None, None, args.targets.clone(), args.target_pids.clone())
+    } else {
+        let (child, pccs, addr) = start_kms(&args, &dir);
+        let pid = child.0.id();
+        (Some(child), pccs, vec![addr], vec![pid])
+    };
+    if args.client_nice != 0 {
+        // Linux keeps the nice value per thread and new threads inherit it: this one is about to
+        // spawn every client, while the KMS (already running) keeps its own.
+        rustix::process::setpriority_process(None, args.client_nice)
+            .expect("--client-nice: setpriority failed (a negative value needs CAP_SYS_NICE)");
+    }
+    report(&args, &addrs, &pids, &kms_verifier, certs);
+    std::thread::sleep(Duration::from_secs(args.linger));
+    drop(child);
+    drop(pccs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts the KMS this bench measures (and the simulated PCCS, with `--sim-pccs`): the child,
+/// the PCCS, and the KMS's address.
+fn start_kms(args: &Args, dir: &std::path::Path) -> (Reaped, Option<(Reaped, String)>, String) {
     // KMS_BIN measures another build of the server (say, a release binary) with this client.
     let kms_bin = std::env::var("KMS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kms").to_owned());
     eprintln!("server: {kms_bin}");
@@ -204,14 +275,18 @@ fn main() {
         .strip_prefix("listening on ")
         .expect("kms did not start")
         .to_owned();
-    let pid = child.0.id();
-    if args.client_nice != 0 {
-        // Linux keeps the nice value per thread and new threads inherit it: this one is about to
-        // spawn every client, while the KMS (already running) keeps its own.
-        rustix::process::setpriority_process(None, args.client_nice)
-            .expect("--client-nice: setpriority failed (a negative value needs CAP_SYS_NICE)");
-    }
+    (child, pccs, addr)
+}
 
+/// Runs every level against `addrs` and prints a line for each; CPU is summed and VmHWM maxed
+/// over `pids`.
+fn report(
+    args: &Args,
+    addrs: &[String],
+    pids: &[u32],
+    kms_verifier: &Arc<Verifier>,
+    certs: Vec<RaTlsIdentity>,
+) {
     println!(
         "kms_bench: full attestations (new connection + mutual RA-TLS + verification + 3 GetSecret)"
     );
@@ -263,20 +338,20 @@ fn main() {
         } else {
             args.per_level
         };
-        let (kms_cpu, own_cpu) = (cpu_ms(&pid.to_string()), cpu_ms("self"));
+        let (kms_cpu, own_cpu) = (servers_cpu_ms(pids), cpu_ms("self"));
         let (rate, p50, p99, phases) = run_level(
-            &addr,
-            &kms_verifier,
+            addrs,
+            kms_verifier,
             &certs,
             &next_cert,
             clients,
             count,
-            &args,
+            args,
         );
         total_done += count;
-        let kms_cpu = (cpu_ms(&pid.to_string()) - kms_cpu) / count as f64;
+        let kms_cpu = (servers_cpu_ms(pids) - kms_cpu) / count as f64;
         let own_cpu = (cpu_ms("self") - own_cpu) / count as f64;
-        let hwm = vm_hwm(pid);
+        let hwm = pids.iter().map(|&pid| vm_hwm(pid)).max().unwrap_or(0);
         println!(
             "{clients:>8} {count:>6} {rate:>9.0} {p50:>7.2} {p99:>7.2} {kms_cpu:>8.2} ms {own_cpu:>8.2} ms {hwm:>6} KiB"
         );
@@ -289,10 +364,6 @@ fn main() {
         }
     }
     println!("kms_bench: total attestations {total_done}");
-    std::thread::sleep(Duration::from_secs(args.linger));
-    drop(child);
-    drop(pccs);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A child process killed when dropped, also when a client's failure unwinds `main`: a failed
@@ -339,7 +410,7 @@ fn start_sim_pccs(platform: &std::path::Path) -> (Reaped, String) {
 }
 
 fn run_level(
-    addr: &str,
+    addrs: &[String],
     kms_verifier: &Arc<Verifier>,
     certs: &Arc<Vec<RaTlsIdentity>>,
     next_cert: &Arc<AtomicUsize>,
@@ -360,7 +431,7 @@ fn run_level(
                 Arc::clone(next_cert),
                 Arc::clone(kms_verifier),
             );
-            let addr = addr.to_owned();
+            let addrs = addrs.to_vec();
             let fixed = if same_cert {
                 Some(next_cert.fetch_add(1, Ordering::SeqCst))
             } else {
@@ -374,7 +445,8 @@ fn run_level(
                     let t = Instant::now();
                     let tls = ratls::tls::client_config(Arc::clone(&verifier), &certs[i]).unwrap();
                     let server = ServerName::try_from("kms").unwrap();
-                    let mut channel = Channel::connect(&addr, server, Arc::new(tls), &cfg)
+                    let addr = &addrs[i % addrs.len()];
+                    let mut channel = Channel::connect(addr, server, Arc::new(tls), &cfg)
                         .expect("RA-TLS connection to the KMS failed");
                     let handshake = t.elapsed();
                     let requests: Vec<Vec<u8>> = ["image_key", "flask_cert", "flask_key"]
@@ -428,6 +500,11 @@ fn percentiles(values: impl Iterator<Item = Duration>) -> [f64; 2] {
     v.sort();
     let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1000.0;
     [pct(0.50), pct(0.99)]
+}
+
+/// CPU of all `pids` together, in milliseconds.
+fn servers_cpu_ms(pids: &[u32]) -> f64 {
+    pids.iter().map(|pid| cpu_ms(&pid.to_string())).sum()
 }
 
 /// utime + stime of a process in milliseconds (`/proc/<pid>/stat`, clock ticks of 10 ms).
