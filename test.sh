@@ -52,3 +52,6 @@ tests/demo_e2e.sh
 
 step "Prometheus scrapes the KMS during kms_bench (SIMULATED platform)"
 bench/prometheus_kms.sh
+
+step "cluster end to end: 3 etcd members, 3 KMS replicas, a boot storm through kills (SIMULATED platform)"
+tests/cluster_e2e.sh
