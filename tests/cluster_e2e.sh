@@ -3,9 +3,10 @@
 # evidence of SGX hardware): 3 etcd members, 3 KMS replicas in cluster mode (tests/cluster_lib.sh).
 # - An empty etcd makes no cluster: no replica is ready and nothing is written until the
 #   operator's genesis; then all three are ready (two join through a peer).
-# - A storm of host-mode init boots (CLUSTER_BOOTS, default 240, CLUSTER_WORKERS at once,
-#   default 4), each naming all three replicas, while replica 2 is SIGKILLed and restarted (from
-#   its sealed slot) and then etcd member 1 is SIGKILLed and restarted: 0 failed boots.
+# - A storm of host-mode init boots (at least CLUSTER_BOOTS, default 240; CLUSTER_WORKERS at
+#   once, default 4), each naming all three replicas, while replica 2 is SIGKILLed for
+#   CLUSTER_CHAOS_SECS (default 3) and restarted (from its sealed slot), then etcd member 1 the
+#   same: 0 failed boots.
 # - A secret changed through replica 1 is served by all three within CLUSTER_PROPAGATION_SECS
 #   (default 10).
 # - etcd holds no secret in clear or base64; every replica's audit log chain verifies.
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 BOOTS=${CLUSTER_BOOTS:-240}
 WORKERS=${CLUSTER_WORKERS:-4}
 PROPAGATION_SECS=${CLUSTER_PROPAGATION_SECS:-10}
+CHAOS_SECS=${CLUSTER_CHAOS_SECS:-3}
 scratch=$(mktemp -d)
 # shellcheck source=tests/cluster_lib.sh
 . tests/cluster_lib.sh
@@ -77,35 +79,37 @@ if [ $all_ready = 1 ]; then ok "3 replicas ready $((SECONDS - t0)) s after genes
   exit 1
 fi
 
-# The storm, with chaos at fractions of it: replica 2 SIGKILLed at 20% and restarted at 45%
-# (from its sealed slot); etcd member 1 SIGKILLed at 55% and restarted at 80%.
-storm "$BOOTS" "$WORKERS"
-wait_booted $((BOOTS * 20 / 100))
+# The storm, with chaos: replica 2 SIGKILLed for CLUSTER_CHAOS_SECS (default 3) and restarted
+# (from its sealed slot); then etcd member 1 the same; then at least BOOTS boots in all.
+storm "$WORKERS"
+wait_booted 20
 kill_start=$(date +%s%N)
 stop kms2 KILL
 echo "     replica 2 SIGKILLed after $(booted) boots"
-wait_booted $((BOOTS * 45 / 100))
+sleep "$CHAOS_SECS"
 start_kms 2
 if wait_ready 2 "$READY_SECS"; then ok "replica 2 restarted and ready again (after $(booted) boots)"; else
   fail "replica 2 restarted and ready again" "see $scratch/kms2.log"
 fi
 kill_end=$(date +%s%N)
-if grep -q '"source":"slot"\|from its sealed slot\|from the sealed slot' "$scratch/audit2.jsonl" "$scratch/kms2.log" 2>/dev/null; then
+if grep -q 'key-from-slot' "$scratch/audit2.jsonl"; then
   ok "replica 2 took the cluster key from its sealed slot"
 else
-  fail "replica 2 took the cluster key from its sealed slot" "no such record in $scratch/audit2.jsonl"
+  fail "replica 2 took the cluster key from its sealed slot" "no key-from-slot record in $scratch/audit2.jsonl"
 fi
-wait_booted $((BOOTS * 55 / 100))
+wait_booted $(($(booted) + 20))
 stop etcd1 KILL
 echo "     etcd member 1 SIGKILLed after $(booted) boots"
-wait_booted $((BOOTS * 80 / 100))
+sleep "$CHAOS_SECS"
 start_etcd 1
-if wait_etcd 1; then ok "etcd member 1 restarted and healthy"; else fail "etcd member 1 restarted" "see $scratch/etcd1.log"; fi
-storm_wait
+if wait_etcd 1; then ok "etcd member 1 restarted and healthy (after $(booted) boots)"; else
+  fail "etcd member 1 restarted" "see $scratch/etcd1.log"
+fi
+storm_stop $(($(booted) + 20 > BOOTS ? $(booted) + 20 : BOOTS))
 
 total=$(booted)
 bad=$(awk '$2 != 0' "$scratch/boots" | wc -l)
-if [ "$total" -eq "$BOOTS" ] && [ "$bad" -eq 0 ]; then
+if [ "$total" -ge "$BOOTS" ] && [ "$bad" -eq 0 ]; then
   ok "boot storm: $total boots, 0 failed, through a replica kill and an etcd member kill"
 else
   first=$(awk '$2 != 0 {print $1; exit}' "$scratch/boots")

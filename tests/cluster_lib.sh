@@ -192,24 +192,33 @@ addrs_for() {
   echo "$out"
 }
 
-# storm BOOTS WORKERS: starts WORKERS background loops that boot BOOTS times in all. Progress:
-# booted; the end: storm_wait (not a bare `wait`, which would wait for the servers too).
+# storm WORKERS: starts WORKERS background loops of boots that run until storm_stop. Progress:
+# booted. (Not a bare `wait` to end it: that would wait for the servers too.)
 STORM_PIDS=()
 storm() {
   local w
   : >"$scratch/boots"
+  rm -f "$scratch/storm.stop"
   STORM_PIDS=()
-  for ((w = 0; w < $2; w++)); do
+  for ((w = 0; w < $1; w++)); do
     (
-      for ((n = w; n < $1; n += $2)); do boot "$n" "$(addrs_for "$n")"; done
+      n=$w
+      while [ ! -e "$scratch/storm.stop" ]; do
+        boot "$n" "$(addrs_for "$n")"
+        n=$((n + $1))
+      done
     ) &
     STORM_PIDS+=($!)
   done
 }
 
-storm_wait() {
+# storm_stop MIN_BOOTS: lets the storm reach MIN_BOOTS boots, then ends it.
+storm_stop() {
   local p
+  wait_booted "$1"
+  touch "$scratch/storm.stop"
   for p in "${STORM_PIDS[@]}"; do wait "$p" || true; done
+  STORM_PIDS=()
 }
 
 booted() { wc -l <"$scratch/boots"; }
