@@ -108,7 +108,7 @@ wait_etcd() { # I
 cluster_config() {
   local entry i
   mkdir -p "$scratch/op"
-  entry=$("$KMS" admin keygen --name alice --out-cert "$scratch/op/alice.crt" --out-key "$scratch/op/alice.key")
+  entry=$("$KMS" admin keygen --name alice --out-cert "$scratch/op/alice.crt" --out-key "$scratch/op/alice.key" 2>"$scratch/op/keygen.log")
   jq -n --argjson op "$entry" \
     '{cluster_id: "e2e", operators: [$op], replica_policy: "same-enclave", max_stale_secs: 3600}' \
     >"$DEMO/kms/cluster.json"
