@@ -509,11 +509,12 @@ impl Etcd {
         key: &[u8],
         start_revision: i64,
     ) -> Result<(LineReader, String), EtcdError> {
-        let mut body = serde_json::json!({"create_request": {"key": B64.encode(key)}});
-        if start_revision > 0 {
-            body["create_request"]["start_revision"] =
-                serde_json::Value::String(start_revision.to_string());
-        }
+        let create = if start_revision > 0 {
+            serde_json::json!({"key": B64.encode(key), "start_revision": start_revision.to_string()})
+        } else {
+            serde_json::json!({"key": B64.encode(key)})
+        };
+        let body = serde_json::json!({ "create_request": create });
         let body = body.to_string();
         let mut attempts = Vec::new();
         for idx in self.order() {
