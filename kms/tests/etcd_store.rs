@@ -432,6 +432,7 @@ fn malformed_endpoints_are_refused_naming_them() {
         assert!(err.to_string().contains(bad), "{err}");
     }
     assert!(Etcd::new(&[], TIMEOUT).is_err());
+    assert!(Etcd::new(&["http://127.0.0.1:2379".to_owned()], Duration::ZERO).is_err());
     let ok = Etcd::new(&["http://127.0.0.1:2379/".to_owned()], TIMEOUT).unwrap();
     assert_eq!(ok.endpoints(), vec!["http://127.0.0.1:2379".to_owned()]);
 }
