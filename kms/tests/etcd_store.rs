@@ -378,10 +378,12 @@ fn an_endpoint_that_accepts_but_never_answers_times_out_and_the_next_one_answers
     assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
 
     // Alone, the silent endpoint yields a timeout error naming it.
-    let err = client(&[silent_url.clone()]).get(KEY).unwrap_err();
+    let err = client(std::slice::from_ref(&silent_url))
+        .get(KEY)
+        .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     assert!(err.to_string().contains(&silent_url), "{err}");
-    let err = client(&[silent_url.clone()])
+    let err = client(std::slice::from_ref(&silent_url))
         .watch(KEY, 1, &AtomicBool::new(false), &mut |_| {})
         .unwrap_err();
     assert!(err.to_string().contains(&silent_url), "{err}");
