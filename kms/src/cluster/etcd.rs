@@ -1327,16 +1327,16 @@ mod tests {
     #[test]
     fn the_watch_reassembles_lines_split_across_reads_and_joined_in_one() {
         let head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n";
-        let mut two = WATCH_EVENT.to_vec();
-        two.push(b'\n');
-        two.extend_from_slice(WATCH_EVENT);
-        two.push(b'\n');
-        let (a, b) = WATCH_CREATED.split_at(20);
+        let nl = b"\n".as_slice();
+        let (event_a, event_b) = WATCH_EVENT.split_at(200);
+        let (event_c, event_d) = WATCH_EVENT.split_at(5);
         let (etcd, server) = fake_gateway(vec![
+            // The head in two pieces, the body's first line with it.
             head[..10].to_vec(),
-            [&head[10..], a].concat(),
-            [b, b"\n"].concat(),
-            two,
+            [&head[10..], WATCH_CREATED, nl, event_a].concat(),
+            // A line's end, a whole (shorter) line, the start of the next.
+            [event_b, nl, WATCH_CREATED, nl, event_c].concat(),
+            [event_d, nl].concat(),
         ]);
         let (result, seen) = watch_all(&etcd);
         result.unwrap(); // the server closed the stream cleanly
