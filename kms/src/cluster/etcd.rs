@@ -362,7 +362,9 @@ impl Etcd {
     /// returns `Ok(())` when the stream ends or `stop` is set (checked at least every 200 ms),
     /// and an error when no endpoint accepts the watch, etcd cancels it (compaction: restart
     /// from a fresh [`Etcd::get`]) or the stream breaks. Deletes are not reported (the caller's
-    /// periodic read sees them). The caller loops with backoff.
+    /// periodic read sees them). The caller loops with backoff. A member that stops answering
+    /// without closing the connection (a partition) leaves the watch idle, not failed: the
+    /// caller's periodic linearizable [`Etcd::get`] is the freshness signal, never the watch.
     pub fn watch(
         &self,
         key: &[u8],
