@@ -14,6 +14,7 @@ mod enclave;
 mod fsutil;
 mod gate;
 mod grpclog;
+mod health;
 mod keygen;
 mod limits;
 mod metrics;
