@@ -1111,6 +1111,24 @@ mod tests {
     }
 
     #[test]
+    fn the_health_address_is_a_host_choice_in_both_forms_and_inside_occlum() {
+        let cfg = serve(&["server", "0.0.0.0:4433", "--health-listen", "0.0.0.0:9090"]);
+        assert_eq!(cfg.health_listen.as_deref(), Some("0.0.0.0:9090"));
+        assert_eq!(serve(&["a:1"]).health_listen, None);
+        let Command::Serve(cfg) = occlum(&["a:1", "--health-listen", "[::]:9090"]).unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(cfg.health_listen.as_deref(), Some("[::]:9090"));
+        for bad in ["localhost:9090", "9090", ""] {
+            let err = parse_str(&["a:1", "--health-listen", bad]).unwrap_err();
+            assert!(
+                err.0.contains("--health-listen") && err.0.contains("IP:PORT"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn inside_occlum_the_trust_inputs_are_the_image_files() {
         let Command::Serve(cfg) = occlum(&["server", "0.0.0.0:50051"]).unwrap() else {
             panic!("not serve")
