@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::net::TcpListener;
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 
 use e2e_tests::{Deployment, EnclaveId, Kms, KmsOptions, free_port, run};
@@ -55,6 +56,90 @@ fn a_dead_first_address_in_kms_servers_is_skipped_and_the_second_boots() {
     assert!(
         stderr.contains("kms_servers[0]") && stderr.contains("attested in attempt 2"),
         "names where the address came from:\n{stderr}"
+    );
+}
+
+/// A loopback listener that accepts every connection and closes it at once, before any TLS
+/// byte: a replica whose process is going away, or a proxy with no backend.
+fn closing_at_once() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_connection_closed_before_the_handshake_moves_on_to_the_next_address() {
+    let d = deployment();
+    let kms = d.start_kms("127.0.0.1:0");
+    let closing = closing_at_once();
+    let out = d.run_init(&format!("{closing},{}", kms.addr), &[], &[]);
+    out.expect_code(0);
+    assert_booted(&d);
+    assert!(
+        out.stderr
+            .contains(&format!("kms {closing}: attempt 1 failed"))
+            && out.stderr.contains(&format!("trying {}", kms.addr))
+            && out.stderr.contains("attested in attempt 2"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A relay to `upstream` that lets the handshake through (the ClientHello and the KMS's
+/// answer), then cuts the connection when the client sends its next flight (its last TLS
+/// flight and the requests): a replica killed mid-boot. Every connection is cut.
+fn relay_cutting_after_the_handshake(upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let mut server = TcpStream::connect(&upstream).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = client.read(&mut buf).unwrap_or(0);
+                let _ = server.write_all(&buf[..n]);
+                let mut from_server = server.try_clone().unwrap();
+                let mut to_client = client.try_clone().unwrap();
+                let back = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                });
+                let _ = client.read(&mut buf);
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                let _ = back.join();
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_session_cut_after_the_handshake_is_made_again_with_the_next_address_at_once() {
+    let d = deployment();
+    let kms = d.start_kms("127.0.0.1:0");
+    let cutting = relay_cutting_after_the_handshake(kms.addr.clone());
+    let out = d.run_init(&format!("{cutting},{}", kms.addr), &[], &[]);
+    out.expect_code(0);
+    assert_booted(&d);
+    assert!(
+        out.stderr.contains(&format!(
+            "kms {cutting}: the connection failed before every secret arrived"
+        )) && out.stderr.contains("attesting again with the next address")
+            && out.stderr.contains(&format!("KMS {} (", kms.addr)),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("attesting again in"),
+        "no pause while an address is untried:\n{}",
+        out.stderr
     );
 }
 
