@@ -2,12 +2,13 @@
 //! sent at once (concurrent HTTP/2 streams, leaving with the last TLS flight), so fetching
 //! costs one round trip whatever the number of secrets.
 //!
-//! Guarantees: connection attempts are retried with capped exponential backoff until the
-//! deadline (and boot makes a new connection when one fails after the handshake, see
-//! [`KmsError::is_transient`]), but attestation and policy failures are final and name the
-//! failing check; a
-//! session exists only with the [`VerifiedPeer`] the handshake produced; every reply is
-//! decoded strictly into a zeroizing buffer; errors name secrets, never their values.
+//! Guarantees: connection attempts go through every configured KMS address (and every address
+//! a name resolves to) in order, and are retried in rounds with capped exponential backoff
+//! until the deadline (and boot makes a new connection, from the next address, when one fails
+//! after the handshake, see [`KmsError::is_transient`]), but attestation and policy failures
+//! are final at whichever address they happen and name the failing check; a session exists
+//! only with the [`VerifiedPeer`] the handshake produced; every reply is decoded strictly into
+//! a zeroizing buffer; errors name secrets, never their values.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
