@@ -1,8 +1,10 @@
 //! Paired A/B boot-time benchmark of two `init` binaries (e.g. before and after a change to
 //! the connect path), host mode, 3 secrets + image_key, against ONE KMS on loopback: boots
 //! alternate A, B, A, B... so load on the machine hits both alike. Reports per binary and per
-//! address form the median, p90 and mean wall time from spawn to exit, and the median of
-//! init's own `handshake` step.
+//! address form the median, p90 and mean wall time from spawn to exit, the median of init's own
+//! total (its last log line's timestamp: config to last secret written, without process start)
+//! and of its `handshake` step; then, per pair, the median B/A ratio of wall time and of init's
+//! total, and in how many pairs B was faster (a sign test: ~half when there is no difference).
 //!
 //! Address forms: an IP literal (`127.0.0.1:PORT`, one candidate) and `localhost:PORT` (a name
 //! resolving to two addresses; the KMS answers on the first).
@@ -15,7 +17,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use e2e_tests::Deployment;
 
@@ -49,37 +51,59 @@ fn main() {
         kms.addr
     );
     println!(
-        "{:<18} {:>3} {:>10} {:>10} {:>10} {:>14}",
-        "address", "bin", "median ms", "p90 ms", "mean ms", "handshake ms"
+        "{:<18} {:>3} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "address", "bin", "median ms", "p90 ms", "mean ms", "init total", "handshake ms"
     );
     for addr in [kms.addr.clone(), format!("localhost:{port}")] {
         for bin in [&a, &b] {
             boot(&d, bin, &addr); // warm-up
         }
-        let mut samples: [Vec<(Duration, f64)>; 2] = [Vec::new(), Vec::new()];
+        let mut samples: [Vec<Boot>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..runs {
             for (i, bin) in [&a, &b].into_iter().enumerate() {
                 samples[i].push(boot(&d, bin, &addr));
             }
         }
-        for (name, s) in ["A", "B"].iter().zip(&mut samples) {
-            let mut wall: Vec<f64> = s.iter().map(|(w, _)| w.as_secs_f64() * 1e3).collect();
-            let mut hs: Vec<f64> = s.iter().map(|(_, h)| *h).collect();
-            wall.sort_by(f64::total_cmp);
-            hs.sort_by(f64::total_cmp);
+        for (name, s) in ["A", "B"].iter().zip(&samples) {
+            let wall = sorted(s.iter().map(|b| b.wall_ms));
+            let total = sorted(s.iter().map(|b| b.init_total_ms));
+            let hs = sorted(s.iter().map(|b| b.handshake_ms));
             let mean = wall.iter().sum::<f64>() / wall.len() as f64;
             println!(
-                "{addr:<18} {name:>3} {:>10.2} {:>10.2} {mean:>10.2} {:>14.2}",
+                "{addr:<18} {name:>3} {:>10.2} {:>10.2} {mean:>10.2} {:>12.2} {:>14.2}",
                 pct(&wall, 50),
                 pct(&wall, 90),
+                pct(&total, 50),
                 pct(&hs, 50)
             );
         }
+        let pairs = samples[0].iter().zip(&samples[1]);
+        let wall_ratio = sorted(pairs.clone().map(|(a, b)| b.wall_ms / a.wall_ms));
+        let total_ratio = sorted(
+            pairs
+                .clone()
+                .map(|(a, b)| b.init_total_ms / a.init_total_ms),
+        );
+        let b_faster = pairs
+            .filter(|(a, b)| b.init_total_ms < a.init_total_ms)
+            .count();
+        println!(
+            "{addr:<18} B/A per pair: wall {:.3}, init total {:.3}; B faster in {b_faster} of {runs} pairs (init total)",
+            pct(&wall_ratio, 50),
+            pct(&total_ratio, 50)
+        );
     }
 }
 
-/// One boot with `bin` against `addr`: wall time, and init's `handshake` step in ms.
-fn boot(d: &Deployment, bin: &PathBuf, addr: &str) -> (Duration, f64) {
+/// One boot's timings, in ms.
+struct Boot {
+    wall_ms: f64,
+    init_total_ms: f64,
+    handshake_ms: f64,
+}
+
+/// One boot with `bin` against `addr`.
+fn boot(d: &Deployment, bin: &PathBuf, addr: &str) -> Boot {
     let template = d.init_command(addr, &[], &[]);
     let mut cmd = Command::new(bin);
     cmd.args(template.get_args())
@@ -91,7 +115,32 @@ fn boot(d: &Deployment, bin: &PathBuf, addr: &str) -> (Duration, f64) {
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{} failed:\n{stderr}", bin.display());
-    (took, step_ms(&stderr, "handshake"))
+    Boot {
+        wall_ms: took.as_secs_f64() * 1e3,
+        init_total_ms: last_timestamp_ms(&stderr),
+        handshake_ms: step_ms(&stderr, "handshake"),
+    }
+}
+
+/// The timestamp of init's last log line (`init: [t ms] ...`), 0 if none.
+fn last_timestamp_ms(log: &str) -> f64 {
+    log.lines()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("init: [")?
+                .split_once(" ms]")?
+                .0
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 /// The duration of `step` in init's log (`init: [t ms] step d ms: ...`), 0 if absent.
