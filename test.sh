@@ -44,6 +44,9 @@ cargo build --release --workspace --bins --locked --features "$SIM_FEATURES"
 step "shellcheck"
 shellcheck ./*.sh .ci/run fuzz/*.sh bench/*.sh init/*.sh tests/*.sh occlum-configs/*.sh
 
+step "Kubernetes manifests: YAML syntax and cross-references (offline; no kubectl here)"
+python3 deploy/kubernetes/check.py
+
 step "cargo test"
 cargo test --release --workspace --locked --no-fail-fast --features "$SIM_FEATURES"
 

@@ -31,6 +31,8 @@ for t in "${targets[@]}"; do
     # SecretRequest { name: "image_key" }.
     kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
     metrics_request) printf 'GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n' >"corpus/$t/get_metrics" ;;
+    # First byte odd: the readiness callback says ready; then a kubelet probe.
+    health_request) printf '\x01GET /readyz HTTP/1.1\r\nHost: x\r\nUser-Agent: kube-probe/1.30\r\n\r\n' >"corpus/$t/probe" ;;
     # First byte: the client's read size; then a GET and a pipelined form PUT.
     app_http) printf '\x07GET /customer/1 HTTP/1.1\r\nHost: x\r\n\r\nPUT /customer/2 HTTP/1.1\r\nContent-Length: 8\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ndata=Tom' \
         >"corpus/$t/get_and_put" ;;

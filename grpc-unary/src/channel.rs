@@ -157,8 +157,9 @@ fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
 /// Resolves `host:port`. `localhost` (and `*.localhost`, RFC 6761 section 6.3) maps to the
 /// loopback addresses without asking a resolver: Occlum's `--init-ra grpc_ratls` initfs has no
 /// `/etc/hosts`, so musl's getaddrinfo cannot resolve `localhost` there, and `localhost:50051`
-/// is what Occlum's `init_ra_conf.json` template names.
-fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
+/// is what Occlum's `init_ra_conf.json` template names. Public so a caller that tries every
+/// address itself (init's failover between KMS replicas) resolves exactly as [`Channel::connect`].
+pub fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
     if let Some((host, port)) = addr.rsplit_once(':') {
         let host = host.to_ascii_lowercase();
         if host == "localhost" || host.ends_with(".localhost") {

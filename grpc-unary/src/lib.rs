@@ -34,7 +34,7 @@ mod hpack;
 pub mod proto;
 pub mod wire;
 
-pub use channel::{Channel, Replies};
+pub use channel::{Channel, Replies, resolve};
 pub use config::{
     ClientConfig, ClientConfigBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_MESSAGE_SIZE,

@@ -105,7 +105,7 @@ pub fn boot(platform: Platform, config: BootConfig, log: &StepLog) -> Result<Mou
     let (tls, peers) = ratls::tls::attested_client_config(Arc::clone(&verifier), &identity)
         .map_err(|e| InitError::new(Stage::Internal, "building the TLS client configuration", e))?;
     let kms = AttestedKms {
-        server: &conf.kms_server,
+        servers: &conf.kms_servers,
         tls: Arc::new(tls),
         peers: &peers,
         stapled: &stapled,
@@ -162,7 +162,8 @@ fn mint_identity(quotes: &dyn QuoteSource, log: &StepLog) -> Result<RaTlsIdentit
 
 /// The KMS and everything needed to attest it on a connection.
 struct AttestedKms<'a> {
-    server: &'a KmsAddress,
+    /// The KMS's addresses, in the order they are tried (replicas of one KMS).
+    servers: &'a [KmsAddress],
     tls: Arc<rustls::ClientConfig>,
     peers: &'a HandshakePeers,
     stapled: &'a Stapled,
@@ -173,7 +174,8 @@ impl AttestedKms<'_> {
     ///
     /// The deadline covers every connection: a KMS that restarts or drops the connection
     /// after the handshake, before every reply arrived, is attested again on a new one
-    /// (GetSecret only reads, so asking again is safe). Refusals are final.
+    /// (GetSecret only reads, so asking again is safe), starting with the next address, at
+    /// once while some address has not failed since the last pause. Refusals are final.
     fn fetch_all(
         &self,
         names: &[&str],
@@ -183,10 +185,13 @@ impl AttestedKms<'_> {
         let deadline = Instant::now() + connect_deadline;
         let mut pause = kms::INITIAL_BACKOFF;
         let mut closed_in_a_row = 0u32;
+        let mut failed_since_pause = 0usize;
+        let mut after = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let mut session = self.connect(left, log)?;
+            let (mut session, connected) = self.connect(after, left, log)?;
             let fetched = fetch(&mut session, names, log);
+            let label = session.addr().to_owned();
             session.close();
             closed_in_a_row = match &fetched {
                 Err(e) if kms::closed_before_reply(e) => closed_in_a_row + 1,
@@ -197,61 +202,79 @@ impl AttestedKms<'_> {
                     return Err(InitError::new(
                         Stage::Secrets,
                         format!(
-                            "KMS {} completed the handshake and closed the connection before \
+                            "KMS {label} completed the handshake and closed the connection before \
                              any reply {closed_in_a_row} times in a row: it most likely refuses \
                              this enclave (Occlum's own server closes without a reply when its \
-                             policy does not admit the client; see the server's log)",
-                            self.server.addr
+                             policy does not admit the client; see the server's log)"
                         ),
                         e,
                     ));
                 }
-                Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
+                Err(e) if e.is_transient() && failed_since_pause + 1 < connected.candidates => {
+                    failed_since_pause += 1;
+                    after = connected.target.map(|t| t.addr);
                     log.note(format_args!(
-                        "kms {}: the connection failed before every secret arrived ({e}); \
+                        "kms {label}: the connection failed before every secret arrived ({e}); \
+                         attesting again with the next address"
+                    ));
+                }
+                Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
+                    failed_since_pause = 0;
+                    after = connected.target.map(|t| t.addr);
+                    log.note(format_args!(
+                        "kms {label}: the connection failed before every secret arrived ({e}); \
                          attesting again in {} ms",
-                        self.server.addr,
                         pause.as_millis()
                     ));
                     std::thread::sleep(pause);
                     pause = kms::next_backoff(pause);
                 }
                 other => {
-                    return other.map_err(|e| {
-                        InitError::new(stage_of(&e), format!("KMS {}", self.server.addr), e)
-                    });
+                    return other
+                        .map_err(|e| InitError::new(stage_of(&e), format!("KMS {label}"), e));
                 }
             }
         }
     }
 
-    /// One attested connection (retried within `left`), logged with the peer it verified.
-    fn connect(&self, left: Duration, log: &StepLog) -> Result<kms::Session, InitError> {
-        let server = self.server;
+    /// One attested connection (retried within `left`, starting after the address `after`),
+    /// logged with the peer it verified.
+    fn connect(
+        &self,
+        after: Option<std::net::SocketAddr>,
+        left: Duration,
+        log: &StepLog,
+    ) -> Result<(kms::Session, kms::Connected), InitError> {
         let connected = timed(
             log,
             "handshake",
             || {
                 kms::connect(
-                    server,
+                    self.servers,
+                    after,
                     Arc::clone(&self.tls),
                     self.peers,
                     left,
-                    |attempt, error, pause| {
-                        log.note(format_args!(
-                            "kms {}: attempt {attempt} failed ({error}); retrying in {} ms",
-                            server.addr,
+                    |addr, attempt, error, next| match next {
+                        kms::Next::Address(next) => log.note(format_args!(
+                            "kms {addr}: attempt {attempt} failed ({error}); trying {next}"
+                        )),
+                        kms::Next::Pause(pause) => log.note(format_args!(
+                            "kms {addr}: attempt {attempt} failed ({error}); retrying in {} ms",
                             pause.as_millis()
-                        ));
+                        )),
                     },
                 )
                 .map_err(kms_failure)
             },
             |(session, connected)| {
+                let origin = connected
+                    .target
+                    .as_ref()
+                    .map_or("", |t| t.server.origin.as_str());
                 format!(
-                    "KMS {} ({}) attested in attempt {}: {}",
-                    server.addr,
-                    server.origin,
+                    "KMS {} ({origin}) attested in attempt {}: {}",
+                    session.addr(),
                     connected.attempts,
                     describe_peer(session.peer())
                 )
@@ -260,7 +283,7 @@ impl AttestedKms<'_> {
         if let Some(outcome) = self.stapled.last_outcome() {
             log.note(format_args!("KMS's collateral: {outcome}"));
         }
-        connected.map(|(session, _)| session)
+        connected
     }
 }
 

@@ -24,7 +24,7 @@ usage:
       mount the rootfs with SYS_MOUNT_FS, write secrets, exit 0 so Occlum starts the app.
       Reads /etc/init_ra_conf.json and /etc/image_config.json from the initfs.
   init host --config-dir DIR --sim-platform DIR --sim-identity FILE --image FILE --rootfs DIR
-            [--collateral FILE | --pccs-url URL] [--kms-server HOST:PORT]
+            [--collateral FILE | --pccs-url URL] [--kms-server HOST:PORT[,HOST:PORT...]]
             [--connect-deadline SECS] [-- APP [ARGS...]]
       Host mode, for machines without SGX: the same steps with a SIMULATED platform (quotes
       from sgx-sim, trust in its simulated root). Reads DIR/etc/init_ra_conf.json and
@@ -37,7 +37,8 @@ usage:
   init --help | --version
 
 environment:
-  OCCLUM_INIT_RA_KMS_SERVER   overrides kms_server (host mode: --kms-server wins)
+  OCCLUM_INIT_RA_KMS_SERVER   overrides kms_server and kms_servers: one host:port or a
+                              comma-separated list, tried in order (host mode: --kms-server wins)
   OCCLUM_INIT_RA_PCCS_URL     overrides pccs_url (host mode: --pccs-url/--collateral win)
 
 exit codes:

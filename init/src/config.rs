@@ -6,7 +6,8 @@
 //!
 //! | field | meaning |
 //! |---|---|
-//! | `kms_server` | `host:port` of the KMS; env `OCCLUM_INIT_RA_KMS_SERVER` overrides it |
+//! | `kms_server` | `host:port` of the KMS (Occlum's field); env `OCCLUM_INIT_RA_KMS_SERVER` overrides it |
+//! | `kms_servers` (ours) | more `host:port` addresses of the same KMS (its replicas), tried after `kms_server` |
 //! | `kms_keys` | `[{key, path}]`: secret names to fetch and where to write them (absolute, in the rootfs) |
 //! | `ra_config` | the policy the KMS enclave must satisfy (`ratls::policy`) |
 //! | `pccs_url` (ours) | PCCS base URL for DCAP collateral; env `OCCLUM_INIT_RA_PCCS_URL` overrides it |
@@ -14,6 +15,14 @@
 //! | `connect_deadline_secs` (ours) | how long to keep retrying the KMS connection (also a new one after a connection that failed before every secret arrived), default 30 |
 //!
 //! `/etc/image_config.json`: `{"image_type": "encrypted" | "integrity-only"}`.
+//!
+//! Several KMS addresses: the list init tries is `kms_server` first, then `kms_servers` in
+//! order (an address given twice is tried once); either field alone is enough. Both together
+//! are accepted rather than refused so that Occlum's template, whose `kms_server` an image
+//! build keeps, gains replicas by adding one field. `OCCLUM_INIT_RA_KMS_SERVER` (and host
+//! mode's `--kms-server`) take one address or a comma-separated list and replace both fields.
+//! Every address a name resolves to is a candidate of its own (`kms`'s failover). The
+//! addresses choose availability only: every KMS is attested against `ra_config` all the same.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,12 +40,15 @@ pub const INIT_RA_CONF: &str = "etc/init_ra_conf.json";
 pub const IMAGE_CONFIG: &str = "etc/image_config.json";
 /// Intel's quote-provider configuration, read for its PCCS URL when the config names none.
 pub const QCNL_CONF: &str = "etc/sgx_default_qcnl.conf";
-/// Env var that overrides `kms_server` (Occlum's name).
+/// Env var that overrides `kms_server` and `kms_servers` (Occlum's name; ours also takes a
+/// comma-separated list).
 pub const ENV_KMS_SERVER: &str = "OCCLUM_INIT_RA_KMS_SERVER";
 /// Env var that overrides `pccs_url`.
 pub const ENV_PCCS_URL: &str = "OCCLUM_INIT_RA_PCCS_URL";
 /// Largest configuration file read.
 pub const MAX_CONFIG_LEN: u64 = 1024 * 1024;
+/// Most KMS addresses (`kms_server` plus `kms_servers`, or an override's list).
+pub const MAX_KMS_SERVERS: usize = 16;
 /// Most `kms_keys` entries.
 pub const MAX_KMS_KEYS: usize = 256;
 /// Longest secret name (the KMS's limit).
@@ -51,7 +63,8 @@ pub const IMAGE_KEY_SECRET: &str = "image_key";
 /// `init_ra_conf.json` as written, tolerant of fields it does not know.
 #[derive(Deserialize)]
 struct RawInitRaConf {
-    kms_server: String,
+    kms_server: Option<String>,
+    kms_servers: Option<Vec<String>>,
     kms_keys: Vec<RawKmsKey>,
     ra_config: serde_json::Value,
     pccs_url: Option<String>,
@@ -79,8 +92,9 @@ struct RawImageConfig {
 /// The validated `init_ra_conf.json`.
 #[derive(Debug)]
 pub struct InitRaConf {
-    /// `host:port` of the KMS, after the env override.
-    pub kms_server: KmsAddress,
+    /// The KMS's addresses in the order they are tried (at least one), after the env
+    /// override: `kms_server`, then `kms_servers`.
+    pub kms_servers: Vec<KmsAddress>,
     /// Secrets to fetch and write.
     pub kms_keys: Vec<KmsKey>,
     /// The policy the KMS must satisfy.
@@ -190,7 +204,8 @@ impl std::error::Error for ConfigError {
 /// Environment inputs of the configuration (passed in, so tests do not touch the process env).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// `host:port` from a flag or [`ENV_KMS_SERVER`], with its origin.
+    /// `host:port` (or a comma-separated list of them) from a flag or [`ENV_KMS_SERVER`], with
+    /// its origin.
     pub kms_server: Option<(String, String)>,
     /// A PCCS URL from [`ENV_PCCS_URL`] or a flag, with its origin.
     pub pccs_url: Option<(String, String)>,
@@ -255,16 +270,7 @@ pub fn parse_init_ra_conf(
         .map(|k| format!("{}: unknown field {k:?} ignored", path.display()))
         .collect();
 
-    let kms_server = match &overrides.kms_server {
-        Some((addr, origin)) => {
-            parse_address(addr, origin).map_err(|detail| ConfigError::Override {
-                origin: origin.clone(),
-                detail,
-            })?
-        }
-        None => parse_address(&raw.kms_server, &path.display().to_string())
-            .map_err(|d| field("kms_server", d))?,
-    };
+    let kms_servers = kms_servers(&raw, path, overrides, &mut warnings)?;
 
     if raw.kms_keys.len() > MAX_KMS_KEYS {
         return Err(field(
@@ -312,7 +318,7 @@ pub fn parse_init_ra_conf(
     };
 
     Ok(InitRaConf {
-        kms_server,
+        kms_servers,
         kms_keys,
         policy,
         collateral,
@@ -351,6 +357,95 @@ pub fn parse_image_config(bytes: &[u8], path: &Path) -> Result<ImageType, Config
 pub fn pccs_url_from_qcnl(text: &str) -> Option<String> {
     let base = ratls::collateral::normalize_base(&ratls::collateral::qcnl_pccs_url(text)?);
     (!base.is_empty()).then_some(base)
+}
+
+/// The KMS addresses in the order they are tried: the override's list if there is one, else
+/// `kms_server` then `kms_servers` (see the module documentation), each validated, without
+/// repeats, at most [`MAX_KMS_SERVERS`].
+fn kms_servers(
+    raw: &RawInitRaConf,
+    path: &Path,
+    overrides: &Overrides,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<KmsAddress>, ConfigError> {
+    let file = path.display().to_string();
+    let field = |field: String, detail: String| ConfigError::Field {
+        path: path.to_owned(),
+        field,
+        detail,
+    };
+    let mut out: Vec<KmsAddress> = Vec::new();
+    let mut push = |address: KmsAddress, warnings: &mut Vec<String>| {
+        if let Some(first) = out.iter().find(|a| a.addr == address.addr) {
+            warnings.push(format!(
+                "{}: {:?} is already listed ({}); tried once",
+                address.origin, address.addr, first.origin
+            ));
+        } else {
+            out.push(address);
+        }
+    };
+    if let Some((list, origin)) = &overrides.kms_server {
+        let refuse = |detail: String| ConfigError::Override {
+            origin: origin.clone(),
+            detail,
+        };
+        let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+        if entries.len() > MAX_KMS_SERVERS {
+            return Err(refuse(format!(
+                "{} addresses, at most {MAX_KMS_SERVERS}",
+                entries.len()
+            )));
+        }
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.is_empty() {
+                return Err(refuse(format!(
+                    "{list:?}: address {} of {} is empty (separate host:port addresses with single commas)",
+                    i + 1,
+                    entries.len()
+                )));
+            }
+            let origin = if entries.len() == 1 {
+                origin.clone()
+            } else {
+                format!("{origin} [{i}]")
+            };
+            push(parse_address(entry, &origin).map_err(refuse)?, warnings);
+        }
+        return Ok(out);
+    }
+    let listed = raw.kms_servers.as_deref().unwrap_or_default();
+    if raw.kms_server.is_none() && listed.is_empty() {
+        return Err(field(
+            "kms_server".into(),
+            "missing: name the KMS as \"host:port\" in kms_server (or list its replicas in kms_servers), or set OCCLUM_INIT_RA_KMS_SERVER"
+                .into(),
+        ));
+    }
+    if raw.kms_servers.is_some() && listed.is_empty() {
+        return Err(field(
+            "kms_servers".into(),
+            "empty list: list at least one \"host:port\" or leave the field out".into(),
+        ));
+    }
+    let total = listed.len() + usize::from(raw.kms_server.is_some());
+    if total > MAX_KMS_SERVERS {
+        return Err(field(
+            "kms_servers".into(),
+            format!("{total} addresses with kms_server, at most {MAX_KMS_SERVERS}"),
+        ));
+    }
+    if let Some(addr) = &raw.kms_server {
+        let address = parse_address(addr, &format!("{file} kms_server"))
+            .map_err(|d| field("kms_server".into(), d))?;
+        push(address, warnings);
+    }
+    for (i, addr) in listed.iter().enumerate() {
+        let name = format!("kms_servers[{i}]");
+        let address = parse_address(addr, &format!("{file} {name}")).map_err(|d| field(name, d))?;
+        push(address, warnings);
+    }
+    Ok(out)
 }
 
 /// Splits and checks `host:port` (`[v6]:port` for IPv6 literals).
@@ -513,6 +608,25 @@ mod tests {
         parse(&value.to_string())
     }
 
+    fn addrs(conf: &InitRaConf) -> Vec<&str> {
+        conf.kms_servers.iter().map(|a| a.addr.as_str()).collect()
+    }
+
+    fn with_override(list: &str) -> Result<InitRaConf, ConfigError> {
+        let mut value: serde_json::Value = serde_json::from_slice(OCCLUM_TEMPLATE).unwrap();
+        value["kms_servers"] = serde_json::json!(["file-b:2"]);
+        let overrides = Overrides {
+            kms_server: Some((list.into(), "env X".into())),
+            ..Overrides::default()
+        };
+        parse_init_ra_conf(
+            value.to_string().as_bytes(),
+            Path::new("t"),
+            Path::new("/"),
+            &overrides,
+        )
+    }
+
     fn field_of(err: ConfigError) -> String {
         match err {
             ConfigError::Field { field, .. } => field,
@@ -529,8 +643,9 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap();
-        assert_eq!(conf.kms_server.addr, "localhost:50051");
-        assert_eq!(conf.kms_server.host, "localhost");
+        assert_eq!(addrs(&conf), ["localhost:50051"]);
+        assert_eq!(conf.kms_servers[0].host, "localhost");
+        assert_eq!(conf.kms_servers[0].origin, "t kms_server");
         assert_eq!(
             conf.kms_keys,
             [KmsKey {
@@ -550,8 +665,8 @@ mod tests {
         };
         let conf = parse_init_ra_conf(OCCLUM_TEMPLATE, Path::new("t"), Path::new("/"), &overrides)
             .unwrap();
-        assert_eq!(conf.kms_server.addr, "10.0.0.1:4433");
-        assert_eq!(conf.kms_server.origin, "env X");
+        assert_eq!(addrs(&conf), ["10.0.0.1:4433"]);
+        assert_eq!(conf.kms_servers[0].origin, "env X");
         let overrides = Overrides {
             kms_server: Some(("nonsense".into(), "env X".into())),
             ..Overrides::default()
@@ -559,6 +674,73 @@ mod tests {
         let err = parse_init_ra_conf(OCCLUM_TEMPLATE, Path::new("t"), Path::new("/"), &overrides)
             .unwrap_err();
         assert!(matches!(err, ConfigError::Override { .. }), "{err}");
+    }
+
+    #[test]
+    fn kms_server_comes_first_then_kms_servers_without_repeats() {
+        let conf = with(|v| {
+            v["kms_servers"] = serde_json::json!(["kms-1:50051", "localhost:50051", "[::1]:7"]);
+        })
+        .unwrap();
+        assert_eq!(addrs(&conf), ["localhost:50051", "kms-1:50051", "[::1]:7"]);
+        assert_eq!(
+            conf.kms_servers[1].origin,
+            "init_ra_conf.json kms_servers[0]"
+        );
+        assert!(
+            conf.warnings
+                .iter()
+                .any(|w| w.contains("kms_servers[1]") && w.contains("tried once")),
+            "{:?}",
+            conf.warnings
+        );
+    }
+
+    #[test]
+    fn kms_servers_alone_is_enough() {
+        let conf = with(|v| {
+            v.as_object_mut().unwrap().remove("kms_server");
+            v["kms_servers"] = serde_json::json!(["a:1", "b:2"]);
+        })
+        .unwrap();
+        assert_eq!(addrs(&conf), ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn bad_kms_servers_are_refused_naming_the_entry() {
+        let err = with(|v| v["kms_servers"] = serde_json::json!(["a:1", "b"])).unwrap_err();
+        assert_eq!(field_of(err), "kms_servers[1]");
+        let err = with(|v| v["kms_servers"] = serde_json::json!([])).unwrap_err();
+        assert_eq!(field_of(err), "kms_servers");
+        let err = with(|v| v["kms_servers"] = "a:1".into()).unwrap_err();
+        assert!(matches!(err, ConfigError::Json { .. }), "{err}");
+        let many: Vec<String> = (1..=MAX_KMS_SERVERS).map(|i| format!("k{i}:1")).collect();
+        let err = with(|v| v["kms_servers"] = serde_json::json!(many)).unwrap_err();
+        assert_eq!(field_of(err), "kms_servers");
+        let err = with(|v| {
+            v.as_object_mut().unwrap().remove("kms_server");
+            v["kms_servers"] = serde_json::json!(many);
+        });
+        assert_eq!(err.unwrap().kms_servers.len(), MAX_KMS_SERVERS);
+    }
+
+    #[test]
+    fn the_env_override_takes_a_comma_separated_list_and_replaces_both_fields() {
+        let conf = with_override("10.0.0.1:1, kms.svc:50051,[::1]:3").unwrap();
+        assert_eq!(addrs(&conf), ["10.0.0.1:1", "kms.svc:50051", "[::1]:3"]);
+        assert_eq!(conf.kms_servers[1].origin, "env X [1]");
+        let conf = with_override("10.0.0.1:1").unwrap();
+        assert_eq!(conf.kms_servers[0].origin, "env X");
+        for bad in ["a:1,", ",a:1", "a:1,,b:2", "a:1,b", " "] {
+            let err = with_override(bad).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Override { .. }),
+                "{bad:?}: {err}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_KMS_SERVERS).map(|i| format!("k{i}:1")).collect();
+        let err = with_override(&many.join(",")).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
     }
 
     #[test]
@@ -633,7 +815,7 @@ mod tests {
             );
         }
         let conf = with(|v| v["kms_server"] = "[::1]:50051".into()).unwrap();
-        assert_eq!(conf.kms_server.host, "::1");
+        assert_eq!(conf.kms_servers[0].host, "::1");
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! sent at once (concurrent HTTP/2 streams, leaving with the last TLS flight), so fetching
 //! costs one round trip whatever the number of secrets.
 //!
-//! Guarantees: connection attempts are retried with capped exponential backoff until the
-//! deadline (and boot makes a new connection when one fails after the handshake, see
-//! [`KmsError::is_transient`]), but attestation and policy failures are final and name the
-//! failing check; a
-//! session exists only with the [`VerifiedPeer`] the handshake produced; every reply is
-//! decoded strictly into a zeroizing buffer; errors name secrets, never their values.
+//! Guarantees: connection attempts go through every configured KMS address (and every address
+//! a name resolves to) in order, and are retried in rounds with capped exponential backoff
+//! until the deadline (and boot makes a new connection, from the next address, when one fails
+//! after the handshake, see [`KmsError::is_transient`]), but attestation and policy failures
+//! are final at whichever address they happen and name the failing check; a session exists
+//! only with the [`VerifiedPeer`] the handshake produced; every reply is decoded strictly into
+//! a zeroizing buffer; errors name secrets, never their values.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -55,6 +57,10 @@ pub struct Session {
 pub struct Connected {
     /// Attempts made (1 when the KMS answered at once).
     pub attempts: u32,
+    /// The address that answered.
+    pub target: Option<Target>,
+    /// How many addresses the round had.
+    pub candidates: usize,
 }
 
 /// A decoded secret. Never printed; zeroized on drop.
@@ -242,72 +248,238 @@ pub fn next_backoff(pause: Duration) -> Duration {
     (pause * 2).min(MAX_BACKOFF)
 }
 
-/// Connects to `server`, retrying until `deadline` elapses. `tls` and `peers` come from
-/// [`ratls::tls::attested_client_config`]: the session holds the [`VerifiedPeer`] the handshake
-/// produced for the certificate the server proved it holds.
+/// One address to try: a configured KMS address and one socket address its name resolved to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The configured address it came from.
+    pub server: KmsAddress,
+    /// The socket address connected to.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for Target {
+    /// `host:port`, with the resolved address when the host is a name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.server.host.parse::<IpAddr>().is_ok() {
+            write!(f, "{}", self.server.addr)
+        } else {
+            write!(f, "{} ({})", self.server.addr, self.addr)
+        }
+    }
+}
+
+/// What a failed attempt is followed by, for the log.
+#[derive(Debug, Clone, Copy)]
+pub enum Next<'a> {
+    /// The next address (shown as in the log), at once.
+    Address(&'a str),
+    /// Every address failed: a pause, then all of them again.
+    Pause(Duration),
+}
+
+/// Connects to the first of `servers` that answers, retrying until `deadline` elapses. `tls`
+/// and `peers` come from [`ratls::tls::attested_client_config`]: the session holds the
+/// [`VerifiedPeer`] the handshake produced for the certificate the server proved it holds.
+/// `on_failure` hears of every failed attempt: the address, the attempt number, the error and
+/// what comes next.
+///
+/// Each round resolves every server (a name may resolve to several addresses, each tried) and
+/// tries the addresses in order, moving to the next one at once when one cannot be reached
+/// (refused, timed out, reset or closed during the handshake, name not resolved); after a
+/// round in which every address failed it pauses (capped exponential backoff) and starts
+/// again, until the deadline. A round starts after `after` when that address is in it, so a
+/// session that failed after its handshake is made again with the next replica first.
+/// Attestation failures and TLS alerts end the loop at once, whichever address produced them:
+/// every address names the same KMS (replicas of one cluster run the same measured image under
+/// one policy), so a refusal there is a refusal everywhere, and trying the others would only
+/// hide it.
 pub fn connect(
-    server: &KmsAddress,
+    servers: &[KmsAddress],
+    after: Option<SocketAddr>,
     tls: Arc<rustls::ClientConfig>,
     peers: &HandshakePeers,
     deadline: Duration,
-    mut on_retry: impl FnMut(u32, &grpc_unary::Error, Duration),
+    mut on_failure: impl FnMut(&str, u32, &grpc_unary::Error, Next<'_>),
 ) -> Result<(Session, Connected), KmsError> {
-    let addr = server.addr.clone();
-    let name = ServerName::try_from(server.host.clone()).unwrap_or_else(|_| {
-        // RA-TLS ignores the name (trust comes from the quote); any valid one will do.
-        ServerName::try_from("kms")
-            .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
-    });
     let started = Instant::now();
     let end = started + deadline;
     let mut backoff = INITIAL_BACKOFF;
     let mut attempts = 0u32;
     loop {
-        attempts += 1;
-        // Every attempt gets at least MIN_ATTEMPT_BUDGET, so the last one (made when the
-        // backoff reaches the deadline) is a real attempt, not an instant timeout.
-        let left = end
-            .saturating_duration_since(Instant::now())
-            .max(MIN_ATTEMPT_BUDGET);
-        let cfg = ClientConfig::builder()
-            .connect_timeout(left.min(ATTEMPT_CONNECT_TIMEOUT))
-            .handshake_timeout(left.min(ATTEMPT_HANDSHAKE_TIMEOUT))
-            .call_timeout(CALL_TIMEOUT)
-            .max_message_size(MAX_REPLY_LEN)
-            .build();
-        let error = match Channel::connect(&addr, name.clone(), Arc::clone(&tls), &cfg) {
-            Ok(channel) => return open(channel, peers, addr, attempts),
-            Err(e) => e,
-        };
-        if let Some(detail) = attestation_failure(&error) {
-            return Err(KmsError::Attestation { addr, detail });
-        }
-        if !retryable(&error) {
-            return Err(KmsError::Connection {
-                addr,
-                source: Box::new(error),
-            });
+        let round = rotate_after(resolve_all(servers), after);
+        let labels: Vec<String> = round.iter().map(Candidate::label).collect();
+        let mut last = None;
+        for (i, candidate) in round.into_iter().enumerate() {
+            let left = end.saturating_duration_since(Instant::now());
+            if i > 0 && left.is_zero() {
+                break;
+            }
+            attempts += 1;
+            let label = labels.get(i).map_or("", String::as_str);
+            let error = match candidate {
+                Candidate::Unresolved(_, error) => error,
+                // Every round's first attempt gets at least MIN_ATTEMPT_BUDGET, so the round
+                // made when the backoff reaches the deadline is a real attempt.
+                Candidate::Resolved(target) => {
+                    match attempt(&target, &tls, left.max(MIN_ATTEMPT_BUDGET)) {
+                        Ok(channel) => {
+                            let (session, mut connected) =
+                                open(channel, peers, label.to_owned(), attempts)?;
+                            connected.target = Some(target);
+                            connected.candidates = labels.len();
+                            return Ok((session, connected));
+                        }
+                        Err(e) => e,
+                    }
+                }
+            };
+            if let Some(detail) = attestation_failure(&error) {
+                return Err(KmsError::Attestation {
+                    addr: label.to_owned(),
+                    detail,
+                });
+            }
+            if !retryable(&error) {
+                return Err(KmsError::Connection {
+                    addr: label.to_owned(),
+                    source: Box::new(error),
+                });
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            match labels.get(i + 1) {
+                Some(next) if !left.is_zero() => {
+                    on_failure(label, attempts, &error, Next::Address(next));
+                }
+                None if !left.is_zero() => {
+                    on_failure(label, attempts, &error, Next::Pause(backoff.min(left)));
+                }
+                _ => {}
+            }
+            last = Some(error);
         }
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(KmsError::Unreachable {
-                addr,
+                addr: servers
+                    .iter()
+                    .map(|s| s.addr.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 attempts,
                 waited: started.elapsed(),
-                last: Box::new(error),
+                last: Box::new(last.unwrap_or_else(|| grpc_unary::Error::Connect {
+                    addr: String::new(),
+                    source: std::io::Error::other("no address was tried"),
+                })),
             });
         }
-        let pause = backoff.min(left);
-        on_retry(attempts, &error, pause);
-        thread::sleep(pause);
+        thread::sleep(backoff.min(left));
         backoff = next_backoff(backoff);
     }
+}
+
+/// One address of a round.
+enum Candidate {
+    /// An address to connect to.
+    Resolved(Target),
+    /// A configured name that did not resolve (the server's address, the error): retried like
+    /// a refused connection, since a name that does not resolve yet (a Service being created)
+    /// is a server not up yet.
+    Unresolved(String, grpc_unary::Error),
+}
+
+impl Candidate {
+    fn label(&self) -> String {
+        match self {
+            Self::Resolved(target) => target.to_string(),
+            Self::Unresolved(addr, _) => addr.clone(),
+        }
+    }
+}
+
+/// Every server's addresses in order (a name's in its resolver's order; an address reached
+/// through two names is tried once).
+fn resolve_all(servers: &[KmsAddress]) -> Vec<Candidate> {
+    let mut round: Vec<Candidate> = Vec::with_capacity(servers.len());
+    for server in servers {
+        let unresolved = |source| {
+            Candidate::Unresolved(
+                server.addr.clone(),
+                grpc_unary::Error::Connect {
+                    addr: server.addr.clone(),
+                    source,
+                },
+            )
+        };
+        match grpc_unary::resolve(&server.addr) {
+            Ok(addrs) if addrs.is_empty() => round.push(unresolved(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "name resolved to no addresses",
+            ))),
+            Ok(addrs) => {
+                for addr in addrs {
+                    let seen = round
+                        .iter()
+                        .any(|c| matches!(c, Candidate::Resolved(t) if t.addr == addr));
+                    if !seen {
+                        round.push(Candidate::Resolved(Target {
+                            server: server.clone(),
+                            addr,
+                        }));
+                    }
+                }
+            }
+            Err(source) => round.push(unresolved(source)),
+        }
+    }
+    round
+}
+
+/// `round` starting after the address `after` (wrapping around), or unchanged when it is not
+/// in it.
+fn rotate_after(mut round: Vec<Candidate>, after: Option<SocketAddr>) -> Vec<Candidate> {
+    let at = after.and_then(|a| {
+        round
+            .iter()
+            .position(|c| matches!(c, Candidate::Resolved(t) if t.addr == a))
+    });
+    if let Some(at) = at {
+        let len = round.len();
+        round.rotate_left((at + 1) % len);
+    }
+    round
+}
+
+/// One TCP connect and TLS handshake to `target`, within `left` (and the per-phase caps).
+fn attempt(
+    target: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    left: Duration,
+) -> Result<Channel, grpc_unary::Error> {
+    let name = ServerName::try_from(target.server.host.clone()).unwrap_or_else(|_| {
+        // RA-TLS ignores the name (trust comes from the quote); any valid one will do.
+        ServerName::try_from("kms")
+            .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+    });
+    let cfg = ClientConfig::builder()
+        .connect_timeout(left.min(ATTEMPT_CONNECT_TIMEOUT))
+        .handshake_timeout(left.min(ATTEMPT_HANDSHAKE_TIMEOUT))
+        .call_timeout(CALL_TIMEOUT)
+        .max_message_size(MAX_REPLY_LEN)
+        .build();
+    // A socket address: Channel resolves nothing more, and its errors name this address.
+    Channel::connect(&target.addr.to_string(), name, Arc::clone(tls), &cfg)
 }
 
 impl Session {
     /// The KMS enclave as the handshake verified it.
     pub fn peer(&self) -> &VerifiedPeer {
         &self.peer
+    }
+
+    /// The address connected to, as the log shows it.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Fetches and decodes the secrets `names`, in that order, with one batch of GetSecret
@@ -438,7 +610,11 @@ fn open(
             peer,
             addr,
         },
-        Connected { attempts },
+        Connected {
+            attempts,
+            target: None,
+            candidates: 1,
+        },
     ))
 }
 
@@ -542,6 +718,68 @@ mod tests {
         assert!(
             text.contains("measurement-policy: mr_enclave differs"),
             "{text}"
+        );
+    }
+
+    fn address(addr: &str) -> KmsAddress {
+        KmsAddress {
+            addr: addr.into(),
+            host: addr
+                .rsplit_once(':')
+                .unwrap()
+                .0
+                .trim_matches(['[', ']'])
+                .into(),
+            origin: "test".into(),
+        }
+    }
+
+    fn labels(round: &[Candidate]) -> Vec<String> {
+        round.iter().map(Candidate::label).collect()
+    }
+
+    #[test]
+    fn every_address_of_every_server_is_a_candidate_in_order() {
+        let round = resolve_all(&[
+            address("127.0.0.2:7"),
+            address("localhost:9"),
+            address("[::1]:9"),
+            address("no-such-host.invalid:1"),
+        ]);
+        assert_eq!(
+            labels(&round),
+            [
+                "127.0.0.2:7",
+                "localhost:9 (127.0.0.1:9)",
+                "localhost:9 ([::1]:9)",
+                "no-such-host.invalid:1"
+            ],
+            "[::1]:9 is reached through localhost already"
+        );
+        assert!(matches!(round[3], Candidate::Unresolved(..)));
+    }
+
+    #[test]
+    fn a_round_starts_after_the_address_that_failed() {
+        let servers = [
+            address("127.0.0.1:1"),
+            address("127.0.0.1:2"),
+            address("127.0.0.1:3"),
+        ];
+        let after = |a: &str| Some(a.parse().unwrap());
+        let rotated = |a| labels(&rotate_after(resolve_all(&servers), a));
+        assert_eq!(rotated(None), ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        assert_eq!(
+            rotated(after("127.0.0.1:2")),
+            ["127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:2"]
+        );
+        assert_eq!(
+            rotated(after("127.0.0.1:3")),
+            ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+        );
+        assert_eq!(
+            rotated(after("127.0.0.1:9")),
+            ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
         );
     }
 

@@ -159,8 +159,8 @@ fn load_config(
                 ImageType::Encrypted => "encrypted",
                 ImageType::IntegrityOnly => "integrity-only",
             },
-            conf.kms_server.addr,
-            conf.kms_server.origin,
+            kms_list(&conf.kms_servers),
+            conf.kms_servers.first().map_or("", |a| a.origin.as_str()),
             conf.connect_deadline.as_secs()
         ),
     );
@@ -172,6 +172,15 @@ fn load_config(
         conf,
         image_type,
     })
+}
+
+/// The KMS addresses for the log: `a:1` or `a:1, b:2 (2 addresses, tried in this order)`.
+fn kms_list(servers: &[config::KmsAddress]) -> String {
+    let list: Vec<&str> = servers.iter().map(|a| a.addr.as_str()).collect();
+    match list.len() {
+        1 => list.join(""),
+        n => format!("{} ({n} addresses, tried in this order)", list.join(", ")),
+    }
 }
 
 /// Occlum's `SYS_MOUNT_FS`: mounts the rootfs of `Occlum.json`, as Occlum's own init does.

@@ -71,6 +71,8 @@ SERVE OPTIONS:
                               each line is hash-chained to the one before (`kms audit verify`)
     --metrics-listen <ADDR>   serve Prometheus metrics at http://ADDR/metrics (plain HTTP;
                               availability data only, no secret, measurement or peer address)
+    --health-listen <ADDR>    serve Kubernetes probes at http://ADDR/livez and /readyz (plain
+                              HTTP; 200, or 503 with the reason while not ready)
     --cert-out <PEM>          write the KMS's own RA-TLS certificate to PEM
     --reply-form quoted|bare  SecretReply.secret as Occlum's server sends it (\"<base64>\", the
                               default) or bare base64
@@ -180,6 +182,8 @@ pub struct ServeConfig {
     pub audit_log: Option<PathBuf>,
     /// `--metrics-listen`: where the Prometheus endpoint listens, if anywhere.
     pub metrics_listen: Option<String>,
+    /// `--health-listen`: where the `/livez` and `/readyz` endpoint listens, if anywhere.
+    pub health_listen: Option<String>,
     #[cfg(feature = "simulation")]
     pub sim: Option<SimSpec>,
     pub cert_out: Option<PathBuf>,
@@ -381,6 +385,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--collateral-cache",
     "--audit-log",
     "--metrics-listen",
+    "--health-listen",
     "--sim-platform",
     "--sim-identity",
     "--cert-out",
@@ -720,7 +725,8 @@ impl LowArgs {
             collateral,
             collateral_cache,
             audit_log: self.optional("--audit-log")?.map(PathBuf::from),
-            metrics_listen: self.metrics_listen()?,
+            metrics_listen: self.listen_flag("--metrics-listen", 9100)?,
+            health_listen: self.listen_flag("--health-listen", 8080)?,
             #[cfg(feature = "simulation")]
             sim,
             cert_out: self.optional("--cert-out")?.map(PathBuf::from),
@@ -840,14 +846,15 @@ impl LowArgs {
         Ok(value)
     }
 
-    /// `--metrics-listen ADDR`: a socket address (`127.0.0.1:9100`, `[::1]:0`).
-    fn metrics_listen(&mut self) -> Result<Option<String>, UsageError> {
-        let Some(addr) = self.optional("--metrics-listen")? else {
+    /// `--metrics-listen ADDR` or `--health-listen ADDR`: a socket address (`127.0.0.1:9100`,
+    /// `[::1]:0`); `port` is the example's.
+    fn listen_flag(&mut self, flag: &str, port: u16) -> Result<Option<String>, UsageError> {
+        let Some(addr) = self.optional(flag)? else {
             return Ok(None);
         };
         if addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(UsageError(format!(
-                "--metrics-listen {addr}: expected IP:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)"
+                "{flag} {addr}: expected IP:PORT (e.g. 127.0.0.1:{port} or [::1]:{port})"
             )));
         }
         Ok(Some(addr))
@@ -1101,6 +1108,24 @@ mod tests {
 
     fn occlum(args: &[&str]) -> Result<Command, UsageError> {
         parse_in(args.iter().map(OsString::from), true)
+    }
+
+    #[test]
+    fn the_health_address_is_a_host_choice_in_both_forms_and_inside_occlum() {
+        let cfg = serve(&["server", "0.0.0.0:4433", "--health-listen", "0.0.0.0:9090"]);
+        assert_eq!(cfg.health_listen.as_deref(), Some("0.0.0.0:9090"));
+        assert_eq!(serve(&["a:1"]).health_listen, None);
+        let Command::Serve(cfg) = occlum(&["a:1", "--health-listen", "[::]:9090"]).unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(cfg.health_listen.as_deref(), Some("[::]:9090"));
+        for bad in ["localhost:9090", "9090", ""] {
+            let err = parse_str(&["a:1", "--health-listen", bad]).unwrap_err();
+            assert!(
+                err.0.contains("--health-listen") && err.0.contains("IP:PORT"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod enclave;
 mod fsutil;
 mod gate;
 mod grpclog;
+mod health;
 mod keygen;
 mod limits;
 mod metrics;

@@ -9,7 +9,8 @@
 //!
 //! The endpoint runs on its own threads, reads a request head of at most [`MAX_REQUEST_HEAD`]
 //! bytes within [`IO_TIMEOUT`], serves at most [`MAX_CONNECTIONS`] connections at once (more
-//! are closed at once) and answers one request per connection.
+//! are closed at once) and answers one request per connection. That small server
+//! ([`serve_http`]) also carries the health endpoint (`health.rs`) with its own router.
 
 use std::fmt::Write as _;
 use std::io::{self, Read as _, Write as _};
@@ -335,13 +336,20 @@ pub struct Endpoint {
 impl Endpoint {
     /// Binds `addr` and serves `GET /metrics` on a background thread.
     pub fn start(addr: &str) -> io::Result<Endpoint> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let busy = Arc::new(AtomicUsize::new(0));
-        std::thread::Builder::new()
-            .name("kms-metrics".into())
-            .stack_size(64 * 1024)
-            .spawn(move || accept_loop(&listener, &busy))?;
+        let limits = HttpLimits {
+            max_connections: MAX_CONNECTIONS,
+            io_timeout: IO_TIMEOUT,
+        };
+        let router = Arc::new(|head: &[u8]| {
+            let (status, extra, body) = answer(head);
+            let content_type = if status.starts_with("200") {
+                "text/plain; version=0.0.4; charset=utf-8"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            (status, content_type, extra, body)
+        });
+        let addr = serve_http(addr, "kms-metrics", limits, router)?;
         Ok(Endpoint { addr })
     }
 
@@ -351,24 +359,68 @@ impl Endpoint {
     }
 }
 
-fn accept_loop(listener: &TcpListener, busy: &Arc<AtomicUsize>) {
+/// An answer of [`serve_http`]'s router: status (`"200 OK"`), content type, extra header
+/// lines (each ending in CRLF), body.
+pub type HttpReply = (&'static str, &'static str, &'static str, String);
+
+/// Answers one request head (peer input: any bytes, at most [`MAX_REQUEST_HEAD`] of them).
+pub type HttpRouter = dyn Fn(&[u8]) -> HttpReply + Send + Sync;
+
+/// Bounds of a [`serve_http`] server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections served at once; more are closed without an answer.
+    pub max_connections: usize,
+    /// Reading the request and writing the answer each must finish within this time.
+    pub io_timeout: Duration,
+}
+
+/// Binds `addr` and serves one request per connection with `router`: an accept thread named
+/// `name` and at most `limits.max_connections` short-lived connection threads, each reading a
+/// request head of at most [`MAX_REQUEST_HEAD`] bytes (431 beyond) within `limits.io_timeout`.
+/// Returns the bound address.
+pub fn serve_http(
+    addr: &str,
+    name: &str,
+    limits: HttpLimits,
+    router: Arc<HttpRouter>,
+) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let busy = Arc::new(AtomicUsize::new(0));
+    let conn_name = format!("{name}-conn");
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(64 * 1024)
+        .spawn(move || accept_loop(&listener, &busy, limits, &router, &conn_name))?;
+    Ok(addr)
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    busy: &Arc<AtomicUsize>,
+    limits: HttpLimits,
+    router: &Arc<HttpRouter>,
+    conn_name: &str,
+) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else {
             // EMFILE and the like: do not spin.
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        if busy.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
             busy.fetch_sub(1, Ordering::AcqRel);
             drop(stream);
             continue;
         }
         let done = Arc::clone(busy);
+        let router = Arc::clone(router);
         let spawned = std::thread::Builder::new()
-            .name("kms-metrics-conn".into())
+            .name(conn_name.into())
             .stack_size(128 * 1024)
             .spawn(move || {
-                let _ = serve_one(stream);
+                let _ = serve_one(stream, limits.io_timeout, router.as_ref());
                 done.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
@@ -379,9 +431,9 @@ fn accept_loop(listener: &TcpListener, busy: &Arc<AtomicUsize>) {
 }
 
 /// Reads one request head and answers it; the connection is then closed.
-fn serve_one(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+fn serve_one(mut stream: TcpStream, io_timeout: Duration, router: &HttpRouter) -> io::Result<()> {
+    stream.set_read_timeout(Some(io_timeout))?;
+    stream.set_write_timeout(Some(io_timeout))?;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = loop {
@@ -397,19 +449,15 @@ fn serve_one(mut stream: TcpStream) -> io::Result<()> {
         }
         head.extend_from_slice(buf.get(..n).unwrap_or_default());
     };
-    let (status, extra, body) = if complete {
-        answer(&head)
+    let (status, content_type, extra, body) = if complete {
+        router(&head)
     } else {
         (
             "431 Request Header Fields Too Large",
+            "text/plain; charset=utf-8",
             "",
             "request head too large\n".to_owned(),
         )
-    };
-    let content_type = if status.starts_with("200") {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",

@@ -31,6 +31,7 @@ use crate::audit::{AuditLog, Event, Record, Verdict};
 use crate::cli::{CollateralSpec, KeySpec, OperatorsSpec, SecretsSource, ServeConfig};
 use crate::enclave::OcclumEnclaveKeys;
 use crate::gate;
+use crate::health;
 use crate::metrics;
 use crate::operators::Operators;
 use crate::proto::MAX_REQUEST_LEN;
@@ -81,6 +82,7 @@ enum Step {
     LoadOperators,
     StartAdmin(String),
     StartMetrics(String),
+    StartHealth(String),
 }
 
 impl ServeError {
@@ -126,6 +128,9 @@ impl fmt::Display for Step {
             Step::StartAdmin(listen) => write!(f, "serving the admin API on {listen}"),
             Step::StartMetrics(listen) => {
                 write!(f, "serving metrics on {listen} (--metrics-listen)")
+            }
+            Step::StartHealth(listen) => {
+                write!(f, "serving /livez and /readyz on {listen} (--health-listen)")
             }
         }
     }
@@ -219,6 +224,23 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         Some(Ok(endpoint)) => format!("; metrics on http://{}/metrics", endpoint.addr()),
         None => String::new(),
     };
+    // Single mode: ready from here on, the gRPC server being up. Cluster mode's callback (the
+    // replica holds the cluster key and a verified state) replaces this one.
+    let ready: health::Ready = Arc::new(|| Ok(()));
+    let health = match cfg.health_listen.as_deref() {
+        Some(listen) => match health::Endpoint::start(listen, ready) {
+            Ok(endpoint) => format!("; health on http://{}/livez and /readyz", endpoint.addr()),
+            Err(e) => {
+                gate.stop_accepting();
+                if let Some((admin_server, _)) = admin_server.as_mut() {
+                    let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
+                }
+                let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+                return Err(ServeError::new(Step::StartHealth(listen.to_owned()), e));
+            }
+        },
+        None => String::new(),
+    };
 
     let mut start = Record::new(Event::Start, Verdict::Ok);
     start.reason = Some(format!(
@@ -232,12 +254,16 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         limits.max_connections,
         limits.max_connections_per_peer,
     ));
+    start.reason = start.reason.map(|r| r + &health);
     shared.audit().write(&start);
     if !metrics.is_empty() {
         eprintln!(
             "kms: serving Prometheus metrics{}",
             metrics.trim_start_matches(';')
         );
+    }
+    if !health.is_empty() {
+        eprintln!("kms: serving{}", health.trim_start_matches(';'));
     }
     println!("listening on {}", with_port(&cfg.listen, port));
     let _ = std::io::stdout().flush();

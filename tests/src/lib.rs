@@ -646,6 +646,12 @@ impl Deployment {
 
     /// `init host ...` against `kms_addr`, with extra flags and the app command (may be empty).
     pub fn init_command(&self, kms_addr: &str, extra: &[&str], app: &[&str]) -> Command {
+        self.init_command_from_config(&[&["--kms-server", kms_addr], extra].concat(), app)
+    }
+
+    /// `init host ...` with the KMS addresses of `init_ra_conf.json` (no `--kms-server`, and
+    /// `OCCLUM_INIT_RA_KMS_SERVER` removed), extra flags and the app command.
+    pub fn init_command_from_config(&self, extra: &[&str], app: &[&str]) -> Command {
         let mut cmd = Command::new(init_bin());
         cmd.arg("host")
             .arg("--config-dir")
@@ -658,7 +664,6 @@ impl Deployment {
             .arg(self.path("rootfs.img"))
             .arg("--rootfs")
             .arg(self.rootfs())
-            .args(["--kms-server", kms_addr])
             .args(extra)
             .env_remove("OCCLUM_INIT_RA_KMS_SERVER")
             .env_remove("OCCLUM_INIT_RA_PCCS_URL");

@@ -88,3 +88,29 @@ fn a_bad_command_line_exits_with_the_usage_code() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("exit codes"));
 }
+
+#[test]
+fn a_bad_kms_servers_entry_exits_with_the_config_code_naming_it() {
+    let d = Deployment::new(&[("k", "/etc/k", b"v")]);
+    d.write_init_conf(|conf| conf["kms_servers"] = serde_json::json!(["127.0.0.1:2", "nope"]));
+    let out = run(&mut host_command(&d));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{stderr}");
+    assert!(
+        stderr.contains("kms_servers[1]") && stderr.contains("\"nope\" is not host:port"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_address_list_in_the_env_exits_with_the_config_code_naming_the_variable() {
+    let d = Deployment::new(&[("k", "/etc/k", b"v")]);
+    std::fs::write(d.path("initfs/etc/init_ra_conf.json"), occlum_template()).unwrap();
+    let out = run(host_command(&d).env("OCCLUM_INIT_RA_KMS_SERVER", "127.0.0.1:1,,127.0.0.1:2"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{stderr}");
+    assert!(
+        stderr.contains("env OCCLUM_INIT_RA_KMS_SERVER") && stderr.contains("is empty"),
+        "{stderr}"
+    );
+}

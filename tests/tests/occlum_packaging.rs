@@ -118,6 +118,44 @@ fn the_server_edits_apply_to_occlums_default_occlum_json() {
     assert_eq!(edited["env"]["untrusted"], serde_json::json!(["EXAMPLE"]));
 }
 
+#[test]
+fn the_cluster_edits_apply_on_top_of_the_server_edits() {
+    let server = jq("server.Occlum.jq", &occlum_default_json());
+    let cluster = jq("cluster.Occlum.jq", &server);
+    assert_eq!(cluster["resource_limits"]["max_num_of_threads"], 64);
+    // Everything else is the server's: cluster mode's host inputs are argv, not env.
+    let mut expected = server.clone();
+    expected["resource_limits"]["max_num_of_threads"] = 64.into();
+    assert_eq!(cluster, expected);
+    assert_eq!(cluster["env"]["untrusted"], serde_json::json!(["EXAMPLE"]));
+}
+
+#[test]
+fn the_example_cluster_json_has_exactly_the_documented_fields() {
+    let text = std::fs::read(configs().join("cluster.example.json")).unwrap();
+    let value: Value = serde_json::from_slice(&text).unwrap();
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "cluster_id",
+            "max_stale_secs",
+            "operators",
+            "replica_policy"
+        ]
+    );
+    assert!(["same-enclave", "same-signer"].contains(&value["replica_policy"].as_str().unwrap()));
+    let op = &value["operators"][0];
+    assert_eq!(op["spki_sha256"].as_str().unwrap().len(), 64);
+    assert!(op["name"].is_string());
+}
+
 fn write_script(dir: &Path, name: &str, body: &str) {
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
