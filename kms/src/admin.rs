@@ -62,6 +62,10 @@ pub const DELETE_SECRET: &str = "/kms.Admin/DeleteSecret";
 pub const SET_POLICY: &str = "/kms.Admin/SetPolicy";
 /// The tail of the audit log (releases, refusals, admin actions; never values).
 pub const RELEASE_LOG: &str = "/kms.Admin/ReleaseLog";
+/// Cluster mode: creates the cluster key and state gen 1 (only when no replica holds a key).
+pub const GENESIS: &str = "/kms.Admin/Genesis";
+/// Cluster mode, every replica lost: a new key at the next epoch, state re-imported.
+pub const RECOVER: &str = "/kms.Admin/Recover";
 
 /// A request; it may carry a secret, so it is wiped on drop.
 pub struct AdminRequest(Zeroizing<Vec<u8>>);
@@ -86,12 +90,14 @@ const fn method(name: &'static str) -> Method<AdminRequest, AdminReply> {
     }
 }
 
-const METHODS: [Method<AdminRequest, AdminReply>; 5] = [
+const METHODS: [Method<AdminRequest, AdminReply>; 7] = [
     method(STATUS),
     method(PUT_SECRET),
     method(DELETE_SECRET),
     method(SET_POLICY),
     method(RELEASE_LOG),
+    method(GENESIS),
+    method(RECOVER),
 ];
 
 /// What the admin service needs besides the shared state.
@@ -127,6 +133,8 @@ fn op_name(method: &str) -> &'static str {
         DELETE_SECRET => "delete_secret",
         SET_POLICY => "set_policy",
         RELEASE_LOG => "release_log",
+        GENESIS => "genesis",
+        RECOVER => "recover",
         _ => "unknown",
     }
 }

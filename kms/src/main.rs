@@ -10,6 +10,7 @@ mod admin;
 mod admin_client;
 mod audit;
 mod cli;
+mod cluster;
 mod enclave;
 mod fsutil;
 mod gate;
