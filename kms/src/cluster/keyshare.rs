@@ -5,7 +5,7 @@
 //! goes through the ratls pipeline with the replica verifier (same trust anchor and
 //! collateral as clients); a caller that fails is refused with PERMISSION_DENIED naming the
 //! check, and audited; one that passes is marked attested at the gate (as GetSecret does)
-//! and receives `{cluster_id, epoch, key_b64, gen, state_sha256_hex}`.
+//! and receives `{cluster_id, epoch, key_b64, generation, state_sha256_hex}`.
 //!
 //! Client (the joiner, on a thread of its own): init's stack (grpc-unary over rustls),
 //! presenting its own RA-TLS certificate and verifying the server's under the replica policy
@@ -77,7 +77,8 @@ struct ReplyDoc {
     cluster_id: String,
     epoch: u32,
     key_b64: String,
-    gen: u64,
+    #[serde(rename = "gen")]
+    generation: u64,
     state_sha256_hex: String,
 }
 
@@ -185,8 +186,8 @@ pub fn serve_key(
     rec.peer = Some(peer);
     rec.identity = identity;
     rec.reason = Some(format!(
-        "cluster {}: peer-key-served: epoch {}, gen {} to a peer admitted under the replica policy",
-        cluster.cfg.cluster_id, share.epoch, share.gen
+        "cluster {}: peer-key-served: epoch {}, generation {} to a peer admitted under the replica policy",
+        cluster.cfg.cluster_id, share.epoch, share.generation
     ));
     audit.write(&rec);
     Ok(encode_reply(&cluster.cfg.cluster_id, &share))
@@ -233,7 +234,7 @@ fn encode_reply(cluster_id: &str, share: &KeyShare) -> Zeroizing<Vec<u8>> {
     let head = serde_json::json!({
         "cluster_id": cluster_id,
         "epoch": share.epoch,
-        "gen": share.gen,
+        "gen": share.generation,
         "state_sha256_hex": hex::encode(share.state_sha256),
     })
     .to_string();
@@ -276,7 +277,7 @@ fn decode_reply(reply: &[u8], cluster_id: &str) -> Result<KeyShare, String> {
     Ok(KeyShare {
         epoch: doc.epoch,
         key,
-        gen: doc.gen,
+        generation: doc.generation,
         state_sha256,
     })
 }
@@ -329,12 +330,12 @@ mod tests {
         let share = KeyShare {
             epoch: 3,
             key: ClusterKey::from_bytes(&[5u8; 32]).unwrap(),
-            gen: 17,
+            generation: 17,
             state_sha256: [6u8; 32],
         };
         let bytes = encode_reply("demo", &share);
         let back = decode_reply(&bytes, "demo").unwrap();
-        assert_eq!((back.epoch, back.gen), (3, 17));
+        assert_eq!((back.epoch, back.generation), (3, 17));
         assert_eq!(back.key.as_bytes(), &[5u8; 32]);
         assert_eq!(back.state_sha256, [6u8; 32]);
         let err = decode_reply(&bytes, "other").err().unwrap();

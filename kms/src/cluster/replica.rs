@@ -145,7 +145,7 @@ struct Inner {
 /// The state served.
 struct Current {
     epoch: u32,
-    gen: u64,
+    generation: u64,
     sha256: [u8; 32],
     mod_revision: i64,
     /// The policy JSON of this state (written back with every change of the secrets).
@@ -166,7 +166,7 @@ struct StateDoc<'a> {
 pub struct KeyShare {
     pub epoch: u32,
     pub key: ClusterKey,
-    pub gen: u64,
+    pub generation: u64,
     pub state_sha256: [u8; 32],
 }
 
@@ -244,7 +244,7 @@ impl Cluster {
             "ready": self.readiness.check().is_ok(),
             "why_not_ready": self.readiness.check().err(),
             "epoch": inner.key.as_ref().map(|(e, _)| *e),
-            "gen": inner.current.as_ref().map(|c| c.gen),
+            "generation": inner.current.as_ref().map(|c| c.generation),
             "state_sha256": inner.current.as_ref().map(|c| hex::encode(c.sha256)),
             "high_water_gen": inner.high_water,
             "etcd_reachable": inner.etcd_up,
@@ -269,7 +269,7 @@ impl Cluster {
                 inner.high_sha = slot.state_sha256;
                 drop(inner);
                 self.readiness.set_why(format!(
-                    "holding the cluster key from the slot {} (epoch {}, high water gen {}); reading the state from etcd",
+                    "holding the cluster key from the slot {} (epoch {}, high water generation {}); reading the state from etcd",
                     self.slot.path().display(),
                     slot.epoch,
                     slot.high_water_gen
@@ -277,7 +277,7 @@ impl Cluster {
                 self.audit(
                     Verdict::Ok,
                     format!(
-                        "key-from-slot: epoch {}, high water gen {} ({})",
+                        "key-from-slot: epoch {}, high water generation {} ({})",
                         slot.epoch,
                         slot.high_water_gen,
                         self.slot.path().display()
@@ -307,11 +307,11 @@ impl Cluster {
                 &self.cfg.cluster_id,
             ) {
                 Ok(share) => {
-                    let (epoch, gen) = (share.epoch, share.gen);
+                    let (epoch, generation) = (share.epoch, share.generation);
                     self.install_share(share);
                     self.audit(
                         Verdict::Ok,
-                        format!("key-from-peer: {peer} (attested under the replica policy): epoch {epoch}, gen {gen}"),
+                        format!("key-from-peer: {peer} (attested under the replica policy): epoch {epoch}, generation {generation}"),
                     );
                     return true;
                 }
@@ -340,16 +340,16 @@ impl Cluster {
 
     fn install_share(&self, share: KeyShare) {
         let mut inner = self.lock();
-        if share.gen >= inner.high_water {
-            inner.high_water = share.gen;
+        if share.generation >= inner.high_water {
+            inner.high_water = share.generation;
             inner.high_sha = share.state_sha256;
         }
         inner.key = Some((share.epoch, share.key));
         self.save_slot(&inner);
         drop(inner);
         self.readiness.set_why(format!(
-            "holding the cluster key (epoch {}); reading the state from etcd (must be at least gen {})",
-            share.epoch, share.gen
+            "holding the cluster key (epoch {}); reading the state from etcd (must be at least generation {})",
+            share.epoch, share.generation
         ));
     }
 
@@ -377,13 +377,13 @@ impl Cluster {
         let mut inner = self.lock();
         let first = !inner.missing;
         inner.missing = true;
-        let served = inner.current.as_ref().map(|c| c.gen);
+        let served = inner.current.as_ref().map(|c| c.generation);
         let epoch = inner.key.as_ref().map(|(e, _)| *e);
         let high = inner.high_water;
         drop(inner);
         if served.is_none() {
             self.readiness.set_not_ready(format!(
-                "etcd has no state record for cluster {:?} (key {}); holding the cluster key (epoch {}, high water gen {high}): a new cluster needs an operator's Genesis only when no replica holds a key, a lost state an operator's Recover",
+                "etcd has no state record for cluster {:?} (key {}); holding the cluster key (epoch {}, high water generation {high}): a new cluster needs an operator's Genesis only when no replica holds a key, a lost state an operator's Recover",
                 self.cfg.cluster_id,
                 String::from_utf8_lossy(&self.state_key),
                 epoch.unwrap_or(0),
@@ -396,7 +396,7 @@ impl Cluster {
                     "state-missing: etcd has no record at {} (deleted or emptied by the host?); {}",
                     String::from_utf8_lossy(&self.state_key),
                     match served {
-                        Some(gen) => format!("keeping the verified gen {gen}"),
+                        Some(generation) => format!("keeping the verified generation {generation}"),
                         None => "not ready".to_owned(),
                     }
                 ),
@@ -445,65 +445,65 @@ impl Cluster {
         };
         let opened = envelope::open_state(&key, &self.cfg.cluster_id, &kv.value).map_err(|e| {
             let header = envelope::peek_header(&kv.value)
-                .map(|h| format!(" (claims epoch {}, gen {})", h.epoch, h.gen))
+                .map(|h| format!(" (claims epoch {}, generation {})", h.epoch, h.generation))
                 .unwrap_or_default();
             format!(
                 "state-refused: the record at etcd revision {}{header} does not verify under this replica's cluster key (epoch {epoch}): {e}; keeping the served state",
                 kv.mod_revision
             )
         })?;
-        let served = inner.current.as_ref().map(|c| (c.gen, c.sha256));
-        if let Some((gen, sha)) = served {
-            if opened.gen == gen && opened.sha256 == sha {
+        let served = inner.current.as_ref().map(|c| (c.generation, c.sha256));
+        if let Some((generation, sha)) = served {
+            if opened.generation == generation && opened.sha256 == sha {
                 if let Some(current) = inner.current.as_mut() {
                     current.mod_revision = kv.mod_revision;
                 }
                 return Ok(());
             }
         }
-        if opened.gen < inner.high_water {
+        if opened.generation < inner.high_water {
             return Err(format!(
-                "rollback-suspect: etcd ({source}, revision {}) shows gen {} but this replica has seen gen {}; refused, keeping the served state",
-                kv.mod_revision, opened.gen, inner.high_water
+                "rollback-suspect: etcd ({source}, revision {}) shows generation {} but this replica has seen generation {}; refused, keeping the served state",
+                kv.mod_revision, opened.generation, inner.high_water
             ));
         }
-        let same_gen_other_hash = (opened.gen == inner.high_water
+        let same_gen_other_hash = (opened.generation == inner.high_water
             && inner.high_sha != [0; 32]
             && opened.sha256 != inner.high_sha)
-            || served.is_some_and(|(gen, sha)| opened.gen == gen && opened.sha256 != sha);
+            || served.is_some_and(|(generation, sha)| opened.generation == generation && opened.sha256 != sha);
         if same_gen_other_hash {
             return Err(format!(
-                "fork: etcd ({source}, revision {}) shows gen {} with state sha256 {}, but this replica saw gen {} as {}; refused, keeping the served state",
+                "fork: etcd ({source}, revision {}) shows generation {} with state sha256 {}, but this replica saw generation {} as {}; refused, keeping the served state",
                 kv.mod_revision,
-                opened.gen,
+                opened.generation,
                 hex::encode(opened.sha256),
                 inner.high_water,
                 hex::encode(inner.high_sha)
             ));
         }
-        if served.is_some_and(|(gen, _)| opened.gen < gen) {
+        if served.is_some_and(|(generation, _)| opened.generation < generation) {
             return Err(format!(
-                "rollback-suspect: etcd ({source}) shows gen {} below the served gen",
-                opened.gen
+                "rollback-suspect: etcd ({source}) shows generation {} below the served generation",
+                opened.generation
             ));
         }
         let (runtime, policy_json) = self.runtime_from(&opened).map_err(|e| {
             format!(
-                "state-refused: gen {} verified but does not load: {e}; keeping the served state",
-                opened.gen
+                "state-refused: generation {} verified but does not load: {e}; keeping the served state",
+                opened.generation
             )
         })?;
         let count = runtime.secrets.len();
-        let before = served.map(|(gen, _)| gen);
+        let before = served.map(|(generation, _)| generation);
         self.install_state(inner, runtime, &opened, kv.mod_revision, policy_json);
         drop(key);
         self.audit(
             Verdict::Ok,
             format!(
-                "state-applied: gen {} ({source}, etcd revision {}, {count} secrets){}",
-                opened.gen,
+                "state-applied: generation {} ({source}, etcd revision {}, {count} secrets){}",
+                opened.generation,
                 kv.mod_revision,
-                before.map(|g| format!(", was gen {g}")).unwrap_or_default()
+                before.map(|g| format!(", was generation {g}")).unwrap_or_default()
             ),
         );
         Ok(())
@@ -519,25 +519,25 @@ impl Cluster {
         policy_json: Vec<u8>,
     ) {
         self.shared
-            .replace_labeled(runtime, self.label(opened.epoch, opened.gen));
+            .replace_labeled(runtime, self.label(opened.epoch, opened.generation));
         inner.current = Some(Current {
             epoch: opened.epoch,
-            gen: opened.gen,
+            generation: opened.generation,
             sha256: opened.sha256,
             mod_revision,
             policy_json,
         });
-        if opened.gen >= inner.high_water {
-            inner.high_water = opened.gen;
+        if opened.generation >= inner.high_water {
+            inner.high_water = opened.generation;
             inner.high_sha = opened.sha256;
         }
         self.save_slot(inner);
         self.readiness.set_ready();
     }
 
-    /// `<cluster_id>-e<epoch>-g<gen>`.
-    fn label(&self, epoch: u32, gen: u64) -> String {
-        format!("{}-e{epoch}-g{gen}", self.cfg.cluster_id)
+    /// `<cluster_id>-e<epoch>-g<generation>`.
+    fn label(&self, epoch: u32, generation: u64) -> String {
+        format!("{}-e{epoch}-g{generation}", self.cfg.cluster_id)
     }
 
     /// The runtime of a verified state, through the checks a reload applies.
@@ -550,10 +550,10 @@ impl Cluster {
             )
         })?;
         let policy_json = doc.policy.get().as_bytes().to_vec();
-        let label = format!("cluster state gen {} policy", opened.gen);
+        let label = format!("cluster state generation {} policy", opened.generation);
         let policy = RaPolicy::from_json(&policy_json, &label).map_err(|e| e.to_string())?;
         let secrets = SecretStore::from_json(doc.secrets.get().as_bytes())
-            .map_err(|e| format!("cluster state gen {} secrets: {e}", opened.gen))?;
+            .map_err(|e| format!("cluster state generation {} secrets: {e}", opened.generation))?;
         let runtime = self
             .loader
             .assemble(Arc::new(self.loader.verifier(policy)), Arc::new(secrets))
@@ -582,7 +582,7 @@ impl Cluster {
 
     /// An admin write (caller holds the write lock): `runtime` is the new state, already
     /// through [`Loader::assemble`]; `policy_json` the new policy, if it changed. Encrypted
-    /// as gen + 1 and CAS'd on the served record's mod_revision; applied only if etcd took
+    /// as generation + 1 and CAS'd on the served record's mod_revision; applied only if etcd took
     /// it. Returns the new version and a summary.
     pub fn commit(
         &self,
@@ -608,24 +608,24 @@ impl Cluster {
         }
         let policy_json = policy_json.unwrap_or_else(|| current.policy_json.clone());
         let plaintext = state_plaintext(&policy_json, &runtime.secrets);
-        let gen = current.gen + 1;
+        let generation = current.generation + 1;
         let record = envelope::seal_state(
             key,
             &self.cfg.cluster_id,
             epoch,
-            gen,
+            generation,
             &current.sha256,
             &plaintext,
         )
         .map_err(|e| (RpcStatusCode::INVALID_ARGUMENT, format!("{e}; nothing applied")))?;
         let expect = current.mod_revision;
-        let served_gen = current.gen;
+        let served_gen = current.generation;
         let outcome = self.etcd.put_if(&self.state_key, &record, expect);
         match outcome {
             Ok(Cas::Done { revision }) => {
                 let opened = OpenedState {
                     epoch,
-                    gen,
+                    generation,
                     prev: [0; 32],
                     sha256: envelope::sha256(&plaintext),
                     plaintext: Zeroizing::new(Vec::new()),
@@ -635,17 +635,17 @@ impl Cluster {
                 drop(inner);
                 self.readiness.fresh();
                 self.etcd_reachable(true, None);
-                let label = self.label(epoch, gen);
+                let label = self.label(epoch, generation);
                 Ok((
                     label,
-                    format!("written to etcd as gen {gen} (revision {revision})"),
+                    format!("written to etcd as generation {generation} (revision {revision})"),
                 ))
             }
             Ok(Cas::Conflict { current }) => {
                 let now = current
                     .as_ref()
                     .and_then(|kv| envelope::peek_header(&kv.value).ok())
-                    .map(|h| format!("gen {} (epoch {})", h.gen, h.epoch))
+                    .map(|h| format!("generation {} (epoch {})", h.generation, h.epoch))
                     .unwrap_or_else(|| "no record".into());
                 // Learn the newer state now rather than at the next watchdog read.
                 if let Some(kv) = &current {
@@ -657,7 +657,7 @@ impl Cluster {
                 Err((
                     RpcStatusCode::ABORTED,
                     format!(
-                        "the cluster state moved on: etcd holds {now}, this change was made against gen {served_gen}; nothing applied; read the status and make the change again"
+                        "the cluster state moved on: etcd holds {now}, this change was made against generation {served_gen}; nothing applied; read the status and make the change again"
                     ),
                 ))
             }
@@ -672,7 +672,7 @@ impl Cluster {
         }
     }
 
-    /// `Genesis`: only when this replica holds no key. A new key (epoch 1) and state gen 1
+    /// `Genesis`: only when this replica holds no key. A new key (epoch 1) and state generation 1
     /// imported from the image's files, created in etcd only if no state exists.
     pub fn genesis(&self) -> Result<(String, String), Refusal> {
         let _writes = self.shared.write_lock();
@@ -699,7 +699,7 @@ impl Cluster {
                 inner.seen_revision = inner.seen_revision.max(revision);
                 let opened = OpenedState {
                     epoch: 1,
-                    gen: 1,
+                    generation: 1,
                     prev: [0; 32],
                     sha256: envelope::sha256(&plaintext),
                     plaintext: Zeroizing::new(Vec::new()),
@@ -710,7 +710,7 @@ impl Cluster {
                 self.readiness.fresh();
                 self.etcd_reachable(true, None);
                 let summary = format!(
-                    "genesis: new cluster key epoch 1, state gen 1 with {count} secrets imported from {} and {} (etcd revision {revision})",
+                    "genesis: new cluster key epoch 1, state generation 1 with {count} secrets imported from {} and {} (etcd revision {revision})",
                     self.loader.ra_config.display(),
                     self.loader.secrets_path().display()
                 );
@@ -721,7 +721,7 @@ impl Cluster {
                 let what = current
                     .as_ref()
                     .and_then(|kv| envelope::peek_header(&kv.value).ok())
-                    .map(|h| format!("gen {}, epoch {}", h.gen, h.epoch))
+                    .map(|h| format!("generation {}, epoch {}", h.generation, h.epoch))
                     .unwrap_or_else(|| "a record".into());
                 Err((
                     RpcStatusCode::FAILED_PRECONDITION,
@@ -738,7 +738,7 @@ impl Cluster {
     }
 
     /// `Recover`: every replica lost the key. A new key at the stored epoch + 1, state
-    /// re-imported from the image files at gen = max(stored gen, high water) + 1, CAS'd on
+    /// re-imported from the image files at generation = max(stored generation, high water) + 1, CAS'd on
     /// the record read. Refused on a ready replica. Never a silent reset: audited, and the
     /// generation keeps rising so no replica can be rolled back by it.
     pub fn recover(&self) -> Result<(String, String), Refusal> {
@@ -767,13 +767,13 @@ impl Cluster {
         };
         let held_epoch = inner.key.as_ref().map(|(e, _)| *e).unwrap_or(0);
         let epoch = stored.map(|h| h.epoch).unwrap_or(0).max(held_epoch) + 1;
-        let gen = stored.map(|h| h.gen).unwrap_or(0).max(inner.high_water) + 1;
+        let generation = stored.map(|h| h.generation).unwrap_or(0).max(inner.high_water) + 1;
         let (runtime, policy_json) = self.image_state()?;
         let plaintext = state_plaintext(&policy_json, &runtime.secrets);
         let key = ClusterKey::generate()
             .map_err(|e| (RpcStatusCode::INTERNAL, format!("generating the key: {e}")))?;
         let record =
-            envelope::seal_state(&key, &self.cfg.cluster_id, epoch, gen, &[0; 32], &plaintext)
+            envelope::seal_state(&key, &self.cfg.cluster_id, epoch, generation, &[0; 32], &plaintext)
                 .map_err(|e| (RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
         let expect = kv.as_ref().map(|kv| kv.mod_revision).unwrap_or(0);
         match self.etcd.put_if(&self.state_key, &record, expect) {
@@ -782,7 +782,7 @@ impl Cluster {
                 inner.current = None;
                 let opened = OpenedState {
                     epoch,
-                    gen,
+                    generation,
                     prev: [0; 32],
                     sha256: envelope::sha256(&plaintext),
                     plaintext: Zeroizing::new(Vec::new()),
@@ -792,13 +792,13 @@ impl Cluster {
                 drop(inner);
                 self.readiness.fresh();
                 let summary = format!(
-                    "recover: new cluster key epoch {epoch}; state gen {gen} with {count} secrets re-imported from the image files (stored record: {}); replicas still holding an older key cannot read it and must rejoin",
+                    "recover: new cluster key epoch {epoch}; state generation {generation} with {count} secrets re-imported from the image files (stored record: {}); replicas still holding an older key cannot read it and must rejoin",
                     stored
-                        .map(|h| format!("epoch {}, gen {}", h.epoch, h.gen))
+                        .map(|h| format!("epoch {}, generation {}", h.epoch, h.generation))
                         .unwrap_or_else(|| "none".into())
                 );
                 self.audit(Verdict::Ok, summary.clone());
-                Ok((self.label(epoch, gen), summary))
+                Ok((self.label(epoch, generation), summary))
             }
             Ok(Cas::Conflict { .. }) => Err((
                 RpcStatusCode::ABORTED,
@@ -842,7 +842,7 @@ impl Cluster {
         Some(KeyShare {
             epoch: *epoch,
             key: key.duplicate(),
-            gen: inner.high_water,
+            generation: inner.high_water,
             state_sha256: inner.high_sha,
         })
     }
