@@ -248,13 +248,8 @@ fn encode_reply(cluster_id: &str, share: &KeyShare) -> Zeroizing<Vec<u8>> {
 }
 
 fn decode_reply(reply: &[u8], cluster_id: &str) -> Result<KeyShare, String> {
-    let doc: ReplyDoc = serde_json::from_slice(reply).map_err(|e| {
-        format!(
-            "malformed reply at line {} column {}",
-            e.line(),
-            e.column()
-        )
-    })?;
+    let doc: ReplyDoc = serde_json::from_slice(reply)
+        .map_err(|e| format!("malformed reply at line {} column {}", e.line(), e.column()))?;
     let key_b64 = Zeroizing::new(doc.key_b64);
     if doc.cluster_id != cluster_id {
         return Err(format!(
@@ -282,7 +277,11 @@ fn decode_reply(reply: &[u8], cluster_id: &str) -> Result<KeyShare, String> {
     })
 }
 
-fn respond(ctx: &RpcContext<'_>, sink: UnarySink<KeyReply>, outcome: Result<Zeroizing<Vec<u8>>, RpcStatus>) {
+fn respond(
+    ctx: &RpcContext<'_>,
+    sink: UnarySink<KeyReply>,
+    outcome: Result<Zeroizing<Vec<u8>>, RpcStatus>,
+) {
     let sent = match outcome {
         Ok(bytes) => sink.success(KeyReply(bytes)),
         Err(status) => sink.fail(status),
@@ -340,7 +339,8 @@ mod tests {
         assert_eq!(back.state_sha256, [6u8; 32]);
         let err = decode_reply(&bytes, "other").err().unwrap();
         assert!(err.contains("not \"other\""), "{err}");
-        let short = br#"{"cluster_id":"demo","epoch":1,"gen":1,"state_sha256_hex":"00","key_b64":"AAAA"}"#;
+        let short =
+            br#"{"cluster_id":"demo","epoch":1,"gen":1,"state_sha256_hex":"00","key_b64":"AAAA"}"#;
         assert!(decode_reply(short, "demo").is_err());
         let err = decode_reply(b"{\"x\": 1}", "demo").err().unwrap();
         assert!(!err.contains("x\":"), "{err}");

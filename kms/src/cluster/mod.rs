@@ -16,7 +16,11 @@
 //! integration tests and the fuzz targets compile them by path.
 
 pub mod config;
+// Some of their API serves only the integration tests and the fuzz targets (which compile
+// them by path).
+#[allow(dead_code)]
 pub mod envelope;
+#[allow(dead_code)]
 pub mod etcd;
 pub mod keyshare;
 pub mod policy;

@@ -23,8 +23,8 @@ pub fn replica_policy(
 ) -> Result<RaPolicy, String> {
     let der = ratls::cert::der_from_pem(own_cert_pem)
         .map_err(|e| format!("this replica's own certificate: {e}"))?;
-    let evidence = ratls::cert::extract(&der)
-        .map_err(|e| format!("this replica's own certificate: {e}"))?;
+    let evidence =
+        ratls::cert::extract(&der).map_err(|e| format!("this replica's own certificate: {e}"))?;
     from_body(&evidence.quote.body, kind, image_policy)
 }
 
@@ -51,7 +51,8 @@ pub fn from_body(
             "debuggable": own.debuggable(),
         }],
     });
-    if let Some(image) = image_policy.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+    if let Some(image) =
+        image_policy.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
     {
         for field in ["tcb_statuses", "reject_advisories", "collateral_grace_secs"] {
             if let (Some(value), Some(obj)) = (image.get(field), policy.as_object_mut()) {

@@ -470,7 +470,9 @@ impl Cluster {
         let same_gen_other_hash = (opened.generation == inner.high_water
             && inner.high_sha != [0; 32]
             && opened.sha256 != inner.high_sha)
-            || served.is_some_and(|(generation, sha)| opened.generation == generation && opened.sha256 != sha);
+            || served.is_some_and(|(generation, sha)| {
+                opened.generation == generation && opened.sha256 != sha
+            });
         if same_gen_other_hash {
             return Err(format!(
                 "fork: etcd ({source}, revision {}) shows generation {} with state sha256 {}, but this replica saw generation {} as {}; refused, keeping the served state",
@@ -503,7 +505,9 @@ impl Cluster {
                 "state-applied: generation {} ({source}, etcd revision {}, {count} secrets){}",
                 opened.generation,
                 kv.mod_revision,
-                before.map(|g| format!(", was generation {g}")).unwrap_or_default()
+                before
+                    .map(|g| format!(", was generation {g}"))
+                    .unwrap_or_default()
             ),
         );
         Ok(())
@@ -552,8 +556,12 @@ impl Cluster {
         let policy_json = doc.policy.get().as_bytes().to_vec();
         let label = format!("cluster state generation {} policy", opened.generation);
         let policy = RaPolicy::from_json(&policy_json, &label).map_err(|e| e.to_string())?;
-        let secrets = SecretStore::from_json(doc.secrets.get().as_bytes())
-            .map_err(|e| format!("cluster state generation {} secrets: {e}", opened.generation))?;
+        let secrets = SecretStore::from_json(doc.secrets.get().as_bytes()).map_err(|e| {
+            format!(
+                "cluster state generation {} secrets: {e}",
+                opened.generation
+            )
+        })?;
         let runtime = self
             .loader
             .assemble(Arc::new(self.loader.verifier(policy)), Arc::new(secrets))
@@ -617,7 +625,12 @@ impl Cluster {
             &current.sha256,
             &plaintext,
         )
-        .map_err(|e| (RpcStatusCode::INVALID_ARGUMENT, format!("{e}; nothing applied")))?;
+        .map_err(|e| {
+            (
+                RpcStatusCode::INVALID_ARGUMENT,
+                format!("{e}; nothing applied"),
+            )
+        })?;
         let expect = current.mod_revision;
         let served_gen = current.generation;
         let outcome = self.etcd.put_if(&self.state_key, &record, expect);
@@ -767,14 +780,24 @@ impl Cluster {
         };
         let held_epoch = inner.key.as_ref().map(|(e, _)| *e).unwrap_or(0);
         let epoch = stored.map(|h| h.epoch).unwrap_or(0).max(held_epoch) + 1;
-        let generation = stored.map(|h| h.generation).unwrap_or(0).max(inner.high_water) + 1;
+        let generation = stored
+            .map(|h| h.generation)
+            .unwrap_or(0)
+            .max(inner.high_water)
+            + 1;
         let (runtime, policy_json) = self.image_state()?;
         let plaintext = state_plaintext(&policy_json, &runtime.secrets);
         let key = ClusterKey::generate()
             .map_err(|e| (RpcStatusCode::INTERNAL, format!("generating the key: {e}")))?;
-        let record =
-            envelope::seal_state(&key, &self.cfg.cluster_id, epoch, generation, &[0; 32], &plaintext)
-                .map_err(|e| (RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
+        let record = envelope::seal_state(
+            &key,
+            &self.cfg.cluster_id,
+            epoch,
+            generation,
+            &[0; 32],
+            &plaintext,
+        )
+        .map_err(|e| (RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
         let expect = kv.as_ref().map(|kv| kv.mod_revision).unwrap_or(0);
         match self.etcd.put_if(&self.state_key, &record, expect) {
             Ok(Cas::Done { revision }) => {

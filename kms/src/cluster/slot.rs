@@ -42,9 +42,15 @@ pub enum SlotKey {
 /// Why a slot could not be read or written.
 #[derive(Debug)]
 pub enum SlotError {
-    Seal { path: String, source: SealError },
+    Seal {
+        path: String,
+        source: SealError,
+    },
     /// The slot opened but its content is not a slot (names the field).
-    Malformed { path: String, detail: String },
+    Malformed {
+        path: String,
+        detail: String,
+    },
     /// The slot belongs to another cluster.
     OtherCluster {
         path: String,

@@ -55,7 +55,11 @@ fn run_watch(cluster: &Cluster) {
             std::thread::sleep(Duration::from_millis(250));
             continue;
         }
-        let from = cluster.watch_from();
+        // Events after the last revision seen; 0 (nothing seen yet) watches from now.
+        let from = match cluster.watch_from() {
+            0 => 0,
+            seen => seen + 1,
+        };
         let outcome = cluster
             .etcd
             .watch(&cluster.state_key, from, &cluster.stop, &mut |kv| {
