@@ -134,6 +134,8 @@ pub struct Attempt {
 /// Why an etcd call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EtcdError {
+    /// No endpoint, or a zero timeout.
+    Config { reason: String },
     /// An endpoint URL the client cannot use.
     Endpoint { endpoint: String, reason: String },
     /// Every endpoint failed with a connect error, a timeout, an HTTP 5xx or an unparsable
@@ -181,6 +183,7 @@ impl EtcdError {
 impl std::fmt::Display for EtcdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            EtcdError::Config { reason } => write!(f, "etcd client: {reason}"),
             EtcdError::Endpoint { endpoint, reason } => {
                 write!(f, "etcd endpoint {endpoint:?}: {reason}")
             }
@@ -220,6 +223,12 @@ impl std::fmt::Display for EtcdError {
                         f,
                         " (etcd's --max-request-bytes, default 1572864, bounds one request)"
                     )?;
+                } else if *status == 404 {
+                    write!(
+                        f,
+                        " (is etcd's JSON gateway enabled? etcd --enable-grpc-gateway, on by \
+                         default in 3.4)"
+                    )?;
                 }
                 Ok(())
             }
@@ -251,9 +260,13 @@ impl Etcd {
     /// `timeout` bounds each attempt on one endpoint (connect, request and response).
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Etcd, EtcdError> {
         if endpoints.is_empty() {
-            return Err(EtcdError::Endpoint {
-                endpoint: String::new(),
+            return Err(EtcdError::Config {
                 reason: "no etcd endpoint given (expected http://HOST:PORT[,...])".into(),
+            });
+        }
+        if timeout.is_zero() {
+            return Err(EtcdError::Config {
+                reason: "the per-endpoint timeout is zero".into(),
             });
         }
         let endpoints = endpoints
@@ -344,7 +357,8 @@ impl Etcd {
         )
     }
 
-    /// Blocks, calling `on_event` for each PUT of `key` at a revision `>= start_revision`;
+    /// Blocks, calling `on_event` for each PUT of `key` at a revision `>= start_revision`
+    /// (etcd's inclusive start; `<= 0`: from now on, so pass a read's header revision + 1);
     /// returns `Ok(())` when the stream ends or `stop` is set (checked at least every 200 ms),
     /// and an error when no endpoint accepts the watch, etcd cancels it (compaction: restart
     /// from a fresh [`Etcd::get`]) or the stream breaks. Deletes are not reported (the caller's
@@ -1057,4 +1071,255 @@ fn clip(s: &str) -> String {
         s.get(..end).unwrap_or_default(),
         s.len()
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    // Answers of etcd 3.4.23's gateway, recorded on this machine (key "foo", value "bar").
+    const RANGE_HIT: &[u8] = br#"{"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"2","raft_term":"2"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}],"count":"1"}"#;
+    const RANGE_MISS: &[u8] = br#"{"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"1","raft_term":"2"}}"#;
+    const TXN_DONE: &[u8] = br#"{"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"2","raft_term":"2"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"2"}}}]}"#;
+    const TXN_CONFLICT: &[u8] = br#"{"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"2","raft_term":"2"},"responses":[{"response_range":{"header":{"revision":"2"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}],"count":"1"}}]}"#;
+    const WATCH_CREATED: &[u8] = br#"{"result":{"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"2","raft_term":"2"},"created":true}}"#;
+    const WATCH_EVENT: &[u8] = br#"{"result":{"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"2","raft_term":"2"},"events":[{"kv":{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}}]}}"#;
+
+    fn bar() -> Kv {
+        Kv {
+            value: b"bar".to_vec(),
+            mod_revision: 2,
+            create_revision: 2,
+        }
+    }
+
+    #[test]
+    fn a_range_answer_yields_the_value_and_the_header_revision() {
+        assert_eq!(parse_range_response(RANGE_HIT).unwrap(), (Some(bar()), 2));
+        assert_eq!(parse_range_response(RANGE_MISS).unwrap(), (None, 1));
+    }
+
+    #[test]
+    fn an_empty_value_is_omitted_by_the_gateway_and_parses_as_empty() {
+        let body = br#"{"header":{"revision":"7"},"kvs":[{"key":"Zm9v","create_revision":"3","mod_revision":"7"}]}"#;
+        let (kv, rev) = parse_range_response(body).unwrap();
+        assert_eq!(rev, 7);
+        assert_eq!(kv.unwrap().value, b"");
+    }
+
+    #[test]
+    fn a_txn_answer_is_done_with_its_revision_or_a_conflict_with_the_current_value() {
+        assert_eq!(
+            parse_txn_response(TXN_DONE).unwrap(),
+            Cas::Done { revision: 2 }
+        );
+        assert_eq!(
+            parse_txn_response(TXN_CONFLICT).unwrap(),
+            Cas::Conflict {
+                current: Some(bar())
+            }
+        );
+        let absent = br#"{"header":{"revision":"9"},"responses":[{"response_range":{"header":{"revision":"9"}}}]}"#;
+        assert_eq!(
+            parse_txn_response(absent).unwrap(),
+            Cas::Conflict { current: None }
+        );
+    }
+
+    #[test]
+    fn a_failed_txn_without_its_range_answer_is_refused() {
+        let err = parse_txn_response(br#"{"header":{"revision":"9"}}"#).unwrap_err();
+        assert!(err.contains("no range answer"), "{err}");
+    }
+
+    #[test]
+    fn malformed_answers_are_refused_naming_the_problem() {
+        for (body, needle) in [
+            (&b"not json"[..], "range JSON"),
+            (br#"{"header":{"revision":"x"}}"#, "not an int64"),
+            (
+                br#"{"header":{"revision":"99999999999999999999"}}"#,
+                "not an int64",
+            ),
+            (
+                br#"{"kvs":[{"key":"Zm9v","value":"!!"}]}"#,
+                "value is not base64",
+            ),
+            (
+                br#"{"kvs":[{"key":"%%","value":"YmFy"}]}"#,
+                "key is not base64",
+            ),
+        ] {
+            let err = parse_range_response(body).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn int64s_are_accepted_as_strings_or_numbers() {
+        let body = br#"{"header":{"revision":12},"kvs":[{"key":"Zm9v","value":"YmFy","mod_revision":"-1","create_revision":5}]}"#;
+        let (kv, rev) = parse_range_response(body).unwrap();
+        assert_eq!(rev, 12);
+        let kv = kv.unwrap();
+        assert_eq!((kv.mod_revision, kv.create_revision), (-1, 5));
+    }
+
+    #[test]
+    fn watch_lines_parse_to_created_events_and_cancellations() {
+        let created = parse_watch_line(WATCH_CREATED).unwrap();
+        assert!(created.created && !created.canceled && created.events.is_empty());
+
+        let event = parse_watch_line(WATCH_EVENT).unwrap();
+        assert_eq!(
+            event.events,
+            vec![WatchEvent {
+                put: true,
+                key: b"foo".to_vec(),
+                kv: bar()
+            }]
+        );
+
+        let deleted = parse_watch_line(
+            br#"{"result":{"events":[{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"4"}}]}}"#,
+        )
+        .unwrap();
+        assert!(!deleted.events[0].put);
+
+        let compacted = parse_watch_line(
+            br#"{"result":{"header":{"revision":"490"},"canceled":true,"compact_revision":"489"}}"#,
+        )
+        .unwrap();
+        assert!(compacted.canceled);
+        assert_eq!(compacted.compact_revision, 489);
+    }
+
+    #[test]
+    fn watch_stream_errors_and_unknown_event_types_are_refused() {
+        let err = parse_watch_line(
+            br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("etcdserver: no leader"), "{err}");
+        let err =
+            parse_watch_line(br#"{"result":{"events":[{"type":"EXPIRE","kv":{}}]}}"#).unwrap_err();
+        assert!(err.contains("unknown event type"), "{err}");
+        assert!(parse_watch_line(br#"{"result":{"events":[{}]}}"#).is_err());
+        assert!(parse_watch_line(b"{}").is_err());
+    }
+
+    #[test]
+    fn gateway_error_bodies_yield_etcds_message() {
+        let body = br#"{"error":"etcdserver: request is too large","message":"etcdserver: request is too large","code":3}"#;
+        assert_eq!(
+            gateway_error_message(body),
+            "etcdserver: request is too large"
+        );
+        assert_eq!(gateway_error_message(br#"{"error":"e"}"#), "e");
+        assert_eq!(
+            gateway_error_message(b"404 page not found\n"),
+            "404 page not found\n"
+        );
+        assert_eq!(gateway_error_message(b""), "(empty body)");
+        let long = gateway_error_message(&[b'a'; 5000]);
+        assert!(long.len() < 400 && long.ends_with("(5000 bytes)"), "{long}");
+    }
+
+    #[test]
+    fn response_heads_parse_and_malformed_ones_are_refused() {
+        let head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nGrpc-Metadata-Content-Type: application/grpc";
+        assert_eq!(
+            parse_response_head(head).unwrap(),
+            ResponseHead {
+                status: 200,
+                chunked: false
+            }
+        );
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked";
+        assert!(parse_response_head(chunked).unwrap().chunked);
+        for bad in [
+            &b"SSH-2.0-OpenSSH"[..],
+            b"HTTP/1.1 abc OK",
+            b"HTTP/1.1 99 Low",
+            b"HTTP/1.1 200 OK\r\nno colon here",
+            b"HTTP/1.1 200 OK\r\n\xff: x",
+        ] {
+            assert!(parse_response_head(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_http_host_port_only() {
+        assert_eq!(
+            parse_endpoint("http://127.0.0.1:2379/").unwrap().authority,
+            "127.0.0.1:2379"
+        );
+        assert_eq!(
+            parse_endpoint("http://[::1]:2379").unwrap().authority,
+            "[::1]:2379"
+        );
+        let err = parse_endpoint("https://127.0.0.1:2379").err().unwrap();
+        assert!(err.to_string().contains("https is not supported"), "{err}");
+        for bad in [
+            "127.0.0.1:2379",
+            "http://127.0.0.1",
+            "http://h:99999",
+            "http://h:1/x",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_zero_timeout_or_no_endpoint_is_refused() {
+        let one = ["http://127.0.0.1:2379".to_owned()];
+        assert!(matches!(
+            Etcd::new(&one, Duration::ZERO),
+            Err(EtcdError::Config { .. })
+        ));
+        assert!(matches!(
+            Etcd::new(&[], Duration::from_secs(1)),
+            Err(EtcdError::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_endpoints_the_operation_the_key_and_the_knob() {
+        let err = EtcdError::AllEndpointsFailed {
+            op: Op::Txn,
+            key: "/occlum-kms/v1/demo/state".into(),
+            attempts: vec![
+                Attempt {
+                    endpoint: "http://127.0.0.1:1".into(),
+                    detail: "io: Connection refused".into(),
+                    timed_out: false,
+                },
+                Attempt {
+                    endpoint: "http://127.0.0.1:2".into(),
+                    detail: "timed out (global)".into(),
+                    timed_out: true,
+                },
+            ],
+            timeout: Duration::from_secs(2),
+            timeout_knob: "--etcd-timeout".into(),
+        };
+        assert!(!err.is_timeout());
+        let text = err.to_string();
+        for needle in [
+            "txn",
+            "\"/occlum-kms/v1/demo/state\"",
+            "http://127.0.0.1:1: io: Connection refused",
+            "http://127.0.0.1:2: timed out (global) (timed out after 2s, set by --etcd-timeout)",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in {text}");
+        }
+        let refused = EtcdError::Refused {
+            endpoint: "http://127.0.0.1:1".into(),
+            op: Op::Range,
+            key: "k".into(),
+            status: 404,
+            message: "404 page not found".into(),
+        };
+        assert!(refused.to_string().contains("--enable-grpc-gateway"));
+    }
 }

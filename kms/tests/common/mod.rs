@@ -10,6 +10,7 @@
     dead_code
 )]
 
+pub mod etcd;
 pub mod loopback;
 
 use std::io::{BufRead as _, BufReader, Read as _};
