@@ -48,6 +48,7 @@ struct Fixture {
     app: Identity,
     kms_id: PathBuf,
     kms_identity: Identity,
+    old_id: PathBuf,
     rogue_id: PathBuf,
     rogue_identity: Identity,
     op_cert: PathBuf,
@@ -72,6 +73,14 @@ impl Fixture {
         std::fs::write(dir.path("secret_config.json"), secrets_json(&secrets())).unwrap();
         let mut kms_identity = Identity::random(None).unwrap();
         kms_identity.name = Some("kms".into());
+        kms_identity.isv_svn = 5;
+        // The same enclave at an older isv_svn: it admits the replicas above (their svn is at
+        // least its own) but they do not admit it.
+        let mut old = kms_identity.clone();
+        old.name = Some("old-kms".into());
+        old.isv_svn = 4;
+        let old_id = dir.path("old-identity.json");
+        std::fs::write(&old_id, old.to_json()).unwrap();
         let kms_id = dir.path("kms-identity.json");
         std::fs::write(&kms_id, kms_identity.to_json()).unwrap();
         let mut rogue = Identity::random(None).unwrap();
@@ -116,6 +125,7 @@ impl Fixture {
             app,
             kms_id,
             kms_identity,
+            old_id,
             rogue_id,
             rogue_identity: rogue,
             op_cert,
@@ -503,8 +513,9 @@ fn identities_the_replica_policy_does_not_admit_never_get_the_key_nor_give_one()
     let good = f.replica("good", &endpoints, &[], &f.kms_id);
     f.admin_ok(&good, &["genesis"]);
 
-    // A replica of another enclave asks the good one: refused, audited, never ready.
-    let rogue = f.replica("rogue", &endpoints, &[&good.kms.addr], &f.rogue_id);
+    // A replica the replica policy does not admit (the same enclave at an older isv_svn)
+    // asks the good one: refused, audited, never ready.
+    let rogue = f.replica("old", &endpoints, &[&good.kms.addr], &f.old_id);
     wait_audit(&good, "GetClusterKey refused", READY_DEADLINE);
     let refusal = std::fs::read_to_string(&good.kms.audit_log).unwrap();
     assert!(refusal.contains("PERMISSION_DENIED"), "{refusal}");
