@@ -19,7 +19,7 @@ mod common;
 #[allow(dead_code)]
 mod etcd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -135,7 +135,7 @@ impl Fixture {
     }
 
     /// Starts replica `name` (its own directory and slot) against `etcd`, asking `peers`.
-    fn replica(&self, name: &str, etcd: &[String], peers: &[&str], identity: &PathBuf) -> Replica {
+    fn replica(&self, name: &str, etcd: &[String], peers: &[&str], identity: &Path) -> Replica {
         let dir = TempDir::new(&format!("replica-{name}"));
         let mut args: Vec<String> = [
             "serve",
