@@ -65,6 +65,10 @@ struct Replica {
 
 impl Fixture {
     fn new(tag: &str) -> Fixture {
+        Fixture::with_max_stale(tag, 3600)
+    }
+
+    fn with_max_stale(tag: &str, max_stale_secs: u64) -> Fixture {
         let dir = TempDir::new(tag);
         let sim = Sim::good(&dir);
         let app = app_identity();
@@ -104,7 +108,7 @@ impl Fixture {
         let cluster_json = dir.path("cluster.json");
         std::fs::write(
             &cluster_json,
-            json!({ "cluster_id": CLUSTER_ID, "operators": [entry], "max_stale_secs": 3600 })
+            json!({ "cluster_id": CLUSTER_ID, "operators": [entry], "max_stale_secs": max_stale_secs })
                 .to_string(),
         )
         .unwrap();
@@ -579,4 +583,70 @@ fn kms_policy(id: &Identity) -> Value {
             "debuggable": id.debuggable,
         }]
     })
+}
+
+#[test]
+fn every_replica_lost_is_recovered_by_an_operator_at_a_new_epoch_and_a_higher_generation() {
+    let f = Fixture::new("cluster-recover");
+    let etcd_cluster = EtcdCluster::start(1);
+    let endpoints = etcd_cluster.endpoints();
+    let r1 = f.replica("r1", &endpoints, &[], &f.kms_id);
+    f.admin_ok(&r1, &["genesis"]);
+    let out = f.put_secret(&r1, "flask_key", b"gen-two-value");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Recover is refused on a replica that holds the key and a verified state.
+    let out = f.admin(&r1, &["recover"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holds the cluster key"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Every replica and its slot lost: a new replica has no key and no peer, and waits.
+    drop(r1);
+    std::fs::remove_file(f.dir.path("r1.slot")).unwrap();
+    let r2 = f.replica("r2", &endpoints, &[], &f.kms_id);
+    std::thread::sleep(Duration::from_secs(3));
+    common::assert_refused(
+        f.client(&r2).get_decoded("flask_key"),
+        RpcStatusCode::UNAVAILABLE,
+        "not ready",
+    );
+    // Genesis is refused: the cluster exists in etcd (its key is lost, not its state).
+    let out = f.admin(&r2, &["genesis"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already holds this cluster's state"),
+        "{}",
+        stderr(&out)
+    );
+    // Recover: epoch 2, generation 3 (above the stored 2), the image's secrets again.
+    let reply = f.admin_ok(&r2, &["recover"]);
+    assert_eq!(reply["version"], format!("{CLUSTER_ID}-e2-g3"), "{reply}");
+    let (_, flask_key, _) = &secrets()[1];
+    f.wait_value(&r2, "flask_key", flask_key, READY_DEADLINE);
+    wait_audit(&r2, "recover: new cluster key epoch 2", READY_DEADLINE);
+}
+
+#[test]
+fn releases_stop_after_max_stale_secs_without_etcd_and_readiness_does_not() {
+    let f = Fixture::with_max_stale("cluster-stale", 3);
+    let mut etcd_cluster = EtcdCluster::start(1);
+    let endpoints = etcd_cluster.endpoints();
+    let r1 = f.replica("r1", &endpoints, &[], &f.kms_id);
+    f.admin_ok(&r1, &["genesis"]);
+    let (_, flask_key, _) = &secrets()[1];
+    f.wait_value(&r1, "flask_key", flask_key, READY_DEADLINE);
+    etcd_cluster.stop_all();
+    wait_audit(&r1, "etcd-unreachable", READY_DEADLINE);
+    std::thread::sleep(Duration::from_secs(5));
+    common::assert_refused(
+        f.client(&r1).get_decoded("flask_key"),
+        RpcStatusCode::UNAVAILABLE,
+        "cluster state stale",
+    );
+    assert!(serving(&f, &r1), "readiness does not follow etcd");
+    etcd_cluster.restart(0);
+    f.wait_value(&r1, "flask_key", flask_key, READY_DEADLINE);
 }
