@@ -1116,6 +1116,8 @@ fn check_occlum_output(flag: &str, path: &str) -> Result<(), UsageError> {
         OCCLUM_IMAGE_SEALED_POLICY,
         OCCLUM_IMAGE_QCNL,
         crate::operators::OCCLUM_IMAGE_OPERATORS,
+        crate::cluster::config::OCCLUM_IMAGE_CLUSTER,
+        crate::cluster::config::OCCLUM_CLUSTER_SLOT,
     ];
     if protected.iter().any(|p| absolute == Path::new(p)) {
         return Err(UsageError(format!(
@@ -1317,6 +1319,8 @@ mod tests {
             "dynamic_config.json",
             "//./secret_config.json",
             "/secret_config.sealed",
+            "/cluster.json",
+            "/var/lib/kms/cluster.slot",
             "/host/../dynamic_config.json",
         ] {
             for flag in ["--audit-log", "--cert-out"] {

@@ -122,6 +122,9 @@ pub struct Cluster {
     pub(super) rotator: Arc<Rotator>,
     readiness: Arc<Readiness>,
     inner: Mutex<Inner>,
+    /// The last failed round of asking peers for the key (audited when it changes, not at
+    /// every retry).
+    last_peer_failure: Mutex<String>,
     pub(super) stop: AtomicBool,
 }
 
@@ -210,6 +213,7 @@ impl Cluster {
                 last_refused: 0,
                 missing: false,
             }),
+            last_peer_failure: Mutex::new(String::new()),
             stop: AtomicBool::new(false),
         }
     }
@@ -329,11 +333,22 @@ impl Cluster {
                 errors.join("; ")
             )
         };
-        if !errors.is_empty() {
-            let mut rec = Record::new(Event::Cluster, Verdict::Rejected);
-            rec.reason = Some(format!("key-from-peer failed: {}", errors.join("; ")));
-            self.shared.audit().write(&rec);
+        let failure = errors.join("; ");
+        let mut last = self
+            .last_peer_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !errors.is_empty() && *last != failure {
+            self.audit(
+                Verdict::Rejected,
+                format!(
+                    "key-from-peer failed: {failure} (retrying every {:?})",
+                    super::sync::PEER_RETRY
+                ),
+            );
         }
+        *last = failure;
+        drop(last);
         self.readiness.set_not_ready(why);
         false
     }
