@@ -916,3 +916,47 @@ fn state_plaintext(policy_json: &[u8], secrets: &SecretStore) -> Zeroizing<Vec<u
     });
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_the_key_and_a_state_and_releases_also_freshness() {
+        let r = Readiness::new(Some(Duration::from_millis(50)), "starting");
+        let err = r.check().unwrap_err();
+        assert!(err.contains("cluster replica not ready: starting"), "{err}");
+        assert!(r.check_release().is_err());
+        r.set_ready();
+        r.fresh();
+        assert!(r.check().is_ok());
+        assert!(r.check_release().is_ok());
+        std::thread::sleep(Duration::from_millis(1200));
+        let err = r.check_release().unwrap_err();
+        assert!(
+            err.contains("cluster state stale") && err.contains("max_stale_secs"),
+            "{err}"
+        );
+        assert!(r.check().is_ok(), "readiness does not follow staleness");
+        r.fresh();
+        assert!(r.check_release().is_ok());
+        let unlimited = Readiness::new(None, "x");
+        unlimited.set_ready();
+        assert!(unlimited.check_release().is_ok());
+    }
+
+    #[test]
+    fn the_state_document_holds_the_policy_and_the_secrets_verbatim() {
+        let secrets = SecretStore::from_json(br#"{"k": "dmFsdWU="}"#).unwrap();
+        let plain = state_plaintext(br#"{"sgx_mrs": []}"#, &secrets);
+        let doc: StateDoc<'_> = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(doc.policy.get(), r#"{"sgx_mrs": []}"#);
+        let back = SecretStore::from_json(doc.secrets.get().as_bytes()).unwrap();
+        assert!(back.contains("k"));
+        assert!(
+            serde_json::from_slice::<StateDoc<'_>>(br#"{"policy": {}, "secrets": {}, "x": 1}"#)
+                .is_err()
+        );
+    }
+}
