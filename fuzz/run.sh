@@ -20,6 +20,14 @@ for t in "${targets[@]}"; do
         >"corpus/$t/image_key_reply" ;;
     secret_store) printf '{"k": "dmFsdWU=", "acl": {"value": "YTUtNmQK", "allow": ["app"]}}' \
         >"corpus/$t/with_acl" ;;
+    # A state plaintext (first byte: which byte of its sealed record the target alters).
+    state_envelope) printf '\x05{"policy":{},"secrets":{"k":"dmFsdWU="}}' >"corpus/$t/state" ;;
+    # Answers of etcd 3.4's JSON gateway, as recorded (kms/src/cluster/etcd.rs tests).
+    etcd_gateway)
+      printf '%s' '{"header":{"revision":"2"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}],"count":"1"}' >"corpus/$t/range"
+      printf '%s' '{"header":{"revision":"2"},"responses":[{"response_range":{"header":{"revision":"2"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","value":"YmFy"}]}}]}' >"corpus/$t/txn_conflict"
+      printf '%s' '{"result":{"header":{"revision":"2"},"events":[{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"2"}}]}}' >"corpus/$t/watch_event"
+      printf 'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked' >"corpus/$t/head" ;;
     # SecretRequest { name: "image_key" }.
     kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
     metrics_request) printf 'GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n' >"corpus/$t/get_metrics" ;;

@@ -142,6 +142,8 @@ fn watch_delivers_a_put_made_through_another_member_and_returns_on_stop() {
         .expect("no watch event");
     assert_eq!(event.value, b"after");
     assert_eq!(event.mod_revision, r2);
+    // A delete is not a PUT: not reported (the caller's periodic read sees it).
+    assert_eq!(writer.delete(KEY).unwrap(), 1);
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "unexpected extra event"

@@ -196,7 +196,7 @@ impl std::fmt::Display for EtcdError {
             } => {
                 write!(
                     f,
-                    "etcd {op} of key {key:?} failed on all {} endpoint(s) tried",
+                    "etcd {op} of key {key:?} failed on every endpoint ({} tried)",
                     attempts.len()
                 )?;
                 for a in attempts {
@@ -571,7 +571,11 @@ impl Etcd {
                 e.kind(),
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             );
-            WatchOpen::Retry(format!("{what}: {e}"), timed_out)
+            if timed_out {
+                WatchOpen::Retry(format!("{what}: no answer"), true)
+            } else {
+                WatchOpen::Retry(format!("{what}: {e}"), false)
+            }
         };
         let addrs = ep
             .authority
@@ -630,6 +634,7 @@ impl Etcd {
         Ok(LineReader {
             stream,
             buf: rest.body,
+            scanned: 0,
         })
     }
 }
@@ -961,18 +966,24 @@ enum LineError {
 struct LineReader {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline (so a long line is scanned once).
+    scanned: usize,
 }
 
 impl LineReader {
     fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineError> {
         let mut chunk = [0u8; 64 * 1024];
         loop {
-            if let Some(end) = find(&self.buf, b"\n") {
+            let unscanned = self.buf.get(self.scanned..).unwrap_or_default();
+            if let Some(at) = unscanned.iter().position(|&b| b == b'\n') {
+                let end = self.scanned + at;
                 let rest = self.buf.split_off(end + 1);
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.truncate(end);
+                self.scanned = 0;
                 return Ok(Some(line));
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_WATCH_LINE_BYTES {
                 return Err(LineError::Failed(format!(
                     "watch message over {MAX_WATCH_LINE_BYTES} bytes (MAX_WATCH_LINE_BYTES)"
@@ -1038,16 +1049,17 @@ fn parse_endpoint(raw: &str) -> Result<Endpoint, EtcdError> {
 
 fn transport_error(e: ureq::Error) -> (String, bool) {
     match e {
-        ureq::Error::Timeout(which) => (format!("timed out ({which})"), true),
+        ureq::Error::Timeout(ureq::Timeout::Connect) => ("no connection".to_owned(), true),
+        ureq::Error::Timeout(_) => ("no complete answer".to_owned(), true),
         ureq::Error::Io(io)
             if matches!(
                 io.kind(),
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ) =>
         {
-            (format!("timed out: {io}"), true)
+            ("no complete answer".to_owned(), true)
         }
-        other => (other.to_string(), false),
+        other => (clip(&other.to_string()), false),
     }
 }
 
@@ -1270,6 +1282,199 @@ mod tests {
         }
     }
 
+    /// A one-connection fake gateway on loopback: reads the request head, writes `chunks` with
+    /// a pause between them, then closes.
+    fn fake_gateway(chunks: Vec<Vec<u8>>) -> (Etcd, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                conn.read_exact(&mut byte).unwrap();
+                request.push(byte[0]);
+            }
+            // Read the body too: closing with unread bytes would reset the connection.
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let len: usize = text
+                .split("content-length: ")
+                .nth(1)
+                .and_then(|rest| rest.split("\r\n").next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let mut body = vec![0u8; len];
+            conn.read_exact(&mut body).unwrap();
+            request.extend_from_slice(&body);
+            for chunk in chunks {
+                conn.write_all(&chunk).unwrap();
+                conn.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            request
+        });
+        (Etcd::new(&[url], Duration::from_secs(2)).unwrap(), server)
+    }
+
+    fn watch_all(etcd: &Etcd) -> (Result<(), EtcdError>, Vec<Kv>) {
+        let mut seen = Vec::new();
+        let stop = AtomicBool::new(false);
+        let result = etcd.watch(b"foo", 2, &stop, &mut |kv| seen.push(kv));
+        (result, seen)
+    }
+
+    #[test]
+    fn the_watch_reassembles_lines_split_across_reads_and_joined_in_one() {
+        let head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n";
+        let nl = b"\n".as_slice();
+        let (event_a, event_b) = WATCH_EVENT.split_at(200);
+        let (event_c, event_d) = WATCH_EVENT.split_at(5);
+        let (etcd, server) = fake_gateway(vec![
+            // The head in two pieces, the body's first line with it.
+            head[..10].to_vec(),
+            [&head[10..], WATCH_CREATED, nl, event_a].concat(),
+            // A line's end, a whole (shorter) line, the start of the next.
+            [event_b, nl, WATCH_CREATED, nl, event_c].concat(),
+            [event_d, nl].concat(),
+        ]);
+        let (result, seen) = watch_all(&etcd);
+        result.unwrap(); // the server closed the stream cleanly
+        assert_eq!(seen, vec![bar(), bar()]);
+        let request = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(
+            request.starts_with("POST /v3/watch HTTP/1.0\r\n"),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_or_garbled_watch_stream_is_broken_not_ended() {
+        let head = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+        // A stream that ends inside a message is broken, not a clean end.
+        let (etcd, _server) = fake_gateway(vec![head.clone(), WATCH_CREATED[..30].to_vec()]);
+        let (result, _) = watch_all(&etcd);
+        let err = result.unwrap_err();
+        assert!(
+            err.to_string().contains("stream ended inside a message"),
+            "{err}"
+        );
+        // A garbage line breaks the watch, naming the JSON problem.
+        let (etcd, _server) = fake_gateway(vec![head, b"{not json\n".to_vec()]);
+        let err = watch_all(&etcd).0.unwrap_err();
+        assert!(matches!(err, EtcdError::WatchBroken { .. }), "{err:?}");
+        assert!(err.to_string().contains("watch JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_canceled_watch_reports_the_compaction_or_etcds_reason() {
+        let head = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+        let compacted = br#"{"result":{"canceled":true,"compact_revision":"489"}}"#.to_vec();
+        let (etcd, _server) = fake_gateway(vec![head.clone(), compacted, b"\n".to_vec()]);
+        assert!(matches!(
+            watch_all(&etcd).0,
+            Err(EtcdError::Compacted {
+                compact_revision: 489,
+                start_revision: 2,
+                ..
+            })
+        ));
+        let canceled =
+            br#"{"result":{"created":true,"canceled":true,"cancel_reason":"permission denied"}}
+"#;
+        let (etcd, _server) = fake_gateway(vec![head, canceled.to_vec()]);
+        let err = watch_all(&etcd).0.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("canceled by etcd: permission denied"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_watch_answered_with_an_error_status_or_a_chunked_body_is_refused() {
+        let (etcd, _server) = fake_gateway(vec![
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 19\r\n\r\n404 page not found\n".to_vec(),
+        ]);
+        let err = watch_all(&etcd).0.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EtcdError::Refused {
+                    status: 404,
+                    op: Op::Watch,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("404 page not found"), "{err}");
+
+        let (etcd, _server) = fake_gateway(vec![
+            b"HTTP/1.1 503 Service Unavailable\r\n\r\n{\"message\":\"etcdserver: no leader\"}"
+                .to_vec(),
+        ]);
+        let err = watch_all(&etcd).0.unwrap_err();
+        assert!(
+            matches!(err, EtcdError::AllEndpointsFailed { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("HTTP 503: etcdserver: no leader"),
+            "{err}"
+        );
+
+        let (etcd, _server) = fake_gateway(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+        ]);
+        let err = watch_all(&etcd).0.unwrap_err();
+        assert!(err.to_string().contains("chunked"), "{err}");
+    }
+
+    #[test]
+    fn a_response_head_over_the_cap_is_refused() {
+        let mut head = b"HTTP/1.0 200 OK\r\n".to_vec();
+        head.extend(std::iter::repeat_n(b'x', MAX_HEAD_BYTES + 10));
+        let (etcd, _server) = fake_gateway(vec![head]);
+        let err = watch_all(&etcd).0.unwrap_err();
+        assert!(err.to_string().contains("response head over"), "{err}");
+    }
+
+    #[test]
+    fn a_watch_with_no_confirmation_gives_up_after_the_timeout() {
+        // The head arrives, then nothing: the watch is not confirmed within the timeout.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let _server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            conn.write_all(b"HTTP/1.0 200 OK\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let etcd = Etcd::new(&[url], Duration::from_millis(500))
+            .unwrap()
+            .with_timeout_knob("--etcd-timeout");
+        let started = Instant::now();
+        let err = watch_all(&etcd).0.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.to_string()
+                .contains("no watch confirmation within 500ms (set by --etcd-timeout)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_client_is_shared_across_threads() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Etcd>();
+    }
+
     #[test]
     fn a_zero_timeout_or_no_endpoint_is_refused() {
         let one = ["http://127.0.0.1:2379".to_owned()];
@@ -1296,7 +1501,7 @@ mod tests {
                 },
                 Attempt {
                     endpoint: "http://127.0.0.1:2".into(),
-                    detail: "timed out (global)".into(),
+                    detail: "no complete answer".into(),
                     timed_out: true,
                 },
             ],
@@ -1309,7 +1514,7 @@ mod tests {
             "txn",
             "\"/occlum-kms/v1/demo/state\"",
             "http://127.0.0.1:1: io: Connection refused",
-            "http://127.0.0.1:2: timed out (global) (timed out after 2s, set by --etcd-timeout)",
+            "http://127.0.0.1:2: no complete answer (timed out after 2s, set by --etcd-timeout)",
         ] {
             assert!(text.contains(needle), "{needle:?} missing in {text}");
         }
