@@ -550,12 +550,11 @@ fn identities_the_replica_policy_does_not_admit_never_get_the_key_nor_give_one()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let joiner = f.replica("joiner", &endpoints, &[&giver.kms.addr], &f.kms_id);
-    wait_audit(
-        &joiner,
-        "not admitted under the replica policy",
-        READY_DEADLINE,
-    );
+    // The joiner's own verdict in the handshake ("nothing was sent"), not the giver's refusal:
+    // the giver never even saw a call.
+    wait_audit(&joiner, "nothing was sent", READY_DEADLINE);
     assert!(!audit_has(&giver, "peer-key-served"));
+    assert!(!audit_has(&giver, "GetClusterKey refused"));
     common::assert_refused(
         f.client(&joiner).get_decoded("flask_key"),
         RpcStatusCode::UNAVAILABLE,
