@@ -19,8 +19,6 @@ use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use grpc_unary::{Channel, ClientConfig};
 use grpcio::{
     GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext, RpcStatus, RpcStatusCode,
@@ -33,6 +31,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::envelope::ClusterKey;
+use super::keywire::{self, WireShare};
 use super::replica::{Cluster, KeyShare};
 use crate::audit::{Event, Identity, Record, Verdict};
 
@@ -40,8 +39,6 @@ use crate::audit::{Event, Identity, Record, Verdict};
 pub const GET_CLUSTER_KEY: &str = "/kms.Replica/GetClusterKey";
 /// Largest request read (`{"cluster_id": "..."}`).
 const MAX_KEY_REQUEST: usize = 1024;
-/// Largest reply accepted by the joiner.
-const MAX_KEY_REPLY: usize = 4096;
 /// The joiner's budgets per peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,17 +66,6 @@ const METHOD: Method<KeyRequest, KeyReply> = Method {
 #[serde(deny_unknown_fields)]
 struct RequestDoc {
     cluster_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplyDoc {
-    cluster_id: String,
-    epoch: u32,
-    key_b64: String,
-    #[serde(rename = "gen")]
-    generation: u64,
-    state_sha256_hex: String,
 }
 
 /// The `kms.Replica` service around `cluster`.
@@ -207,7 +193,7 @@ pub fn fetch(
         .connect_timeout(CONNECT_TIMEOUT)
         .handshake_timeout(HANDSHAKE_TIMEOUT)
         .call_timeout(CALL_TIMEOUT)
-        .max_message_size(MAX_KEY_REPLY)
+        .max_message_size(keywire::MAX_KEY_REPLY)
         .build();
     // RA-TLS ignores the name (trust comes from the quote); any valid one will do.
     let name = ServerName::try_from("kms").map_err(|e| format!("server name: {e}"))?;
@@ -230,50 +216,24 @@ pub fn fetch(
 }
 
 fn encode_reply(cluster_id: &str, share: &KeyShare) -> Zeroizing<Vec<u8>> {
-    let key_b64 = Zeroizing::new(STANDARD.encode(share.key.as_bytes()));
-    let head = serde_json::json!({
-        "cluster_id": cluster_id,
-        "epoch": share.epoch,
-        "gen": share.generation,
-        "state_sha256_hex": hex::encode(share.state_sha256),
-    })
-    .to_string();
-    let head = head.strip_suffix('}').unwrap_or(&head);
-    let mut out = Zeroizing::new(Vec::with_capacity(head.len() + key_b64.len() + 16));
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(b",\"key_b64\":\"");
-    out.extend_from_slice(key_b64.as_bytes());
-    out.extend_from_slice(b"\"}");
-    out
+    keywire::encode(
+        cluster_id,
+        &WireShare {
+            epoch: share.epoch,
+            key: Zeroizing::new(*share.key.as_bytes()),
+            generation: share.generation,
+            state_sha256: share.state_sha256,
+        },
+    )
 }
 
 fn decode_reply(reply: &[u8], cluster_id: &str) -> Result<KeyShare, String> {
-    let doc: ReplyDoc = serde_json::from_slice(reply)
-        .map_err(|e| format!("malformed reply at line {} column {}", e.line(), e.column()))?;
-    let key_b64 = Zeroizing::new(doc.key_b64);
-    if doc.cluster_id != cluster_id {
-        return Err(format!(
-            "the peer answered for cluster {:?}, not {cluster_id:?}",
-            doc.cluster_id
-        ));
-    }
-    if doc.epoch == 0 {
-        return Err("the peer answered epoch 0".into());
-    }
-    let raw = Zeroizing::new(
-        STANDARD
-            .decode(key_b64.as_bytes())
-            .map_err(|_| "key_b64 is not base64".to_owned())?,
-    );
-    let key = ClusterKey::from_bytes(&raw).map_err(|e| format!("key_b64: {e}"))?;
-    let mut state_sha256 = [0u8; 32];
-    hex::decode_to_slice(doc.state_sha256_hex.as_bytes(), &mut state_sha256)
-        .map_err(|_| "state_sha256_hex: expected 64 hex characters".to_owned())?;
+    let wire = keywire::decode(reply, cluster_id)?;
     Ok(KeyShare {
-        epoch: doc.epoch,
-        key,
-        generation: doc.generation,
-        state_sha256,
+        epoch: wire.epoch,
+        key: ClusterKey::from_bytes(wire.key.as_slice()).map_err(|e| format!("key_b64: {e}"))?,
+        generation: wire.generation,
+        state_sha256: wire.state_sha256,
     })
 }
 

@@ -8,7 +8,7 @@
 //! - [`config`]: cluster.json (the measured switch and its trust inputs);
 //! - [`slot`]: the local sealed slot (key, high water);
 //! - [`policy`]: the replica policy from the replica's own quote;
-//! - [`keyshare`]: `kms.Replica/GetClusterKey`, server and joiner;
+//! - [`keyshare`]: `kms.Replica/GetClusterKey`, server and joiner ([`keywire`]: its reply);
 //! - [`replica`]: the replica's state and the rules that move it; readiness;
 //! - [`sync`]: the threads that talk to etcd.
 //!
@@ -23,6 +23,7 @@ pub mod envelope;
 #[allow(dead_code)]
 pub mod etcd;
 pub mod keyshare;
+pub mod keywire;
 pub mod policy;
 pub mod replica;
 pub mod slot;
