@@ -362,7 +362,9 @@ impl Etcd {
     /// returns `Ok(())` when the stream ends or `stop` is set (checked at least every 200 ms),
     /// and an error when no endpoint accepts the watch, etcd cancels it (compaction: restart
     /// from a fresh [`Etcd::get`]) or the stream breaks. Deletes are not reported (the caller's
-    /// periodic read sees them). The caller loops with backoff.
+    /// periodic read sees them). The caller loops with backoff. A member that stops answering
+    /// without closing the connection (a partition) leaves the watch idle, not failed: the
+    /// caller's periodic linearizable [`Etcd::get`] is the freshness signal, never the watch.
     pub fn watch(
         &self,
         key: &[u8],
@@ -1068,21 +1070,24 @@ fn key_text(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
-/// Caps peer-supplied text in messages.
+/// Peer-supplied text made safe for messages and logs: control characters (a newline could
+/// forge a log line) are escaped, and the result is capped.
 fn clip(s: &str) -> String {
     const MAX: usize = 300;
-    if s.len() <= MAX {
-        return s.to_owned();
+    let mut out = String::new();
+    for (count, c) in s.chars().enumerate() {
+        if out.len() >= MAX {
+            let total = s.chars().count();
+            out.push_str(&format!("... ({} of {total} characters shown)", count));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}... ({} bytes)",
-        s.get(..end).unwrap_or_default(),
-        s.len()
-    )
+    out
 }
 
 #[cfg(test)]
@@ -1228,13 +1233,23 @@ mod tests {
             "etcdserver: request is too large"
         );
         assert_eq!(gateway_error_message(br#"{"error":"e"}"#), "e");
+        // Control characters from the peer are escaped: no forged log lines.
         assert_eq!(
             gateway_error_message(b"404 page not found\n"),
-            "404 page not found\n"
+            "404 page not found\\n"
+        );
+        assert_eq!(
+            gateway_error_message(br#"{"message":"a\r\nkms: forged\u001b[31m"}"#),
+            "a\\r\\nkms: forged\\u{1b}[31m"
         );
         assert_eq!(gateway_error_message(b""), "(empty body)");
         let long = gateway_error_message(&[b'a'; 5000]);
-        assert!(long.len() < 400 && long.ends_with("(5000 bytes)"), "{long}");
+        assert!(
+            long.len() < 400 && long.ends_with("(300 of 5000 characters shown)"),
+            "{long}"
+        );
+        let wide = gateway_error_message("\u{20ac}".repeat(400).as_bytes());
+        assert!(wide.len() < 400, "{wide}");
     }
 
     #[test]
