@@ -593,6 +593,15 @@ fn every_replica_lost_is_recovered_by_an_operator_at_a_new_epoch_and_a_higher_ge
     f.admin_ok(&r1, &["genesis"]);
     let out = f.put_secret(&r1, "flask_key", b"gen-two-value");
     assert!(out.status.success(), "{}", stderr(&out));
+    // A state over the cap etcd's request limit sets is refused whole, naming the cap.
+    let out = f.put_secret(&r1, "big", &vec![b'x'; 900 * 1024]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("1000000") && err.contains("--max-request-bytes"),
+        "{err}"
+    );
+    assert!(err.contains("nothing applied"), "{err}");
     // Recover is refused on a replica that holds the key and a verified state.
     let out = f.admin(&r1, &["recover"]);
     assert!(!out.status.success());
