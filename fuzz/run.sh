@@ -28,6 +28,8 @@ for t in "${targets[@]}"; do
       printf '%s' '{"header":{"revision":"2"},"responses":[{"response_range":{"header":{"revision":"2"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","value":"YmFy"}]}}]}' >"corpus/$t/txn_conflict"
       printf '%s' '{"result":{"header":{"revision":"2"},"events":[{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"2"}}]}}' >"corpus/$t/watch_event"
       printf 'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked' >"corpus/$t/head" ;;
+    # A GetClusterKey reply (kms/src/cluster/keywire.rs tests' form).
+    key_reply) printf '%s' '{"cluster_id":"fuzz","epoch":1,"gen":7,"state_sha256_hex":"0606060606060606060606060606060606060606060606060606060606060606","key_b64":"BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU="}' >"corpus/$t/reply" ;;
     # SecretRequest { name: "image_key" }.
     kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
     metrics_request) printf 'GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n' >"corpus/$t/get_metrics" ;;

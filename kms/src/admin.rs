@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::audit::{Event, Record, Verdict};
+use crate::cluster::replica::Cluster;
 use crate::operators::{Operator, Operators, spki_sha256};
 use crate::runtime::{Loader, Runtime};
 use crate::service::{self, Shared};
@@ -62,6 +63,10 @@ pub const DELETE_SECRET: &str = "/kms.Admin/DeleteSecret";
 pub const SET_POLICY: &str = "/kms.Admin/SetPolicy";
 /// The tail of the audit log (releases, refusals, admin actions; never values).
 pub const RELEASE_LOG: &str = "/kms.Admin/ReleaseLog";
+/// Cluster mode: creates the cluster key and state gen 1 (only when no replica holds a key).
+pub const GENESIS: &str = "/kms.Admin/Genesis";
+/// Cluster mode, every replica lost: a new key at the next epoch, state re-imported.
+pub const RECOVER: &str = "/kms.Admin/Recover";
 
 /// A request; it may carry a secret, so it is wiped on drop.
 pub struct AdminRequest(Zeroizing<Vec<u8>>);
@@ -86,12 +91,14 @@ const fn method(name: &'static str) -> Method<AdminRequest, AdminReply> {
     }
 }
 
-const METHODS: [Method<AdminRequest, AdminReply>; 5] = [
+const METHODS: [Method<AdminRequest, AdminReply>; 7] = [
     method(STATUS),
     method(PUT_SECRET),
     method(DELETE_SECRET),
     method(SET_POLICY),
     method(RELEASE_LOG),
+    method(GENESIS),
+    method(RECOVER),
 ];
 
 /// What the admin service needs besides the shared state.
@@ -101,6 +108,8 @@ pub struct Admin {
     pub operators: Operators,
     /// The audit log file, when there is one (`--audit-log`), for [`RELEASE_LOG`].
     pub audit_file: Option<PathBuf>,
+    /// Cluster mode: writes go to etcd (CAS) instead of the sealed file; Genesis and Recover.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The `kms.Admin` service.
@@ -127,6 +136,8 @@ fn op_name(method: &str) -> &'static str {
         DELETE_SECRET => "delete_secret",
         SET_POLICY => "set_policy",
         RELEASE_LOG => "release_log",
+        GENESIS => "genesis",
+        RECOVER => "recover",
         _ => "unknown",
     }
 }
@@ -190,6 +201,9 @@ struct StatusReply<'a> {
     /// Why writes are refused, if they are (plain secrets).
     #[serde(skip_serializing_if = "Option::is_none")]
     writes_refused: Option<String>,
+    /// Cluster mode: the replica's cluster state (id, epoch, gen, readiness, etcd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<serde_json::Value>,
     secrets: Vec<SecretAcl<'a>>,
     policy_entries: Vec<String>,
 }
@@ -260,6 +274,12 @@ impl Admin {
             }),
             SET_POLICY => parse::<SetPolicyRequest>(request).and_then(|req| self.set_policy(req)),
             RELEASE_LOG => parse::<ReleaseLogRequest>(request).and_then(|req| self.log(req)),
+            GENESIS => {
+                parse::<StatusRequest>(request).and_then(|_| self.cluster_op(Cluster::genesis))
+            }
+            RECOVER => {
+                parse::<StatusRequest>(request).and_then(|_| self.cluster_op(Cluster::recover))
+            }
             other => Err(fail(
                 RpcStatusCode::UNIMPLEMENTED,
                 format!("unknown admin method {other}"),
@@ -326,7 +346,11 @@ impl Admin {
         let reply = StatusReply {
             version: version.clone(),
             operator: &caller.operator.name,
-            writes_refused: self.loader.check_persistent().err().map(|e| e.to_string()),
+            writes_refused: match &self.cluster {
+                Some(cluster) => cluster.readiness().err(),
+                None => self.loader.check_persistent().err().map(|e| e.to_string()),
+            },
+            cluster: self.cluster.as_ref().map(|c| c.status()),
             secrets: runtime
                 .secrets
                 .acls()
@@ -397,9 +421,11 @@ impl Admin {
         change: impl FnOnce(&Loader, &Runtime) -> Result<Change, Failure>,
     ) -> Result<(Vec<u8>, String), Failure> {
         let _writes = self.shared.write_lock();
-        self.loader
-            .check_persistent()
-            .map_err(|e| fail(RpcStatusCode::FAILED_PRECONDITION, e.to_string()))?;
+        if self.cluster.is_none() {
+            self.loader
+                .check_persistent()
+                .map_err(|e| fail(RpcStatusCode::FAILED_PRECONDITION, e.to_string()))?;
+        }
         let (current, version) = self.shared.current_versioned();
         if base_version != version {
             return Err(fail(
@@ -418,6 +444,26 @@ impl Admin {
             .loader
             .assemble(verifier, secrets)
             .map_err(|e| fail(RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
+        if let Some(cluster) = &self.cluster {
+            // Cluster mode: encrypted as the next generation and CAS'd into etcd; applied
+            // here (and by every replica's watch) only once etcd took it.
+            let count = runtime.secrets.len();
+            let policy_json = match persist {
+                Persist::Policy(json) => Some(json),
+                Persist::Secrets => None,
+            };
+            let (new_version, detail) = cluster
+                .commit(runtime, policy_json)
+                .map_err(|(code, msg)| fail(code, msg))?;
+            return Ok((
+                to_json(&WriteReply {
+                    version: new_version.clone(),
+                }),
+                format!(
+                    "applied; {count} secrets; state version {version} -> {new_version}; {detail}"
+                ),
+            ));
+        }
         let file = match &persist {
             Persist::Secrets => self
                 .loader
@@ -440,6 +486,21 @@ impl Admin {
                 file.display()
             ),
         ))
+    }
+
+    /// Genesis or Recover: cluster mode only.
+    fn cluster_op(
+        &self,
+        op: fn(&Cluster) -> Result<(String, String), crate::cluster::replica::Refusal>,
+    ) -> Result<(Vec<u8>, String), Failure> {
+        let Some(cluster) = &self.cluster else {
+            return Err(fail(
+                RpcStatusCode::FAILED_PRECONDITION,
+                "this KMS is not in cluster mode (no cluster.json): genesis and recover apply to a cluster",
+            ));
+        };
+        let (version, summary) = op(cluster).map_err(|(code, msg)| fail(code, msg))?;
+        Ok((to_json(&WriteReply { version }), summary))
     }
 
     fn log(&self, req: ReleaseLogRequest) -> Result<(Vec<u8>, String), Failure> {

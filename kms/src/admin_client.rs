@@ -120,6 +120,14 @@ impl Request {
                 method: admin::STATUS,
                 body: serde_json::json!({}),
             },
+            AdminOp::Genesis => Request::Read {
+                method: admin::GENESIS,
+                body: serde_json::json!({}),
+            },
+            AdminOp::Recover => Request::Read {
+                method: admin::RECOVER,
+                body: serde_json::json!({}),
+            },
             AdminOp::Log { max_bytes } => Request::Read {
                 method: admin::RELEASE_LOG,
                 body: match max_bytes {

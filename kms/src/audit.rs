@@ -85,6 +85,9 @@ pub enum Event {
     /// An admin API call (`kms.Admin`) by an admitted operator, applied or refused: the
     /// operator, the op, never values. Callers not admitted are `refusal`s (aggregated).
     Admin,
+    /// Cluster mode: the cluster key obtained or served, a state applied or refused
+    /// (`rollback-suspect`, `fork`), etcd reachability transitions. Never a value or the key.
+    Cluster,
 }
 
 /// The outcome.

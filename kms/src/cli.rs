@@ -98,6 +98,17 @@ SERVE OPTIONS:
                               inside Occlum it is the image's /kms_operators.json, if present.
                               No operators: every admin call is refused. Writes need sealed
                               secrets (--sealed-secrets), where changes are persisted.
+    --cluster <FILE>          CLUSTER MODE (host mode; inside Occlum the image's /cluster.json
+                              decides and this flag is refused): cluster.json names the cluster,
+                              its operators (they replace --admin-operators), the replica policy
+                              and max_stale_secs. State lives encrypted in etcd; needs
+                              --cluster-slot, --etcd and --seal-key-file
+    --cluster-slot <FILE>     the local sealed slot (cluster key, highest generation seen);
+                              host mode only (Occlum: /var/lib/kms/cluster.slot)
+    --etcd <URL,...>          etcd endpoints (JSON gateway, http://127.0.0.1:2379,...): untrusted
+                              storage, availability only
+    --peers <HOST:PORT,...>   other replicas' main ports, to obtain the cluster key from
+                              (mutual RA-TLS under the replica policy): availability only
 
 ADMIN (kms admin <OP>; the KMS's RA-TLS certificate is verified before anything is sent):
     kms admin keygen --name <NAME> --out-cert <PEM> --out-key <PEM>
@@ -115,14 +126,19 @@ ADMIN (kms admin <OP>; the KMS's RA-TLS certificate is verified before anything 
         put-secret --name <NAME> --value-file <FILE> [--allow <ENTRY,...>]
         delete-secret --name <NAME>
         set-policy --policy <FILE>
+        genesis               cluster mode: create the cluster key and state gen 1 from the
+                              replica's image files; only when no replica holds a key
+        recover               cluster mode, every replica lost: a new key (epoch + 1), state
+                              re-imported from the image files at the stored gen + 1
         log [--max-bytes <N>] the audit log's last records (releases, refusals, admin actions)
 
 INSIDE OCCLUM (uname says Occlum; argv and env come from the untrusted host):
     The policy is /dynamic_config.json, the secrets /secret_config.json (or, with --seal-key
     enclave|enclave-signer, /secret_config.sealed), all in the measured image. --ra-config,
     --secrets, --sealed-secrets, --seal-key-file, --collateral, --collateral-cache and the
-    --sim-* flags and --admin-operators are refused, as are the tools (seal, unseal, gen-*,
-    admin). --audit-log and
+    --sim-* flags, --admin-operators, --cluster and --cluster-slot are refused, as are the tools
+    (seal, unseal, gen-*, admin). Cluster mode is on iff the image has /cluster.json; then
+    --etcd and --peers are the only cluster flags. --audit-log and
     --cert-out may not name a trust input.
 
 SIGNALS:
@@ -199,6 +215,26 @@ pub struct ServeConfig {
     pub admin_listen: Option<String>,
     /// Which operators the admin API admits.
     pub admin_operators: OperatorsSpec,
+    /// Cluster mode's command-line side; `None`: single mode.
+    pub cluster: Option<ClusterArgs>,
+}
+
+/// Cluster mode's command-line side (the trust inputs are in cluster.json).
+#[derive(Debug, Clone)]
+pub struct ClusterArgs {
+    /// cluster.json: `--cluster FILE`, or inside Occlum the image's `/cluster.json`.
+    pub file: PathBuf,
+    /// Inside Occlum: the image file decides; if it is absent the KMS runs in single mode
+    /// (and refuses --etcd/--peers).
+    pub image: bool,
+    /// The local sealed slot.
+    pub slot: PathBuf,
+    /// The key that seals the slot.
+    pub slot_key: KeySpec,
+    /// etcd endpoints (`--etcd`).
+    pub etcd: Vec<String>,
+    /// Peer replicas' main ports (`--peers`).
+    pub peers: Vec<String>,
 }
 
 /// Where the pinned operators come from.
@@ -233,6 +269,8 @@ pub enum AdminOp {
         name: String,
     },
     Status,
+    Genesis,
+    Recover,
     Log {
         max_bytes: Option<u64>,
     },
@@ -370,6 +408,14 @@ const OCCLUM_REFUSED: &[(&str, &str)] = &[
         "--admin-operators",
         "the operators must be the measured image's /kms_operators.json (a host-chosen file would let the host admit itself)",
     ),
+    (
+        "--cluster",
+        "cluster mode is decided by the measured image's /cluster.json (a flag would let the host drop cluster mode and have the image's stale seed files served)",
+    ),
+    (
+        "--cluster-slot",
+        "the cluster slot is /var/lib/kms/cluster.slot in the encrypted rootfs",
+    ),
 ];
 
 /// Flags that take a value (all of them do).
@@ -412,6 +458,10 @@ const VALUE_FLAGS: &[&str] = &[
     "--policy",
     "--base-version",
     "--max-bytes",
+    "--cluster",
+    "--cluster-slot",
+    "--etcd",
+    "--peers",
 ];
 
 const SUBCOMMANDS: &[&str] = &[
@@ -604,6 +654,13 @@ impl LowArgs {
         let plain = self.optional("--secrets")?;
         let sealed = self.optional("--sealed-secrets")?;
         let key = self.key_spec()?;
+        let cluster = self.cluster_args(&key)?;
+        // In cluster mode the seal key also (or only) seals the local slot.
+        let key = if cluster.is_some() && sealed.is_none() && !self.inside_occlum {
+            None
+        } else {
+            key
+        };
         let (plain, sealed) = match (&key, self.inside_occlum) {
             (Some(_), true) => (None, Some(OCCLUM_IMAGE_SEALED_SECRETS.to_owned())),
             (None, true) => (Some(OCCLUM_IMAGE_SECRETS.to_owned()), None),
@@ -737,13 +794,88 @@ impl LowArgs {
             staple_collateral,
             admin_listen,
             admin_operators,
+            cluster,
         })
+    }
+
+    /// `--cluster`, `--cluster-slot`, `--etcd`, `--peers`; `key` is the seal key given.
+    fn cluster_args(&mut self, key: &Option<KeySpec>) -> Result<Option<ClusterArgs>, UsageError> {
+        let etcd = self.list("--etcd", check_etcd_url)?;
+        let peers = self.list("--peers", check_peer)?;
+        if self.inside_occlum {
+            // --cluster and --cluster-slot were refused above: the image decides.
+            return Ok(Some(ClusterArgs {
+                file: crate::cluster::config::OCCLUM_IMAGE_CLUSTER.into(),
+                image: true,
+                slot: crate::cluster::config::OCCLUM_CLUSTER_SLOT.into(),
+                slot_key: key
+                    .clone()
+                    .unwrap_or(KeySpec::Enclave(EnclavePolicy::MrEnclave)),
+                etcd,
+                peers,
+            }));
+        }
+        let Some(file) = self.optional("--cluster")? else {
+            for (flag, given) in [
+                ("--etcd", !etcd.is_empty()),
+                ("--peers", !peers.is_empty()),
+                (
+                    "--cluster-slot",
+                    self.flags.iter().any(|(n, _)| n == "--cluster-slot"),
+                ),
+            ] {
+                if given {
+                    return Err(UsageError(format!(
+                        "{flag} applies to cluster mode only (--cluster FILE)"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        let slot = self.optional("--cluster-slot")?.ok_or_else(|| {
+            UsageError("--cluster needs --cluster-slot FILE (the local sealed slot)".into())
+        })?;
+        if etcd.is_empty() {
+            return Err(UsageError(
+                "--cluster needs --etcd URL[,URL...] (where the encrypted state lives)".into(),
+            ));
+        }
+        let Some(slot_key @ KeySpec::File(_)) = key.clone() else {
+            return Err(UsageError(
+                "--cluster in host mode needs --seal-key-file KEY: it seals the local cluster slot"
+                    .into(),
+            ));
+        };
+        Ok(Some(ClusterArgs {
+            file: file.into(),
+            image: false,
+            slot: slot.into(),
+            slot_key,
+            etcd,
+            peers,
+        }))
+    }
+
+    /// A comma-separated list flag, each item checked by `check`; empty if not given.
+    fn list(
+        &mut self,
+        name: &str,
+        check: fn(&str) -> Result<(), String>,
+    ) -> Result<Vec<String>, UsageError> {
+        let Some(value) = self.optional(name)? else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
+        for item in &items {
+            check(item).map_err(|why| UsageError(format!("{name} {value:?}: {why}")))?;
+        }
+        Ok(items)
     }
 
     /// `kms admin <OP> ...`.
     fn admin_command(&mut self) -> Result<AdminCommand, UsageError> {
         let op_word = self.one_positional(
-            "<OP> (status, log, put-secret, delete-secret, set-policy, keygen or fingerprint)",
+            "<OP> (status, log, put-secret, delete-secret, set-policy, genesis, recover, keygen or fingerprint)",
         )?;
         let op = match op_word.as_str() {
             "keygen" => AdminOp::Keygen {
@@ -758,6 +890,8 @@ impl LowArgs {
                     .unwrap_or_else(|| "operator".to_owned()),
             },
             "status" => AdminOp::Status,
+            "genesis" => AdminOp::Genesis,
+            "recover" => AdminOp::Recover,
             "log" => AdminOp::Log {
                 max_bytes: match self.optional("--max-bytes")? {
                     None => None,
@@ -790,7 +924,7 @@ impl LowArgs {
             },
             other => {
                 return Err(UsageError(format!(
-                    "unknown admin operation {other:?} (expected status, log, put-secret, delete-secret, set-policy, keygen or fingerprint)"
+                    "unknown admin operation {other:?} (expected status, log, put-secret, delete-secret, set-policy, genesis, recover, keygen or fingerprint)"
                 )));
             }
         };
@@ -989,6 +1123,8 @@ fn check_occlum_output(flag: &str, path: &str) -> Result<(), UsageError> {
         OCCLUM_IMAGE_SEALED_POLICY,
         OCCLUM_IMAGE_QCNL,
         crate::operators::OCCLUM_IMAGE_OPERATORS,
+        crate::cluster::config::OCCLUM_IMAGE_CLUSTER,
+        crate::cluster::config::OCCLUM_CLUSTER_SLOT,
     ];
     if protected.iter().any(|p| absolute == Path::new(p)) {
         return Err(UsageError(format!(
@@ -997,6 +1133,26 @@ fn check_occlum_output(flag: &str, path: &str) -> Result<(), UsageError> {
         )));
     }
     Ok(())
+}
+
+fn check_etcd_url(url: &str) -> Result<(), String> {
+    // Plain http: etcd is untrusted storage; every record is authenticated by the envelope.
+    if url.starts_with("http://") && url.len() > "http://".len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} is not an http:// URL (etcd's JSON gateway, e.g. http://127.0.0.1:2379)"
+        ))
+    }
+}
+
+fn check_peer(peer: &str) -> Result<(), String> {
+    match peer.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!("{peer:?} is not HOST:PORT")),
+    }
 }
 
 fn check_url(url: String) -> Result<String, UsageError> {
@@ -1188,6 +1344,8 @@ mod tests {
             "dynamic_config.json",
             "//./secret_config.json",
             "/secret_config.sealed",
+            "/cluster.json",
+            "/var/lib/kms/cluster.slot",
             "/host/../dynamic_config.json",
         ] {
             for flag in ["--audit-log", "--cert-out"] {
@@ -1323,6 +1481,87 @@ mod tests {
             }
             assert!(parse_admin(&args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn cluster_flags_parse_and_refuse_what_is_missing() {
+        let base = [
+            "a:1",
+            "--cluster",
+            "c.json",
+            "--cluster-slot",
+            "s",
+            "--seal-key-file",
+            "k",
+        ];
+        let mut args = base.to_vec();
+        args.extend([
+            "--etcd",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--peers",
+            "h:1,[::1]:2",
+        ]);
+        let cluster = serve(&args).cluster.unwrap();
+        assert_eq!(cluster.etcd.len(), 2);
+        assert_eq!(cluster.peers, vec!["h:1".to_owned(), "[::1]:2".to_owned()]);
+        assert_eq!(cluster.slot_key, KeySpec::File("k".into()));
+        assert!(!cluster.image);
+        // Without --sealed-secrets the key seals only the slot; the seed files stay plain.
+        assert!(matches!(serve(&args).secrets, SecretsSource::Plain(_)));
+        let err = parse_str(&base).unwrap_err();
+        assert!(err.0.contains("--etcd"), "{err}");
+        let err = parse_str(&[
+            "a:1",
+            "--cluster",
+            "c",
+            "--cluster-slot",
+            "s",
+            "--etcd",
+            "http://e:1",
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("--seal-key-file"), "{err}");
+        let err = parse_str(&[
+            "a:1",
+            "--cluster",
+            "c",
+            "--etcd",
+            "http://e:1",
+            "--seal-key-file",
+            "k",
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("--cluster-slot"), "{err}");
+        let mut bad = base.to_vec();
+        bad.extend(["--etcd", "127.0.0.1:2379"]);
+        assert!(parse_str(&bad).unwrap_err().0.contains("not an http"));
+        let mut bad = base.to_vec();
+        bad.extend(["--etcd", "http://e:1", "--peers", "nohost"]);
+        assert!(parse_str(&bad).unwrap_err().0.contains("HOST:PORT"));
+        let err = parse_str(&["a:1", "--etcd", "http://e:1"]).unwrap_err();
+        assert!(err.0.contains("cluster mode only"), "{err}");
+        assert!(serve(&["a:1"]).cluster.is_none());
+    }
+
+    #[test]
+    fn inside_occlum_the_image_decides_cluster_mode() {
+        for flag in ["--cluster", "--cluster-slot"] {
+            let err = occlum(&["server", "a:1", flag, "/host/x"]).unwrap_err();
+            assert!(
+                err.0.contains(&format!("{flag} is refused inside Occlum")),
+                "{err}"
+            );
+        }
+        let Command::Serve(cfg) =
+            occlum(&["server", "a:1", "--etcd", "http://e:1", "--peers", "p:1"]).unwrap()
+        else {
+            panic!("not serve")
+        };
+        let cluster = cfg.cluster.unwrap();
+        assert!(cluster.image);
+        assert_eq!(cluster.file, PathBuf::from("/cluster.json"));
+        assert_eq!(cluster.slot, PathBuf::from("/var/lib/kms/cluster.slot"));
+        assert_eq!(cluster.slot_key, KeySpec::Enclave(EnclavePolicy::MrEnclave));
     }
 
     #[test]

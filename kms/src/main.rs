@@ -10,8 +10,6 @@ mod admin;
 mod admin_client;
 mod audit;
 mod cli;
-// Cluster mode's building blocks; the replica (sync, key sharing) uses them.
-#[allow(dead_code)]
 mod cluster;
 mod enclave;
 mod fsutil;

@@ -25,6 +25,8 @@ pub const MAX_NAME_LEN: usize = 1024;
 
 /// `HealthCheckResponse { status: SERVING }`: field 1, varint, value 1.
 pub const HEALTH_SERVING: [u8; 2] = [0x08, 0x01];
+/// `HealthCheckResponse { status: NOT_SERVING }`: field 1, varint, value 2.
+pub const HEALTH_NOT_SERVING: [u8; 2] = [0x08, 0x02];
 
 /// Field number of `SecretRequest.name`, `SecretReply.secret` and `HealthCheckRequest.service`.
 const FIELD_ONE: u64 = 1;

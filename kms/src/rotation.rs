@@ -195,6 +195,20 @@ impl Rotator {
         state.generation += 1;
     }
 
+    /// The current RA-TLS identity (certificate and key), for the replica's own outbound
+    /// connections (cluster mode: `kms.Replica/GetClusterKey` to a peer).
+    pub fn identity(&self) -> Option<RaTlsIdentity> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (cert, key) = state.current.as_ref()?;
+        RaTlsIdentity::from_pem(cert, key).ok()
+    }
+
+    /// The current certificate (PEM).
+    pub fn cert_pem(&self) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.current.as_ref().map(|(cert, _)| cert.clone())
+    }
+
     /// A fetcher for one gRPC server, which gRPC core calls at startup and before every
     /// handshake: it hands over each new certificate once.
     pub fn fetcher(self: &Arc<Self>) -> Box<dyn ServerCredentialsFetcher + Send + Sync> {

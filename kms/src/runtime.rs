@@ -135,6 +135,17 @@ impl Loader {
         self.assemble(Arc::new(verifier), Arc::new(secrets))
     }
 
+    /// Cluster mode before the replica holds a verified state: the image's policy and no
+    /// secrets (nothing is released before the cluster state is verified anyway).
+    pub fn placeholder(&self) -> Result<Runtime, LoadError> {
+        let policy = self.load_policy()?;
+        let secrets = SecretStore::from_json(b"{}").map_err(|source| LoadError::Secrets {
+            path: self.secrets_path().to_owned(),
+            source,
+        })?;
+        self.assemble(Arc::new(self.verifier(policy)), Arc::new(secrets))
+    }
+
     /// The one cross-check of a configuration, for loads, reloads and admin changes: every
     /// `allow` name must be the name of an `sgx_mrs` entry of the policy.
     pub fn assemble(
@@ -245,7 +256,8 @@ impl Loader {
         RaPolicy::from_json(&bytes, &path.display().to_string()).map_err(LoadError::Policy)
     }
 
-    fn load_secrets(&self) -> Result<SecretStore, LoadError> {
+    /// The secrets from the configured file alone (cluster mode imports them at genesis).
+    pub fn load_secrets(&self) -> Result<SecretStore, LoadError> {
         let path = self.secrets_path().to_owned();
         let json: Zeroizing<Vec<u8>> =
             match &self.secrets {

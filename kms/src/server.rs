@@ -28,7 +28,11 @@ use signal_hook::iterator::Signals;
 
 use crate::admin::{self, Admin};
 use crate::audit::{AuditLog, Event, Record, Verdict};
-use crate::cli::{CollateralSpec, KeySpec, OperatorsSpec, SecretsSource, ServeConfig};
+use crate::cli::{ClusterArgs, CollateralSpec, KeySpec, OperatorsSpec, SecretsSource, ServeConfig};
+use crate::cluster::config::ClusterConfig;
+use crate::cluster::etcd::Etcd;
+use crate::cluster::replica::{Cluster, Parts, Readiness};
+use crate::cluster::slot::{SlotKey, SlotStore};
 use crate::enclave::OcclumEnclaveKeys;
 use crate::gate;
 use crate::health;
@@ -39,6 +43,8 @@ use crate::rotation::{self, Rotator};
 use crate::runtime::{Loader, SecretsFile};
 use crate::seal::FileKey;
 use crate::service::{self, Shared};
+use ratls::collateral::staple::Stapled;
+use ratls::verify::Verifier;
 
 /// DCAP's QCNL configuration, where a PCCS URL is usually configured on SGX hosts.
 pub const QCNL_CONF: &str = "/etc/sgx_default_qcnl.conf";
@@ -50,6 +56,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const FETCH_WAIT: Duration = Duration::from_millis(250);
 /// How long a graceful stop waits for calls in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Each etcd call's budget per endpoint (cluster mode).
+const ETCD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A failure that stops the server from starting: the step that failed, and why.
 #[derive(Debug)]
@@ -82,6 +90,8 @@ enum Step {
     LoadOperators,
     StartAdmin(String),
     StartMetrics(String),
+    /// Cluster mode could not start (names the file, flag or check).
+    Cluster(String),
     StartHealth(String),
 }
 
@@ -129,6 +139,7 @@ impl fmt::Display for Step {
             Step::StartMetrics(listen) => {
                 write!(f, "serving metrics on {listen} (--metrics-listen)")
             }
+            Step::Cluster(what) => write!(f, "cluster mode: {what}"),
             Step::StartHealth(listen) => {
                 write!(f, "serving /livez and /readyz on {listen} (--health-listen)")
             }
@@ -172,10 +183,19 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         anchor: platform.anchor.clone(),
         collateral: Arc::clone(&collateral),
     });
-    let operators = load_operators(&cfg.admin_operators)?;
-    let runtime = loader
-        .load()
-        .map_err(|e| ServeError::new(Step::LoadConfiguration, e))?;
+    let cluster_cfg = cluster_config(cfg)?;
+    let operators = match &cluster_cfg {
+        // In cluster mode the operators are cluster.json's.
+        Some((cluster, _)) => cluster.operators.clone(),
+        None => load_operators(&cfg.admin_operators)?,
+    };
+    // In cluster mode nothing is served before the replica holds a verified cluster state:
+    // until then the image's policy and no secrets (releases are refused as not ready).
+    let runtime = match &cluster_cfg {
+        Some(_) => loader.placeholder(),
+        None => loader.load(),
+    }
+    .map_err(|e| ServeError::new(Step::LoadConfiguration, e))?;
     for warning in runtime.verifier.policy().warnings() {
         eprintln!("kms: policy warning: {warning}");
     }
@@ -192,13 +212,40 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     )
     .map_err(|e| ServeError::new(Step::MintCertificate(platform.quotes.describe()), e))?;
 
-    let shared = Arc::new(Shared::new(runtime, audit, cfg.reply_form));
-    let (mut server, upstream) = start_grpc(cfg, &shared, &rotator)?;
+    let readiness = cluster_cfg.as_ref().map(|(cluster, _)| {
+        Arc::new(Readiness::new(
+            cluster.max_stale,
+            "starting: obtaining the cluster key",
+        ))
+    });
+    let mut shared = Shared::new(runtime, audit, cfg.reply_form);
+    if let Some(readiness) = &readiness {
+        shared = shared.with_cluster(Arc::clone(readiness));
+    }
+    let shared = Arc::new(shared);
+    let cluster = match (cluster_cfg, readiness) {
+        (Some((cluster_cfg, args)), Some(readiness)) => Some(start_cluster(
+            cluster_cfg,
+            &args,
+            cfg,
+            ClusterDeps {
+                shared: &shared,
+                loader: &loader,
+                rotator: &rotator,
+                anchor: &platform.anchor,
+                collateral: &collateral,
+                readiness,
+            },
+        )?),
+        _ => None,
+    };
+    let (mut server, upstream) = start_grpc(cfg, &shared, &rotator, cluster.as_ref())?;
     let admin = Arc::new(Admin {
         shared: Arc::clone(&shared),
         loader: Arc::clone(&loader),
         operators,
         audit_file: cfg.audit_log.clone(),
+        cluster: cluster.clone(),
     });
     let started = start_admin(cfg, &rotator, &admin).and_then(|admin_server| {
         start_gate(cfg, upstream, &shared).map(|gate| (gate, admin_server))
@@ -224,9 +271,15 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         Some(Ok(endpoint)) => format!("; metrics on http://{}/metrics", endpoint.addr()),
         None => String::new(),
     };
-    // Single mode: ready from here on, the gRPC server being up. Cluster mode's callback (the
-    // replica holds the cluster key and a verified state) replaces this one.
-    let ready: health::Ready = Arc::new(|| Ok(()));
+    // Single mode: ready from here on, the gRPC server being up. Cluster mode: ready iff the
+    // replica holds the cluster key and a verified state (never tied to etcd's health).
+    let ready: health::Ready = match &cluster {
+        Some(cluster) => {
+            let cluster = Arc::clone(cluster);
+            Arc::new(move || cluster.readiness())
+        }
+        None => Arc::new(|| Ok(())),
+    };
     let health = match cfg.health_listen.as_deref() {
         Some(listen) => match health::Endpoint::start(listen, ready) {
             Ok(endpoint) => format!("; health on http://{}/livez and /readyz", endpoint.addr()),
@@ -242,10 +295,37 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         None => String::new(),
     };
 
+    if let Some(cluster) = &cluster {
+        if let Err(e) = crate::cluster::sync::start(cluster) {
+            gate.stop_accepting();
+            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            return Err(ServeError::new(
+                Step::Cluster("starting the sync threads".into()),
+                e,
+            ));
+        }
+    }
+    let mode = match &cluster {
+        Some(cluster) => format!(
+            "CLUSTER mode: cluster {:?} ({}), replica policy {}, etcd {}, peers {}; secrets from the cluster state once ready",
+            cluster.cfg.cluster_id,
+            cluster.cfg.source,
+            cluster.cfg.replica_policy.name(),
+            cfg.cluster
+                .as_ref()
+                .map(|c| c.etcd.join(","))
+                .unwrap_or_default(),
+            cfg.cluster
+                .as_ref()
+                .map(|c| c.peers.join(","))
+                .unwrap_or_default(),
+        ),
+        None => format!("{secret_count} secrets"),
+    };
     let mut start = Record::new(Event::Start, Verdict::Ok);
     start.reason = Some(format!(
-        "{} secrets; policy {}; admin API {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer{metrics}",
-        secret_count,
+        "{}; policy {}; admin API {}; trust anchor {}; collateral {}; quotes {}; at most {} connections, {} per peer{metrics}",
+        mode,
         cfg.ra_config.display(),
         admin_summary(cfg, &admin.operators),
         platform.anchor.describe(),
@@ -268,7 +348,10 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     println!("listening on {}", with_port(&cfg.listen, port));
     let _ = std::io::stdout().flush();
 
-    serve_signals(&mut signals, &shared, &loader);
+    serve_signals(&mut signals, &shared, &loader, cluster.is_some());
+    if let Some(cluster) = &cluster {
+        cluster.stop();
+    }
     // No new connections; calls in flight finish through the gate within the grace period.
     gate.stop_accepting();
     if let Some((admin_server, _)) = admin_server.as_mut() {
@@ -375,10 +458,19 @@ fn admin_summary(cfg: &ServeConfig, operators: &Operators) -> String {
     }
 }
 
-/// SIGHUP reloads; SIGTERM or SIGINT is audited and returns.
-fn serve_signals(signals: &mut Signals, shared: &Shared, loader: &Loader) {
+/// SIGHUP reloads (single mode); SIGTERM or SIGINT is audited and returns.
+fn serve_signals(signals: &mut Signals, shared: &Shared, loader: &Loader, cluster: bool) {
     for signal in signals.forever() {
         match signal {
+            SIGHUP if cluster => {
+                // The image's files are only the genesis seed in cluster mode: reloading them
+                // would replace the cluster's state with a stale one.
+                let mut rec = Record::new(Event::Reload, Verdict::Rejected);
+                rec.reason = Some(
+                    "SIGHUP ignored in cluster mode: the state comes from the cluster (kms admin put-secret / set-policy)".into(),
+                );
+                shared.audit().write(&rec);
+            }
             SIGHUP => reload(shared, loader),
             _ => break,
         }
@@ -394,6 +486,7 @@ fn start_grpc(
     cfg: &ServeConfig,
     shared: &Arc<Shared>,
     rotator: &Arc<Rotator>,
+    cluster: Option<&Arc<Cluster>>,
 ) -> Result<(grpcio::Server, SocketAddr), ServeError> {
     crate::grpclog::install();
     crate::grpclog::audit_tls_failures(Arc::clone(shared.audit_arc()));
@@ -417,10 +510,15 @@ fn start_grpc(
         .raw_cfg_int(c"grpc.http2.bdp_probe".into(), 0)
         .raw_cfg_int(c"grpc.enable_channelz".into(), 0)
         .build_args();
-    let mut server = ServerBuilder::new(Arc::clone(&env))
+    let mut builder = ServerBuilder::new(Arc::clone(&env))
         .channel_args(args)
         .register_service(secrets_service)
-        .register_service(health_service)
+        .register_service(health_service);
+    if let Some(cluster) = cluster {
+        // kms.Replica/GetClusterKey, on the main port behind the same gate.
+        builder = builder.register_service(crate::cluster::keyshare::service(Arc::clone(cluster)));
+    }
+    let mut server = builder
         .build()
         .map_err(|e| ServeError::new(Step::BuildGrpcServer, e))?;
     let credentials =
@@ -437,6 +535,98 @@ fn start_grpc(
         port,
     );
     Ok((server, addr))
+}
+
+/// Cluster mode's configuration: `--cluster FILE`, or inside Occlum the image's
+/// `/cluster.json` if present (then and only then cluster mode). `None`: single mode.
+fn cluster_config(cfg: &ServeConfig) -> Result<Option<(ClusterConfig, ClusterArgs)>, ServeError> {
+    let Some(args) = &cfg.cluster else {
+        return Ok(None);
+    };
+    if args.image && !args.file.exists() {
+        if !args.etcd.is_empty() || !args.peers.is_empty() {
+            return Err(ServeError {
+                step: Step::Cluster(format!(
+                    "--etcd/--peers given, but the measured image has no {}: this KMS image is not built for cluster mode",
+                    args.file.display()
+                )),
+                source: None,
+            });
+        }
+        return Ok(None);
+    }
+    if args.etcd.is_empty() {
+        return Err(ServeError {
+            step: Step::Cluster(format!(
+                "{} puts this KMS in cluster mode, which needs --etcd URL[,URL...]",
+                args.file.display()
+            )),
+            source: None,
+        });
+    }
+    let cluster = ClusterConfig::load(&args.file)
+        .map_err(|e| ServeError::new(Step::Cluster("reading the cluster file".into()), e))?;
+    Ok(Some((cluster, args.clone())))
+}
+
+/// What [`start_cluster`] wires the replica to.
+struct ClusterDeps<'a> {
+    shared: &'a Arc<Shared>,
+    loader: &'a Arc<Loader>,
+    rotator: &'a Arc<Rotator>,
+    anchor: &'a TrustAnchor,
+    collateral: &'a Arc<dyn CollateralSource>,
+    readiness: Arc<Readiness>,
+}
+
+/// The replica: its etcd client, slot, replica policy (from its own quote) and state holder.
+/// Its threads start once the gRPC server is up.
+fn start_cluster(
+    cluster_cfg: ClusterConfig,
+    args: &ClusterArgs,
+    cfg: &ServeConfig,
+    deps: ClusterDeps<'_>,
+) -> Result<Arc<Cluster>, ServeError> {
+    let step = |what: &str| Step::Cluster(what.to_owned());
+    let etcd =
+        Etcd::new(&args.etcd, ETCD_TIMEOUT).map_err(|e| ServeError::new(step("--etcd"), e))?;
+    let slot_key = match &args.slot_key {
+        KeySpec::File(path) => SlotKey::File(
+            FileKey::read_file(path).map_err(|e| ServeError::new(Step::ReadSealKeyFile, e))?,
+        ),
+        KeySpec::Enclave(policy) => SlotKey::Enclave {
+            keys: Box::new(
+                OcclumEnclaveKeys::open().map_err(|e| ServeError::new(Step::OpenEnclaveKeys, e))?,
+            ),
+            policy: *policy,
+        },
+    };
+    let own_cert = deps.rotator.cert_pem().ok_or_else(|| ServeError {
+        step: step("this replica has no RA-TLS certificate"),
+        source: None,
+    })?;
+    let image_policy =
+        crate::fsutil::read_limited(&cfg.ra_config, ratls::policy::MAX_POLICY_LEN).ok();
+    let policy = crate::cluster::policy::replica_policy(
+        &own_cert,
+        cluster_cfg.replica_policy,
+        image_policy.as_deref().map(|b| b.as_slice()),
+    )
+    .map_err(|e| ServeError::new(step("building the replica policy"), e))?;
+    // Peers staple their collateral to their certificates, as this KMS does.
+    let collateral: Arc<dyn CollateralSource> = Arc::new(Stapled::new(Arc::clone(deps.collateral)));
+    let replica_verifier = Arc::new(Verifier::new(deps.anchor.clone(), collateral, policy));
+    Ok(Arc::new(Cluster::new(Parts {
+        cfg: cluster_cfg,
+        etcd,
+        peers: args.peers.clone(),
+        slot: SlotStore::new(args.slot.clone(), slot_key),
+        shared: Arc::clone(deps.shared),
+        loader: Arc::clone(deps.loader),
+        replica_verifier,
+        rotator: Arc::clone(deps.rotator),
+        readiness: deps.readiness,
+    })))
 }
 
 /// Reloads policy and secrets together; keeps the running configuration on any error.

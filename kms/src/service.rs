@@ -102,8 +102,13 @@ impl Flights {
 
 /// State shared by every call.
 pub struct Shared {
-    /// The configuration and its generation (1 at start, +1 at every replacement).
-    runtime: RwLock<(Arc<Runtime>, u64)>,
+    /// The configuration and its generation (1 at start, +1 at every replacement), and in
+    /// cluster mode its cluster version (`<cluster_id>-e<epoch>-g<gen>`), the same on every
+    /// replica.
+    runtime: RwLock<(Arc<Runtime>, u64, Option<String>)>,
+    /// Cluster mode: releases wait for the replica to be ready (key + verified state) and
+    /// stop when the state is stale. `None` in single mode.
+    cluster: Option<Arc<crate::cluster::replica::Readiness>>,
     /// Names this process's generations: a version from before a restart never matches.
     boot_id: String,
     /// Held across check-validate-persist-swap by admin writes and reloads.
@@ -119,13 +124,20 @@ impl Shared {
         // keeps versions of different processes apart; it guards nothing secret.
         let boot_id = format!("{:016x}", RandomState::new().hash_one(std::process::id()));
         Shared {
-            runtime: RwLock::new((Arc::new(runtime), 1)),
+            runtime: RwLock::new((Arc::new(runtime), 1, None)),
+            cluster: None,
             boot_id,
             writes: Mutex::new(()),
             audit,
             reply_form,
             flights: Flights::new(),
         }
+    }
+
+    /// Cluster mode: releases and the health check follow `readiness`.
+    pub fn with_cluster(mut self, readiness: Arc<crate::cluster::replica::Readiness>) -> Shared {
+        self.cluster = Some(readiness);
+        self
     }
 
     /// The configuration calls use now.
@@ -140,10 +152,11 @@ impl Shared {
             .runtime
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (
-            Arc::clone(&guard.0),
-            format!("{}-{}", self.boot_id, guard.1),
-        )
+        let version = match &guard.2 {
+            Some(label) => label.clone(),
+            None => format!("{}-{}", self.boot_id, guard.1),
+        };
+        (Arc::clone(&guard.0), version)
     }
 
     /// Swaps in a new configuration; calls in flight finish with the old one. Returns the
@@ -153,9 +166,20 @@ impl Shared {
             .runtime
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *guard = (Arc::new(runtime), guard.1 + 1);
+        *guard = (Arc::new(runtime), guard.1 + 1, None);
         METRICS.new_generation();
         format!("{}-{}", self.boot_id, guard.1)
+    }
+
+    /// [`Shared::replace`] with the cluster version `label` as the state version.
+    pub fn replace_labeled(&self, runtime: Runtime, label: String) -> String {
+        let mut guard = self
+            .runtime
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = (Arc::new(runtime), guard.1 + 1, Some(label.clone()));
+        METRICS.new_generation();
+        label
     }
 
     /// Serializes configuration changes (admin writes, reloads) from check to swap.
@@ -190,9 +214,10 @@ pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
             respond(&ctx, sink, outcome);
         })
         .build();
+    let s = Arc::clone(shared);
     let health = ServiceBuilder::new()
         .add_unary_handler(&METHOD_HEALTH_CHECK, move |ctx, req: RawRequest, sink| {
-            respond(&ctx, sink, health_check(&req.0));
+            respond(&ctx, sink, health_check(&s, &req.0));
         })
         .build();
     (secrets, health)
@@ -209,9 +234,20 @@ pub fn get_secret(
     request: &[u8],
     attested: impl FnOnce(),
 ) -> Result<Zeroizing<Vec<u8>>, RpcStatus> {
-    let runtime = shared.current();
     let mut rec = Record::new(Event::Refusal, Verdict::Rejected);
     rec.peer = Some(peer_addr);
+    // 0: cluster mode: nothing is released before the replica holds a verified state, nor
+    // from a state older than max_stale_secs allows.
+    if let Some(cluster) = &shared.cluster {
+        if let Err(why) = cluster.check_release() {
+            return Err(refuse(
+                shared,
+                rec,
+                RpcStatus::with_message(RpcStatusCode::UNAVAILABLE, why),
+            ));
+        }
+    }
+    let runtime = shared.current();
 
     // 1 + 2: who is calling, verified before anything else.
     let verified = match authenticate(shared, &runtime, peer_addr, cert_pem) {
@@ -266,11 +302,15 @@ pub fn get_secret(
     Ok(reply)
 }
 
-/// `grpc.health.v1.Health/Check`: SERVING for the whole server and `ratls.GrSecret`.
-pub fn health_check(request: &[u8]) -> Result<Zeroizing<Vec<u8>>, RpcStatus> {
+/// `grpc.health.v1.Health/Check`: SERVING for the whole server and `ratls.GrSecret`; in
+/// cluster mode NOT_SERVING until the replica holds the cluster key and a verified state.
+pub fn health_check(shared: &Shared, request: &[u8]) -> Result<Zeroizing<Vec<u8>>, RpcStatus> {
     let service = proto::decode_name(request)
         .map_err(|e| RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
     if HEALTH_SERVICES.contains(&service.as_str()) {
+        if shared.cluster.as_ref().is_some_and(|c| c.check().is_err()) {
+            return Ok(Zeroizing::new(proto::HEALTH_NOT_SERVING.to_vec()));
+        }
         Ok(Zeroizing::new(proto::HEALTH_SERVING.to_vec()))
     } else {
         Err(RpcStatus::with_message(

@@ -216,3 +216,18 @@ fn a_certificate_output_over_the_secrets_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cluster_is_refused_the_image_file_decides_cluster_mode() {
+    assert_refused(
+        &["server", "0.0.0.0:50051", "--cluster", "/host/cluster.json"],
+        "--cluster",
+    );
+    assert_refused(
+        &["server", "0.0.0.0:50051", "--cluster-slot", "/host/slot"],
+        "--cluster-slot",
+    );
+    let out = kms_in_occlum(&["server", "0.0.0.0:50051", "--cluster", "/host/cluster.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/cluster.json"), "{stderr}");
+}
