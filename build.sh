@@ -12,7 +12,10 @@
 # build the simulated host demo even where Occlum is installed, BUILD_CHECK_ONLY=1 to stop after
 # the prerequisites check. Occlum mode: OCCLUM_TOOLCHAIN (occlum-gcc's prefix, default
 # /opt/occlum/toolchains/gcc), OCCLUM_GLIBC (default /opt/occlum/glibc/lib), QCNL_CONF (the QCNL
-# file copied into both images, default /etc/sgx_default_qcnl.conf).
+# file copied into both images, default /etc/sgx_default_qcnl.conf), OCCLUM_CPP_CLIENTS=1 to
+# build the KMS with the `occlum-cpp-clients` feature (gRPC core on a vendored OpenSSL, so
+# Occlum's C++ grpc_ratls clients, whose X.509 v1 certificates BoringSSL refuses, can connect;
+# costs about a third more KMS CPU per attestation: README, "Compatibility with Occlum's C++").
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -107,7 +110,9 @@ build_binaries() {
     # enclaves cannot trust a simulated root (kms is built on its own so no other package's
     # features are unified into it).
     step "building kms for Occlum (release, no simulation; grpcio's C core takes ~8 min the first time)"
-    cargo build --release --locked -p kms
+    local kms_features=()
+    [ "${OCCLUM_CPP_CLIENTS:-}" = 1 ] && kms_features=(--features occlum-cpp-clients)
+    cargo build --release --locked -p kms "${kms_features[@]}"
     step "building app (release)"
     cargo build --release --locked -p app
     step "checking that kms and app load under Occlum's glibc ($OCCLUM_GLIBC)"

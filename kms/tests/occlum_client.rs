@@ -4,11 +4,13 @@
 //! loopback, its TLS stack (grpcio's) included: the TLS library must accept such a
 //! certificate in the handshake before the KMS's own attestation pipeline can judge it.
 //!
-//! Ignored in the default build: the BoringSSL inside grpcio-sys 0.13 refuses X.509 v1
-//! certificates that carry extensions (the handshake fails, UNAVAILABLE). Both tests pass with
-//! grpcio's `openssl-vendored` feature, which the project does not adopt because it costs the
-//! KMS about 17% more CPU per attestation (README, "Compatibility with Occlum's C++
-//! `grpc_ratls`"). Run them with that feature and `-- --ignored`.
+//! The default build's BoringSSL (inside grpcio-sys 0.13) refuses X.509 v1 certificates that
+//! carry extensions in the handshake: the last test pins that, so a grpcio upgrade that
+//! accepts them shows up here. The KMS feature `occlum-cpp-clients` builds gRPC core on
+//! OpenSSL instead (grpcio's `openssl-vendored`), which accepts them; it is opt-in because it
+//! costs the KMS more CPU per attestation (README, "Compatibility with Occlum's C++
+//! `grpc_ratls`"). The first two tests run only with it:
+//! `cargo test --release --workspace --features kms/simulation,init/simulation,kms/occlum-cpp-clients --test occlum_client`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -18,7 +20,10 @@ use common::*;
 use grpcio::RpcStatusCode;
 
 #[test]
-#[ignore = "needs grpcio's openssl-vendored feature: grpcio's BoringSSL refuses X.509 v1 with extensions"]
+#[cfg_attr(
+    not(feature = "occlum-cpp-clients"),
+    ignore = "needs the KMS feature occlum-cpp-clients: grpcio's BoringSSL refuses X.509 v1 with extensions"
+)]
 fn an_occlum_form_client_the_policy_admits_gets_its_secrets() {
     let fx = Fixture::start("occlum-client-ok");
     let client = GrpcClient::connect(&fx.kms, Some(&fx.sim.occlum_client(&fx.app)));
@@ -31,7 +36,10 @@ fn an_occlum_form_client_the_policy_admits_gets_its_secrets() {
 }
 
 #[test]
-#[ignore = "needs grpcio's openssl-vendored feature: grpcio's BoringSSL refuses X.509 v1 with extensions"]
+#[cfg_attr(
+    not(feature = "occlum-cpp-clients"),
+    ignore = "needs the KMS feature occlum-cpp-clients: grpcio's BoringSSL refuses X.509 v1 with extensions"
+)]
 fn an_occlum_form_client_the_policy_does_not_admit_is_refused_by_the_measurement_policy() {
     let fx = Fixture::start("occlum-client-refused");
     let mut stranger = fx.app.clone();
@@ -49,5 +57,23 @@ fn an_occlum_form_client_the_policy_does_not_admit_is_refused_by_the_measurement
             .unwrap_or_default()
             .contains("mr_enclave"),
         "{rec}"
+    );
+}
+
+#[test]
+#[cfg(not(feature = "occlum-cpp-clients"))]
+fn the_default_build_refuses_an_occlum_form_client_in_the_tls_handshake() {
+    let fx = Fixture::start("occlum-client-default");
+    let client = GrpcClient::connect(&fx.kms, Some(&fx.sim.occlum_client(&fx.app)));
+    let (code, message) = client.get("flask_key").unwrap_err();
+    // Refused by BoringSSL before any of the KMS's code runs: no attestation record, no release.
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{message}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let audit = fx.kms.audit();
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r["event"] == "attestation" || r["event"] == "release"),
+        "the handshake should have failed before attestation: {audit:?}"
     );
 }
