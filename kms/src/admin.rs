@@ -29,6 +29,8 @@
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc::{self, TrySendError};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -112,20 +114,97 @@ pub struct Admin {
     pub cluster: Option<Arc<Cluster>>,
 }
 
+/// Admitted admin calls waiting for the admin worker; more are refused at once
+/// (RESOURCE_EXHAUSTED), so a burst of operator calls cannot pile up without bound.
+pub const ADMIN_QUEUE: usize = 16;
+/// How long the worker waits for a reply to be handed to gRPC core.
+const REPLY_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An admitted call for the admin worker, with the sink its reply goes to.
+struct Job {
+    method: &'static str,
+    peer: String,
+    cert: Option<Vec<u8>>,
+    request: AdminRequest,
+    sink: UnarySink<AdminReply>,
+}
+
 /// The `kms.Admin` service.
+///
+/// Calls run on one `kms-admin` worker thread, never on a gRPC server thread: admin writes
+/// block on the disk (a sealed file, fsync) or, in cluster mode, on etcd (compare-and-swap,
+/// with its timeout), and a gRPC thread must not wait on either. A caller whose certificate is
+/// not a pinned operator's is refused (and audited) on the gRPC thread at once, without
+/// queueing, so a flood of strangers never delays an operator.
 pub fn service(admin: Arc<Admin>) -> Service {
+    let (jobs, queue) = mpsc::sync_channel::<Job>(ADMIN_QUEUE);
+    let worker_admin = Arc::clone(&admin);
+    let started = std::thread::Builder::new()
+        .name("kms-admin".into())
+        .spawn(move || worker(&worker_admin, &queue));
+    if let Err(e) = started {
+        // `jobs` then has no receiver: every admitted call is answered UNAVAILABLE below.
+        eprintln!("kms: starting the admin worker thread failed: {e}; admin calls will be refused");
+    }
     let mut builder = ServiceBuilder::new();
     for m in &METHODS {
         let admin = Arc::clone(&admin);
-        let name = m.name;
+        let jobs = jobs.clone();
+        let method = m.name;
         builder = builder.add_unary_handler(m, move |ctx, req: AdminRequest, sink| {
             let peer = crate::gate::client_address(&ctx.peer());
             let cert = service::peer_cert_pem(&ctx);
-            let outcome = admin.call(name, &peer, cert.as_deref(), &req.0);
-            respond(&ctx, sink, outcome);
+            if admin.admit(cert.as_deref()).is_err() {
+                // The refusal path: no I/O but the (aggregated) audit record.
+                let outcome = admin.call(method, &peer, cert.as_deref(), &req.0);
+                respond(&ctx, sink, outcome);
+                return;
+            }
+            let job = Job {
+                method,
+                peer,
+                cert,
+                request: req,
+                sink,
+            };
+            match jobs.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(job)) => respond(
+                    &ctx,
+                    job.sink,
+                    Err(RpcStatus::with_message(
+                        RpcStatusCode::RESOURCE_EXHAUSTED,
+                        format!(
+                            "the admin API is busy: {ADMIN_QUEUE} calls are already waiting; retry"
+                        ),
+                    )),
+                ),
+                Err(TrySendError::Disconnected(job)) => respond(
+                    &ctx,
+                    job.sink,
+                    Err(RpcStatus::with_message(
+                        RpcStatusCode::UNAVAILABLE,
+                        "the admin worker thread is not running (see the KMS's stderr)".into(),
+                    )),
+                ),
+            }
         });
     }
     builder.build()
+}
+
+/// The admin worker: each admitted call in turn, its reply handed to gRPC core from here. It
+/// ends when the service (and so every sender) is dropped.
+fn worker(admin: &Admin, queue: &mpsc::Receiver<Job>) {
+    for job in queue {
+        let outcome = admin.call(job.method, &job.peer, job.cert.as_deref(), &job.request.0);
+        let sent = match outcome {
+            Ok(bytes) => job.sink.success(AdminReply(bytes)),
+            Err(status) => job.sink.fail(status),
+        };
+        // The operator may have gone away; nothing useful to do about it here.
+        let _ = crate::server::block_on_timeout(sent, REPLY_SEND_TIMEOUT);
+    }
 }
 
 /// The operation a method performs, for the audit log.

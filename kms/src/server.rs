@@ -810,7 +810,7 @@ pub fn with_port(listen: &str, port: u16) -> String {
 }
 
 /// Blocks the calling thread on `fut` for at most `timeout`; `None` on timeout.
-fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
+pub(crate) fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
     struct Unpark(Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {

@@ -658,3 +658,71 @@ fn releases_stop_after_max_stale_secs_without_etcd_and_readiness_does_not() {
     etcd_cluster.restart(0);
     f.wait_value(&r1, "flask_key", flask_key, READY_DEADLINE);
 }
+
+#[test]
+fn an_admin_write_waits_for_etcd_on_the_admin_worker_while_strangers_are_refused_at_once() {
+    let f = Fixture::new("cluster-admin-worker");
+    let mut etcd_cluster = EtcdCluster::start(1);
+    let endpoints = etcd_cluster.endpoints();
+    let r1 = f.replica("r1", &endpoints, &[], &f.kms_id);
+    f.admin_ok(&r1, &["genesis"]);
+    let (_, flask_key, _) = &secrets()[1];
+    f.wait_value(&r1, "flask_key", flask_key, READY_DEADLINE);
+    // A stranger: a key pair no cluster.json pins.
+    let mallory_cert = f.dir.path("mallory.crt");
+    let mallory_key = f.dir.path("mallory.key");
+    run_ok(&[
+        "admin",
+        "keygen",
+        "--name",
+        "mallory",
+        "--out-cert",
+        mallory_cert.to_str().unwrap(),
+        "--out-key",
+        mallory_key.to_str().unwrap(),
+    ]);
+    // Frozen etcd: the operator's write hangs on etcd until its timeout, on the admin worker.
+    etcd_cluster.freeze(0, true);
+    std::thread::scope(|scope| {
+        let write = scope.spawn(|| {
+            let start = Instant::now();
+            let out = f.put_secret(&r1, "flask_key", b"while-etcd-is-frozen");
+            (out, start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        let policy = f.dir.path("kms_policy.json");
+        let out = kms(&[
+            "admin",
+            "status",
+            "--kms",
+            &r1.admin,
+            "--cert",
+            mallory_cert.to_str().unwrap(),
+            "--key",
+            mallory_key.to_str().unwrap(),
+            "--ra-config",
+            policy.to_str().unwrap(),
+            "--sim-platform",
+            f.sim.dir.to_str().unwrap(),
+        ]);
+        let stranger_took = start.elapsed();
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("is not pinned"), "{}", stderr(&out));
+        assert!(
+            !write.is_finished(),
+            "the stranger's refusal ({stranger_took:?}) must not wait behind the write on etcd"
+        );
+        let (out, took) = write.join().unwrap();
+        eprintln!("write with etcd frozen: {took:?}; stranger's refusal: {stranger_took:?}");
+        assert!(!out.status.success(), "a write with etcd frozen must fail");
+        assert!(stderr(&out).contains("UNAVAILABLE"), "{}", stderr(&out));
+        assert!(
+            took > stranger_took,
+            "write {took:?}, stranger {stranger_took:?}"
+        );
+    });
+    etcd_cluster.freeze(0, false);
+    // The state did not change, and releases went on from memory throughout.
+    assert_eq!(f.client(&r1).get_decoded("flask_key").unwrap(), *flask_key);
+}

@@ -110,6 +110,18 @@ impl EtcdCluster {
         }
     }
 
+    /// SIGSTOPs (`frozen`) or SIGCONTs member `i`: a frozen member keeps its sockets, so calls
+    /// to it hang until the caller's timeout instead of failing at once.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        let child = self.members[i].child.as_ref().expect("member is running");
+        let status = std::process::Command::new("kill")
+            .arg(if frozen { "-STOP" } else { "-CONT" })
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -STOP/-CONT of etcd member {i}");
+    }
+
     /// SIGKILLs every member.
     pub fn stop_all(&mut self) {
         for i in 0..self.members.len() {
