@@ -662,7 +662,7 @@ fn releases_stop_after_max_stale_secs_without_etcd_and_readiness_does_not() {
 #[test]
 fn an_admin_write_waits_for_etcd_on_the_admin_worker_while_strangers_are_refused_at_once() {
     let f = Fixture::new("cluster-admin-worker");
-    let mut etcd_cluster = EtcdCluster::start(1);
+    let etcd_cluster = EtcdCluster::start(1);
     let endpoints = etcd_cluster.endpoints();
     let r1 = f.replica("r1", &endpoints, &[], &f.kms_id);
     f.admin_ok(&r1, &["genesis"]);
