@@ -178,6 +178,19 @@ impl EtcdError {
         matches!(self, EtcdError::AllEndpointsFailed { attempts, .. }
             if !attempts.is_empty() && attempts.iter().all(|a| a.timed_out))
     }
+
+    /// Whether a write that failed this way may still be applied by etcd: some endpoint may have
+    /// received it (its timeout expired, or etcd answered 5xx, as it does for "request timed
+    /// out" while the proposal is still in raft). Only refused connections and 4xx answers
+    /// prove nothing was written.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            EtcdError::AllEndpointsFailed { attempts, .. } => attempts
+                .iter()
+                .any(|a| a.timed_out || a.detail.starts_with("HTTP 5")),
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Display for EtcdError {

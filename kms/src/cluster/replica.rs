@@ -692,9 +692,14 @@ impl Cluster {
             Err(e) => {
                 drop(inner);
                 self.etcd_reachable(false, Some(&e));
+                let outcome = if e.outcome_unknown() {
+                    "the change may still be applied by etcd (a compare-and-swap on this generation, so at most once); every replica serves it only once it reads it back; read the status before making it again"
+                } else {
+                    "nothing applied"
+                };
                 Err((
                     RpcStatusCode::UNAVAILABLE,
-                    format!("etcd unreachable, nothing applied: {e}"),
+                    format!("etcd unreachable, {outcome}: {e}"),
                 ))
             }
         }
