@@ -740,3 +740,36 @@ fn an_admin_write_waits_for_etcd_on_the_admin_worker_while_strangers_are_refused
         "{served:?}"
     );
 }
+
+#[test]
+fn a_genesis_whose_etcd_answer_is_lost_never_leaves_a_state_no_replica_can_open() {
+    let f = Fixture::new("cluster-genesis-lost");
+    let etcd_cluster = EtcdCluster::start(1);
+    let endpoints = etcd_cluster.endpoints();
+    let r1 = f.replica("r1", &endpoints, &[], &f.kms_id);
+    // etcd frozen for 2.5 s: the create times out (2 s), then the replica reads it back.
+    etcd_cluster.freeze(0, true);
+    let out = std::thread::scope(|scope| {
+        let genesis = scope.spawn(|| f.admin(&r1, &["genesis"]));
+        std::thread::sleep(Duration::from_millis(2500));
+        etcd_cluster.freeze(0, false);
+        genesis.join().unwrap()
+    });
+    let stored = etcd_dump(&endpoints[0]);
+    if out.status.success() {
+        // etcd applied it, and the replica learnt so by reading it back: it holds the key.
+        assert_eq!(stored.len(), 1);
+        let (_, flask_key, _) = &secrets()[1];
+        f.wait_value(&r1, "flask_key", flask_key, READY_DEADLINE);
+    } else {
+        // etcd dropped it: the replica said "not done", and etcd holds nothing to strand.
+        assert!(
+            stderr(&out).contains("genesis not done"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stored.is_empty(), "{} records", stored.len());
+        f.admin_ok(&r1, &["genesis"]);
+    }
+    assert!(serving(&f, &r1));
+}

@@ -705,6 +705,31 @@ impl Cluster {
         }
     }
 
+    /// The create (genesis) or CAS (recover) of a record sealed under a NEW cluster key. If
+    /// etcd's answer is lost (timeout, 5xx) the write may still have been applied, and then the
+    /// state would be sealed under a key this replica is about to discard: so the record is read
+    /// back (3 tries, 1 s apart) to learn which.
+    fn write_new_key_record(&self, record: &[u8], expect: i64) -> NewKeyWrite {
+        let first = match self.etcd.put_if(&self.state_key, record, expect) {
+            Ok(Cas::Done { revision }) => return NewKeyWrite::Done(revision),
+            Ok(Cas::Conflict { current }) => return NewKeyWrite::Conflict(current),
+            Err(e) if e.outcome_unknown() => e,
+            Err(e) => return NewKeyWrite::NotApplied(e),
+        };
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_secs(1));
+            match self.etcd.get(&self.state_key) {
+                Ok((Some(kv), _)) if kv.value == record => {
+                    return NewKeyWrite::Done(kv.mod_revision);
+                }
+                Ok((Some(kv), _)) => return NewKeyWrite::Conflict(Some(kv)),
+                Ok((None, _)) => return NewKeyWrite::NotApplied(first),
+                Err(_) => {}
+            }
+        }
+        NewKeyWrite::Unknown(first)
+    }
+
     /// `Genesis`: only when this replica holds no key. A new key (epoch 1) and state generation 1
     /// imported from the image's files, created in etcd only if no state exists.
     pub fn genesis(&self) -> Result<(String, String), Refusal> {
@@ -724,8 +749,8 @@ impl Cluster {
             .map_err(|e| (RpcStatusCode::INTERNAL, format!("generating the key: {e}")))?;
         let record = envelope::seal_state(&key, &self.cfg.cluster_id, 1, 1, &[0; 32], &plaintext)
             .map_err(|e| (RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
-        match self.etcd.put_if(&self.state_key, &record, 0) {
-            Ok(Cas::Done { revision }) => {
+        match self.write_new_key_record(&record, 0) {
+            NewKeyWrite::Done(revision) => {
                 inner.key = Some((1, key));
                 inner.high_water = 0;
                 inner.high_sha = [0; 32];
@@ -750,7 +775,7 @@ impl Cluster {
                 self.audit(Verdict::Ok, summary.clone());
                 Ok((self.label(1, 1), summary))
             }
-            Ok(Cas::Conflict { current }) => {
+            NewKeyWrite::Conflict(current) => {
                 let what = current
                     .as_ref()
                     .and_then(|kv| envelope::peek_header(&kv.value).ok())
@@ -763,10 +788,13 @@ impl Cluster {
                     ),
                 ))
             }
-            Err(e) => Err((
+            NewKeyWrite::NotApplied(e) => Err((
                 RpcStatusCode::UNAVAILABLE,
                 format!("etcd unreachable, genesis not done: {e}"),
             )),
+            NewKeyWrite::Unknown(e) => {
+                Err((RpcStatusCode::UNAVAILABLE, unknown_outcome("genesis", &e)))
+            }
         }
     }
 
@@ -819,8 +847,8 @@ impl Cluster {
         )
         .map_err(|e| (RpcStatusCode::INVALID_ARGUMENT, e.to_string()))?;
         let expect = kv.as_ref().map(|kv| kv.mod_revision).unwrap_or(0);
-        match self.etcd.put_if(&self.state_key, &record, expect) {
-            Ok(Cas::Done { revision }) => {
+        match self.write_new_key_record(&record, expect) {
+            NewKeyWrite::Done(revision) => {
                 inner.key = Some((epoch, key));
                 inner.current = None;
                 let opened = OpenedState {
@@ -843,14 +871,17 @@ impl Cluster {
                 self.audit(Verdict::Ok, summary.clone());
                 Ok((self.label(epoch, generation), summary))
             }
-            Ok(Cas::Conflict { .. }) => Err((
+            NewKeyWrite::Conflict(_) => Err((
                 RpcStatusCode::ABORTED,
                 "the stored record changed while recovering; nothing written; try again".into(),
             )),
-            Err(e) => Err((
+            NewKeyWrite::NotApplied(e) => Err((
                 RpcStatusCode::UNAVAILABLE,
                 format!("etcd unreachable, recover not done: {e}"),
             )),
+            NewKeyWrite::Unknown(e) => {
+                Err((RpcStatusCode::UNAVAILABLE, unknown_outcome("recover", &e)))
+            }
         }
     }
 
@@ -920,6 +951,21 @@ fn state_plaintext(policy_json: &[u8], secrets: &SecretStore) -> Zeroizing<Vec<u
         Ok::<(), ()>(())
     });
     out
+}
+
+/// What became of a record sealed under a new cluster key ([`Cluster::write_new_key_record`]).
+enum NewKeyWrite {
+    Done(i64),
+    Conflict(Option<Kv>),
+    NotApplied(EtcdError),
+    /// etcd's answer was lost and it could not be read back.
+    Unknown(EtcdError),
+}
+
+fn unknown_outcome(op: &str, e: &EtcdError) -> String {
+    format!(
+        "{op}: etcd's answer was lost and the record could not be read back, so etcd may or may not store it (sealed under a new cluster key this replica has discarded): {e}. Read `kms admin status` on every replica once etcd answers; if they report the stored state unreadable (state-refused), run `kms admin recover`"
+    )
 }
 
 #[cfg(test)]
