@@ -36,16 +36,17 @@ pub const PEER_CERT_PROPERTY: &str = "x509_pem_cert";
 
 /// A raw request: at most [`MAX_REQUEST_LEN`] + 1 bytes of the message (one more than allowed,
 /// so an oversized message is detected without reading all of it).
-pub struct RawRequest(Vec<u8>);
+pub struct RawRequest(pub(crate) Vec<u8>);
 
 /// A raw reply; it may hold a secret, so it is wiped on drop.
 pub struct RawReply(Zeroizing<Vec<u8>>);
 
-const REQ_MARSHALLER: Marshaller<RawRequest> = Marshaller {
+/// Raw bytes in and out, for every method on the main port (kms.Replica's too).
+pub(crate) const REQ_MARSHALLER: Marshaller<RawRequest> = Marshaller {
     ser: ser_request,
     de: de_request,
 };
-const REPLY_MARSHALLER: Marshaller<RawReply> = Marshaller {
+pub(crate) const REPLY_MARSHALLER: Marshaller<RawReply> = Marshaller {
     ser: ser_reply,
     de: de_reply,
 };
@@ -480,7 +481,7 @@ pub fn peer_cert_pem(ctx: &RpcContext<'_>) -> Option<Vec<u8>> {
         .map(|p| p.value().to_vec())
 }
 
-fn respond(
+pub(crate) fn respond(
     ctx: &RpcContext<'_>,
     sink: UnarySink<RawReply>,
     outcome: Result<Zeroizing<Vec<u8>>, RpcStatus>,

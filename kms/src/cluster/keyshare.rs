@@ -15,15 +15,11 @@
 //!
 //! Messages are JSON (UTF-8 bytes in the gRPC message), as on `kms.Admin`.
 
-use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_unary::{Channel, ClientConfig};
-use grpcio::{
-    GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext, RpcStatus, RpcStatusCode,
-    Service, ServiceBuilder, UnarySink,
-};
+use grpcio::{Method, MethodType, RpcStatus, RpcStatusCode, Service, ServiceBuilder};
 use ratls::cert::RaTlsIdentity;
 use ratls::verify::Verifier;
 use rustls_pki_types::ServerName;
@@ -34,6 +30,7 @@ use super::envelope::ClusterKey;
 use super::keywire::{self, WireShare};
 use super::replica::{Cluster, KeyShare};
 use crate::audit::{Event, Identity, Record, Verdict};
+use crate::service::{self, RawReply, RawRequest};
 
 /// The method.
 pub const GET_CLUSTER_KEY: &str = "/kms.Replica/GetClusterKey";
@@ -44,22 +41,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request (small; read at most [`MAX_KEY_REQUEST`] + 1 bytes).
-pub struct KeyRequest(Vec<u8>);
-/// A reply: it carries the cluster key, so it is wiped on drop.
-pub struct KeyReply(Zeroizing<Vec<u8>>);
-
-const METHOD: Method<KeyRequest, KeyReply> = Method {
+/// Raw bytes in and out, as every method on the main port (`crate::service`'s marshallers: a
+/// request is read up to `MAX_REQUEST_LEN` + 1 bytes, a reply is wiped on drop, and it
+/// carries the cluster key).
+const METHOD: Method<RawRequest, RawReply> = Method {
     ty: MethodType::Unary,
     name: GET_CLUSTER_KEY,
-    req_mar: Marshaller {
-        ser: ser_request,
-        de: de_request,
-    },
-    resp_mar: Marshaller {
-        ser: ser_reply,
-        de: de_reply,
-    },
+    req_mar: service::REQ_MARSHALLER,
+    resp_mar: service::REPLY_MARSHALLER,
 };
 
 #[derive(Deserialize)]
@@ -71,13 +60,13 @@ struct RequestDoc {
 /// The `kms.Replica` service around `cluster`.
 pub fn service(cluster: Arc<Cluster>) -> Service {
     ServiceBuilder::new()
-        .add_unary_handler(&METHOD, move |ctx, req: KeyRequest, sink| {
+        .add_unary_handler(&METHOD, move |ctx, req: RawRequest, sink| {
             let grpc_peer = ctx.peer();
             let peer = crate::gate::client_address(&grpc_peer);
             let cert = crate::service::peer_cert_pem(&ctx);
             let attested = || crate::gate::mark_attested(&grpc_peer);
             let outcome = serve_key(&cluster, &peer, cert.as_deref(), &req.0, attested);
-            respond(&ctx, sink, outcome);
+            service::respond(&ctx, sink, outcome);
         })
         .build()
 }
@@ -235,48 +224,6 @@ fn decode_reply(reply: &[u8], cluster_id: &str) -> Result<KeyShare, String> {
         generation: wire.generation,
         state_sha256: wire.state_sha256,
     })
-}
-
-fn respond(
-    ctx: &RpcContext<'_>,
-    sink: UnarySink<KeyReply>,
-    outcome: Result<Zeroizing<Vec<u8>>, RpcStatus>,
-) {
-    let sent = match outcome {
-        Ok(bytes) => sink.success(KeyReply(bytes)),
-        Err(status) => sink.fail(status),
-    };
-    ctx.spawn(async move {
-        let _ = sent.await;
-    });
-}
-
-fn de_request(reader: MessageReader) -> grpcio::Result<KeyRequest> {
-    let mut buf = Vec::new();
-    reader
-        .take(MAX_KEY_REQUEST as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
-    Ok(KeyRequest(buf))
-}
-
-fn ser_request(req: &KeyRequest, buf: &mut GrpcSlice) -> grpcio::Result<()> {
-    *buf = GrpcSlice::from(req.0.as_slice());
-    Ok(())
-}
-
-fn ser_reply(reply: &KeyReply, buf: &mut GrpcSlice) -> grpcio::Result<()> {
-    // As for a released secret: gRPC core's copy is freed, not wiped.
-    *buf = GrpcSlice::from(reply.0.as_slice());
-    Ok(())
-}
-
-fn de_reply(mut reader: MessageReader) -> grpcio::Result<KeyReply> {
-    let mut buf = Zeroizing::new(Vec::new());
-    reader
-        .read_to_end(&mut buf)
-        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
-    Ok(KeyReply(buf))
 }
 
 #[cfg(test)]
