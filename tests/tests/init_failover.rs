@@ -9,7 +9,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 
-use e2e_tests::{Deployment, EnclaveId, Kms, KmsOptions, free_port, run};
+use e2e_tests::{Deployment, EnclaveId, Kms, KmsOptions, run};
 
 const EXIT_UNREACHABLE: i32 = 5;
 const EXIT_SECRETS: i32 = 7;
@@ -18,9 +18,14 @@ fn deployment() -> Deployment {
     Deployment::new(&[("flask_key", "/etc/flask.key", b"key\n")])
 }
 
-/// A loopback address nothing listens on (a closed port: connecting is refused at once).
+/// A loopback address nothing listens on (connecting is refused at once): a port free on
+/// 127.0.0.2, where no test server listens (they bind 127.0.0.1), so a KMS of a test running
+/// alongside cannot take it between this call and the boot, as it could on 127.0.0.1.
 fn dead() -> String {
-    format!("127.0.0.1:{}", free_port())
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
 }
 
 fn assert_booted(d: &Deployment) {

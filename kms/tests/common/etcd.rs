@@ -122,6 +122,26 @@ impl EtcdCluster {
         assert!(status.success(), "kill -STOP/-CONT of etcd member {i}");
     }
 
+    /// The index of the member that is the raft leader now (`/v3/maintenance/status` of each
+    /// running member: its own id against the leader it reports).
+    pub fn leader(&self) -> usize {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "2", "-X", "POST", "-d", "{}"])
+                .arg(format!("{}/v3/maintenance/status", m.client_url))
+                .output()
+                .unwrap();
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if status["leader"].is_string() && status["leader"] == status["header"]["member_id"] {
+                return i;
+            }
+        }
+        panic!("no running etcd member reports itself as the leader");
+    }
+
     /// SIGKILLs every member.
     pub fn stop_all(&mut self) {
         for i in 0..self.members.len() {
