@@ -31,6 +31,10 @@ RELEASE=$TARGET/release
 # Occlum's init: no `simulation` feature. The host demo's init (simulated platform) is built
 # apart by `init/build-musl.sh --simulation`, so this path never holds a simulation build.
 MUSL_INIT=$TARGET/x86_64-unknown-linux-musl/release/init
+# The KMS binary with the operator's tools (gen-cert, gen-image-key): host mode's kms (built with
+# `simulation`, which implies `host-tools`); in Occlum mode a host-tools build kept apart, since
+# the KMS in the enclave has none (build_binaries).
+KMS_TOOLS=$RELEASE/kms
 MUSL_INIT_SIM=$TARGET/musl-simulation/x86_64-unknown-linux-musl/release/init
 OCCLUM_TOOLCHAIN=${OCCLUM_TOOLCHAIN:-/opt/occlum/toolchains/gcc} # occlum-gcc and its musl sysroot
 OCCLUM_GLIBC=${OCCLUM_GLIBC:-/opt/occlum/glibc/lib}               # the glibc Occlum images carry
@@ -48,6 +52,7 @@ trap on_exit EXIT
 main() {
   if command -v occlum >/dev/null 2>&1 && [ "${FORCE_HOST:-0}" != 1 ]; then
     MODE=occlum
+    KMS_TOOLS=$TARGET/host-tools/kms
   else
     MODE=host
   fi
@@ -109,10 +114,20 @@ build_binaries() {
     # No `simulation` feature and no sgx-sim in the build: the KMS and init that go into the
     # enclaves cannot trust a simulated root (kms is built on its own so no other package's
     # features are unified into it).
-    step "building kms for Occlum (release, no simulation; grpcio's C core takes ~8 min the first time)"
     local kms_features=()
-    [ "${OCCLUM_CPP_CLIENTS:-}" = 1 ] && kms_features=(--features occlum-cpp-clients)
-    cargo build --release --locked -p kms "${kms_features[@]}"
+    [ "${OCCLUM_CPP_CLIENTS:-}" = 1 ] && kms_features=(occlum-cpp-clients)
+    # The operator's tools (gen-cert, gen-image-key, seal, ...) are not in the KMS that goes into
+    # the enclave: a host-tools build made first, with the same other features (so the two share
+    # every dependency and only the kms crate compiles twice), is kept apart as $KMS_TOOLS.
+    step "building the KMS's host tools (kms --features host-tools; grpcio's C core takes ~8 min the first time)"
+    local tools_features
+    tools_features=$(IFS=,; echo "host-tools${kms_features[*]:+,${kms_features[*]}}")
+    cargo build --release --locked -p kms --features "$tools_features"
+    mkdir -p "$(dirname "$KMS_TOOLS")"
+    cp "$RELEASE/kms" "$KMS_TOOLS"
+    step "building kms for Occlum (release, no simulation, no host tools)"
+    cargo build --release --locked -p kms ${kms_features[@]:+--features "${kms_features[*]}"}
+    "$ROOT/occlum-configs/check-host-tools.sh" absent kms "$RELEASE/kms"
     step "building app (release)"
     cargo build --release --locked -p app
     step "checking that kms and app load under Occlum's glibc ($OCCLUM_GLIBC)"
@@ -132,9 +147,9 @@ make_app_tls_and_image_key() {
   step "app TLS certificate/key and the rootfs image key (kept across rebuilds)"
   # Kept if present, so a --cacert the user already pasted keeps working.
   if [ ! -s "$DEMO/flask.crt" ] || [ ! -s "$DEMO/flask.key" ]; then
-    "$RELEASE/kms" gen-cert --cn localhost --out-cert "$DEMO/flask.crt" --out-key "$DEMO/flask.key"
+    "$KMS_TOOLS" gen-cert --cn localhost --out-cert "$DEMO/flask.crt" --out-key "$DEMO/flask.key"
   fi
-  [ -s "$DEMO/image_key" ] || "$RELEASE/kms" gen-image-key --out "$DEMO/image_key"
+  [ -s "$DEMO/image_key" ] || "$KMS_TOOLS" gen-image-key --out "$DEMO/image_key"
   step "secret_config.json (base64 values, as the seed's gen_secret_json)"
   local cert key image_key
   cert=$(base64 -w 0 "$DEMO/flask.crt")

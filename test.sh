@@ -38,8 +38,25 @@ done
 ./init/build-musl.sh
 ./init/build-musl.sh --simulation
 
+step "the Occlum builds contain no host tools"
+# Without the `host-tools` feature (the Occlum builds) init links neither tar nor aes-gcm (the
+# host-mode image; in Occlum the LibOS mounts the rootfs) and kms has no seal, unseal or gen-*.
+# build-musl.sh above checked the Occlum init binary; the KMS is built here as build.sh's Occlum
+# branch builds it (no features), checked and run; the host build below must carry both.
+for dep in tar aes-gcm; do
+  if cargo tree --locked -p init -e normal --prefix none --target x86_64-unknown-linux-musl | grep -E "^$dep " ; then
+    echo "init without host-tools depends on $dep" >&2
+    exit 1
+  fi
+  cargo tree --locked -p init -e normal --prefix none --features host-tools | grep -qE "^$dep " ||
+    { echo "init with host-tools lacks $dep: the check above would prove nothing" >&2; exit 1; }
+done
+cargo build --release --workspace --bins --locked
+occlum-configs/check-host-tools.sh absent kms "${CARGO_TARGET_DIR:-target}/release/kms" --run
+
 step "build every binary (host, with the simulated platform)"
 cargo build --release --workspace --bins --locked --features "$SIM_FEATURES"
+occlum-configs/check-host-tools.sh present kms "${CARGO_TARGET_DIR:-target}/release/kms"
 
 step "shellcheck"
 shellcheck ./*.sh .ci/run fuzz/*.sh bench/*.sh init/*.sh tests/*.sh occlum-configs/*.sh

@@ -10,7 +10,8 @@
 # so host builds in the same target directory are untouched.
 #
 # The default build is the one Occlum runs: without the `simulation` feature, so it has no host
-# mode and cannot trust a simulated root; the check below proves no simulated-root code is in it.
+# mode and cannot trust a simulated root, and without `host-tools`, so it carries no image
+# packer/unpacker; the checks below prove neither is in it.
 # `--simulation` builds the host-mode init (demo, tests) into a separate target directory
 # ($CARGO_TARGET_DIR/musl-simulation), so the Occlum artifact's path never holds it.
 # On an Occlum host, link with Occlum's own musl toolchain instead (MUSL_CC=occlum-gcc, as
@@ -103,6 +104,18 @@ if [ "$simulation" = 1 ]; then
     fi
 else
     check "simulated-root code (marker strings)" "$markers" "0"
+fi
+
+# The host tools (the `host-tools` feature: image packer/unpacker with tar and AES-GCM, and
+# `pack-image`): never in the Occlum build (in Occlum the LibOS mounts the rootfs itself); the
+# --simulation build needs them for host mode. Run-checked where this host can run the binary.
+host_tools=$workspace/occlum-configs/check-host-tools.sh
+if [ "$simulation" = 1 ]; then
+    "$host_tools" present init "$bin" >&2 || fail=1
+elif [ -e "$interpreter" ]; then
+    "$host_tools" absent init "$bin" --run >&2 || fail=1
+else
+    "$host_tools" absent init "$bin" >&2 || fail=1
 fi
 
 size=$(stat -c %s "$bin")

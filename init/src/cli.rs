@@ -5,7 +5,9 @@
 //! `["init"]`); everything else is a subcommand. Inside Occlum (`occlum_dcap::is_occlum`) argv
 //! comes from the untrusted host, so every subcommand but `--help`/`--version` is refused: host
 //! mode would trust a simulated root the host holds, and `pack-image` writes host-chosen files.
-//! Host mode exists only in builds with the `simulation` feature (never the Occlum build).
+//! Host mode exists only in builds with the `simulation` feature, `pack-image` only in builds
+//! with `host-tools` (which `simulation` implies); the Occlum build has neither: there both are
+//! refused as not in this build, whatever the argv.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -52,8 +54,9 @@ pub enum Command {
     /// No arguments: Occlum mode.
     Occlum,
     /// `init host ...`.
-    Host(HostArgs),
-    /// `init pack-image ...`.
+    Host(Box<HostArgs>),
+    /// `init pack-image ...` (`host-tools` builds only).
+    #[cfg(feature = "host-tools")]
     PackImage(PackArgs),
     /// `--help`.
     Help,
@@ -78,6 +81,7 @@ pub struct HostArgs {
 }
 
 /// `pack-image` arguments.
+#[cfg(feature = "host-tools")]
 #[derive(Debug)]
 pub struct PackArgs {
     /// The image_key file; `None` for an integrity-only image.
@@ -112,6 +116,9 @@ pub fn parse_in(args: Vec<OsString>, inside_occlum: bool) -> Result<Command, Usa
     match first.to_str() {
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("-V" | "--version") => Ok(Command::Version),
+        Some("pack-image") if !cfg!(feature = "host-tools") => Err(UsageError(
+            "init pack-image: not in this build (it has no host tools, as the Occlum build has none: init in Occlum never packs or unpacks an image); pack images with a host build: --features init/host-tools".into(),
+        )),
         Some(sub @ ("host" | "pack-image")) if inside_occlum => Err(UsageError(format!(
             "init {sub} is refused inside Occlum: argv comes from the untrusted host, and {}; Occlum runs init with no arguments",
             if sub == "host" {
@@ -123,7 +130,8 @@ pub fn parse_in(args: Vec<OsString>, inside_occlum: bool) -> Result<Command, Usa
         Some("host") if !cfg!(feature = "simulation") => Err(UsageError(
             "init host: this init was built without the `simulation` feature (the Occlum build trusts only Intel's SGX Root CA); host builds for tests: --features init/simulation".into(),
         )),
-        Some("host") => parse_host(words).map(Command::Host),
+        Some("host") => parse_host(words).map(|args| Command::Host(Box::new(args))),
+        #[cfg(feature = "host-tools")]
         Some("pack-image") => parse_pack(words).map(Command::PackImage),
         _ => Err(UsageError(format!("unknown command {first:?}"))),
     }
@@ -195,6 +203,7 @@ fn parse_host(mut words: impl Iterator<Item = OsString>) -> Result<HostArgs, Usa
     Ok(raw)
 }
 
+#[cfg(feature = "host-tools")]
 fn parse_pack(mut words: impl Iterator<Item = OsString>) -> Result<PackArgs, UsageError> {
     let (mut key_file, mut input, mut output, mut integrity_only) = (None, None, None, false);
     while let Some(word) = words.next() {
@@ -263,9 +272,28 @@ mod tests {
             parse_in(words("--version"), true),
             Ok(Command::Version)
         ));
-        for line in [HOST, "pack-image --integrity-only --in d --out f"] {
-            let err = parse_in(words(line), true).unwrap_err();
-            assert!(err.0.contains("refused inside Occlum"), "{err}");
+        let err = parse_in(words(HOST), true).unwrap_err();
+        assert!(err.0.contains("refused inside Occlum"), "{err}");
+        let err = parse_in(words("pack-image --integrity-only --in d --out f"), true).unwrap_err();
+        let why = if cfg!(feature = "host-tools") {
+            "refused inside Occlum"
+        } else {
+            "not in this build"
+        };
+        assert!(err.0.contains(why), "{err}");
+    }
+
+    #[cfg(not(feature = "host-tools"))]
+    #[test]
+    fn without_host_tools_pack_image_is_not_in_the_build() {
+        for inside_occlum in [false, true] {
+            let err =
+                parse_in(words("pack-image --key k --in d --out f"), inside_occlum).unwrap_err();
+            assert!(
+                err.0.starts_with("init pack-image: not in this build"),
+                "{err}"
+            );
+            assert!(err.0.contains("--features init/host-tools"), "{err}");
         }
     }
 
@@ -311,6 +339,7 @@ mod tests {
         assert!(parse(words(&format!("{HOST} --frobnicate"))).is_err());
     }
 
+    #[cfg(feature = "host-tools")]
     #[test]
     fn pack_image_needs_one_seal_and_both_paths() {
         assert!(matches!(

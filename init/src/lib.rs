@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+#[cfg(feature = "host-tools")]
 pub mod image;
 pub mod image_key;
 pub mod kms;

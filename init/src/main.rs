@@ -35,7 +35,8 @@ fn run(log: &StepLog) -> Result<(), InitError> {
         .map_err(|e| InitError::new(Stage::Usage, "usage", e))?;
     match command {
         Command::Occlum => modes::occlum(log),
-        Command::Host(args) => modes::host(args, log),
+        Command::Host(args) => modes::host(*args, log),
+        #[cfg(feature = "host-tools")]
         Command::PackImage(args) => modes::pack_image(args, log),
         Command::Help => {
             println!("{}", cli::USAGE);

@@ -23,16 +23,22 @@ use ratls::verify::TrustAnchor;
 use sgx_sim::{Identity, SimPlatform, SimQuoteSource};
 
 use crate::boot::{self, BootConfig, Mounted, Mounter, Platform};
-use crate::cli::{HostArgs, PackArgs};
+use crate::cli::HostArgs;
+#[cfg(feature = "host-tools")]
+use crate::cli::PackArgs;
 #[cfg(feature = "simulation")]
 use crate::config::CollateralChoice;
 use crate::config::{self, ImageType, Overrides};
 use crate::error::{InitError, Stage};
+#[cfg(feature = "host-tools")]
 use crate::image::{self, Seal};
 use crate::image_key::ImageKey;
-use crate::steplog::{StepLog, timed};
+use crate::steplog::StepLog;
+#[cfg(feature = "host-tools")]
+use crate::steplog::timed;
 
 /// Largest image_key file `pack-image` reads.
+#[cfg(feature = "host-tools")]
 const MAX_KEY_FILE_LEN: u64 = 4096;
 
 /// Occlum mode: boot, then exit 0 so the LibOS starts the app from the new rootfs.
@@ -112,6 +118,7 @@ pub fn host(args: HostArgs, log: &StepLog) -> Result<(), InitError> {
 }
 
 /// `pack-image`: seals a directory into a host-mode image.
+#[cfg(feature = "host-tools")]
 pub fn pack_image(args: PackArgs, log: &StepLog) -> Result<(), InitError> {
     let key = match &args.key_file {
         Some(path) => Some(read_key_file(path)?),
@@ -298,6 +305,7 @@ fn substitute_rootfs(word: &OsStr, root: &OsStr) -> OsString {
     OsString::from_vec(out)
 }
 
+#[cfg(feature = "host-tools")]
 fn read_key_file(path: &Path) -> Result<ImageKey, InitError> {
     use std::io::Read as _;
     let fail = |e: std::io::Error| {

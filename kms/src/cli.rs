@@ -57,6 +57,8 @@ USAGE:
     kms gen-seal-key --out <KEY>
     kms gen-cert [--cn <NAME>] --out-cert <PEM> --out-key <PEM>
     kms gen-image-key (--out <FILE> | <FILE>)
+                                        these five host tools exist only in builds with the
+                                        `host-tools` feature (never the Occlum build)
     kms admin <OP> [ADMIN OPTIONS]      an operator's calls to a running KMS's admin API
     kms audit verify <FILE>             checks the audit log's hash chain; names the first
                                         broken record (exit 3) or prints the last seq and hash
@@ -157,24 +159,29 @@ EXIT CODES:
 #[derive(Debug)]
 pub enum Command {
     Serve(Box<ServeConfig>),
+    #[cfg(feature = "host-tools")]
     Seal {
         key: KeySpec,
         input: PathBuf,
         output: PathBuf,
     },
+    #[cfg(feature = "host-tools")]
     Unseal {
         key: KeySpec,
         input: PathBuf,
         output: PathBuf,
     },
+    #[cfg(feature = "host-tools")]
     GenSealKey {
         out: PathBuf,
     },
+    #[cfg(feature = "host-tools")]
     GenCert {
         cn: String,
         out_cert: PathBuf,
         out_key: PathBuf,
     },
+    #[cfg(feature = "host-tools")]
     GenImageKey {
         out: PathBuf,
     },
@@ -464,6 +471,16 @@ const VALUE_FLAGS: &[&str] = &[
     "--peers",
 ];
 
+/// The host tools: compiled in only with the `host-tools` feature, so the KMS that runs in
+/// Occlum (built without it) does not carry them; there they are named and refused as absent.
+const HOST_TOOLS: &[&str] = &[
+    "seal",
+    "unseal",
+    "gen-seal-key",
+    "gen-cert",
+    "gen-image-key",
+];
+
 const SUBCOMMANDS: &[&str] = &[
     "server",
     "serve",
@@ -532,6 +549,15 @@ impl LowArgs {
         if self.version {
             return Ok(Command::Version);
         }
+        if let Some(tool) = self
+            .subcommand
+            .as_deref()
+            .filter(|s| !cfg!(feature = "host-tools") && HOST_TOOLS.contains(s))
+        {
+            return Err(UsageError(format!(
+                "kms {tool}: not in this build (it has no host tools, as the KMS built for Occlum has none); run the tools on the host with a build with --features kms/host-tools"
+            )));
+        }
         if self.inside_occlum {
             if let Some(tool) = self
                 .subcommand
@@ -567,6 +593,7 @@ impl LowArgs {
                 let listen = self.required("--listen")?;
                 Command::Serve(Box::new(self.serve_config(listen)?))
             }
+            #[cfg(feature = "host-tools")]
             Some(which @ ("seal" | "unseal")) => {
                 self.no_positional(which)?;
                 let key = self.key_spec()?.ok_or_else(|| {
@@ -582,12 +609,14 @@ impl LowArgs {
                     Command::Unseal { key, input, output }
                 }
             }
+            #[cfg(feature = "host-tools")]
             Some("gen-seal-key") => {
                 self.no_positional("gen-seal-key")?;
                 Command::GenSealKey {
                     out: PathBuf::from(self.required("--out")?),
                 }
             }
+            #[cfg(feature = "host-tools")]
             Some("gen-cert") => {
                 self.no_positional("gen-cert")?;
                 let cn = self
@@ -604,6 +633,7 @@ impl LowArgs {
                     out_key,
                 }
             }
+            #[cfg(feature = "host-tools")]
             Some("gen-image-key") => {
                 let flag = self.optional("--out")?;
                 let out = match (flag, self.positional.len()) {
@@ -1325,15 +1355,27 @@ mod tests {
                 "{err}"
             );
         }
-        for tool in [
-            "seal",
-            "unseal",
-            "gen-seal-key",
-            "gen-cert",
-            "gen-image-key",
-        ] {
+        let why = if cfg!(feature = "host-tools") {
+            "refused inside Occlum"
+        } else {
+            "not in this build"
+        };
+        for tool in HOST_TOOLS {
             let err = occlum(&[tool, "--out", "/host/x"]).unwrap_err();
-            assert!(err.0.contains("refused inside Occlum"), "{err}");
+            assert!(err.0.contains(why), "{err}");
+        }
+    }
+
+    #[cfg(not(feature = "host-tools"))]
+    #[test]
+    fn without_host_tools_the_tools_are_not_in_the_build() {
+        for tool in HOST_TOOLS {
+            let err = parse_str(&[tool, "--out", "x"]).unwrap_err();
+            assert!(
+                err.0.starts_with(&format!("kms {tool}: not in this build")),
+                "{err}"
+            );
+            assert!(err.0.contains("--features kms/host-tools"), "{err}");
         }
     }
 
@@ -1623,6 +1665,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "host-tools")]
     #[test]
     fn tools_parse() {
         assert!(matches!(

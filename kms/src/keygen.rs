@@ -7,12 +7,14 @@ use std::fmt;
 use std::path::Path;
 
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+#[cfg(feature = "host-tools")]
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::{fsutil, timefmt};
 
 /// Bytes in an Occlum image key (AES-128-GCM for the SEFS/unionfs image).
+#[cfg(feature = "host-tools")]
 pub const IMAGE_KEY_LEN: usize = 16;
 
 /// Days an app certificate is valid, as in the demo's `openssl x509 -days 365`.
@@ -21,6 +23,7 @@ pub const CERT_VALIDITY_DAYS: u64 = 365;
 /// Why key material could not be made or written.
 #[derive(Debug)]
 pub enum KeygenError {
+    #[cfg(feature = "host-tools")]
     Random,
     Cert {
         detail: String,
@@ -34,6 +37,7 @@ pub enum KeygenError {
 impl fmt::Display for KeygenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[cfg(feature = "host-tools")]
             Self::Random => write!(f, "system random generator failed"),
             Self::Cert { detail } => write!(f, "certificate generation failed: {detail}"),
             Self::Write { path, source } => write!(f, "{path}: {source}"),
@@ -52,6 +56,7 @@ impl std::error::Error for KeygenError {
 
 /// A new image key as `occlum gen-image-key` writes it: 16 random bytes as lowercase hex,
 /// a dash between bytes, a trailing newline (`tr -dc 'a-f0-9' | fold -w 32 | sed 's/.{2}/&-/g'`).
+#[cfg(feature = "host-tools")]
 pub fn image_key_text() -> Result<Zeroizing<String>, KeygenError> {
     let mut key = Zeroizing::new([0u8; IMAGE_KEY_LEN]);
     SystemRandom::new()
@@ -74,6 +79,7 @@ pub fn image_key_text() -> Result<Zeroizing<String>, KeygenError> {
 }
 
 /// Writes a new image key to `out` (mode 0600, never overwriting).
+#[cfg(feature = "host-tools")]
 pub fn write_image_key(out: &Path) -> Result<(), KeygenError> {
     let text = image_key_text()?;
     write_new(out, text.as_bytes())
@@ -132,6 +138,7 @@ mod tests {
 
     use super::*;
 
+    #[cfg(feature = "host-tools")]
     #[test]
     fn image_keys_have_occlums_format() {
         let a = image_key_text().unwrap();

@@ -36,7 +36,10 @@ use std::error::Error;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::{Command, KeySpec};
+use crate::cli::Command;
+#[cfg(feature = "host-tools")]
+use crate::cli::KeySpec;
+#[cfg(feature = "host-tools")]
 use crate::seal::{FileKey, Sealer};
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn run(command: Command) -> Result<(), Box<dyn Error>> {
         Command::Help => print!("{}", cli::USAGE),
         Command::Version => println!("kms {}", env!("CARGO_PKG_VERSION")),
         Command::Serve(cfg) => server::serve(&cfg)?,
+        #[cfg(feature = "host-tools")]
         Command::Seal { key, input, output } => {
             let json = fsutil::read_limited(&input, secrets::MAX_SECRETS_FILE_LEN)
                 .map_err(|e| format!("reading {}: {e}", input.display()))?;
@@ -75,19 +79,23 @@ fn run(command: Command) -> Result<(), Box<dyn Error>> {
             seal::write_sealed(&output, &sealed)?;
             eprintln!("kms: sealed {} into {}", input.display(), output.display());
         }
+        #[cfg(feature = "host-tools")]
         Command::Unseal { key, input, output } => {
             let json = with_sealer(&key, |sealer| sealer.open_file(&input))?;
             fsutil::create_private(&output, &json, false)
                 .map_err(|e| format!("writing {}: {e}", output.display()))?;
         }
+        #[cfg(feature = "host-tools")]
         Command::GenSealKey { out } => {
             FileKey::generate()?.write_file(&out)?;
         }
+        #[cfg(feature = "host-tools")]
         Command::GenCert {
             cn,
             out_cert,
             out_key,
         } => keygen::write_tls_cert(&cn, &out_cert, &out_key)?,
+        #[cfg(feature = "host-tools")]
         Command::GenImageKey { out } => keygen::write_image_key(&out)?,
         Command::Admin(cmd) => admin_client::run(*cmd)?,
         // `main` runs it through `audit_verify`, which has its own exit code (3).
@@ -135,6 +143,7 @@ fn audit_verify(path: &Path) -> ExitCode {
     }
 }
 
+#[cfg(feature = "host-tools")]
 fn with_sealer<T>(
     key: &KeySpec,
     f: impl FnOnce(&Sealer<'_>) -> Result<T, seal::SealError>,
@@ -151,6 +160,7 @@ fn with_sealer<T>(
     }
 }
 
+#[cfg(feature = "host-tools")]
 fn read_key(path: &Path) -> Result<FileKey, seal::SealError> {
     FileKey::read_file(path)
 }

@@ -179,6 +179,7 @@ impl std::error::Error for SealError {
 
 impl FileKey {
     /// A fresh random key.
+    #[cfg(any(test, feature = "host-tools"))]
     pub fn generate() -> Result<FileKey, SealError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         SystemRandom::new()
@@ -202,6 +203,7 @@ impl FileKey {
     }
 
     /// Writes the key as a new file with mode 0600; refuses to overwrite.
+    #[cfg(any(test, feature = "host-tools"))]
     pub fn write_file(&self, path: &Path) -> Result<(), SealError> {
         let mut text = Zeroizing::new(hex::encode(self.bytes.as_slice()));
         text.push('\n');
