@@ -37,7 +37,7 @@ impl TrustAnchor {
         }
     }
 
-    /// A root other than Intel's; only [`crate::danger::simulated_root`] makes one.
+    /// A root other than Intel's; only `crate::danger::simulated_root` makes one.
     #[cfg(feature = "simulation")]
     pub(crate) fn custom(der: Vec<u8>, label: String) -> Self {
         Self {
