@@ -135,8 +135,8 @@ build_binaries() {
     step "building init with Occlum's musl toolchain ($OCCLUM_GCC): dynamic musl PIE, no simulation"
     MUSL_CC=$OCCLUM_GCC "$ROOT/init/build-musl.sh"
   else
-    step "building kms, app, sgx-sim, ratls, init with the SIMULATED platform (release; grpcio's C core takes ~8 min the first time)"
-    cargo build --release --locked -p kms -p app -p sgx-sim -p ratls -p init \
+    step "building kms, app, sgx-sim, ratls (inspect, in pccs-client), init with the SIMULATED platform (release; grpcio's C core takes ~8 min the first time)"
+    cargo build --release --locked -p kms -p app -p sgx-sim -p pccs-client -p init \
       --features kms/simulation,init/simulation
     step "building init as a musl PIE with host mode (simulation)"
     "$ROOT/init/build-musl.sh" --simulation

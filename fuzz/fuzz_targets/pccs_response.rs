@@ -1,6 +1,6 @@
 //! Fuzz target: the PCCS's answers (host-controlled network input) as `PccsClient` parses
 //! them: the PCK CRL, TCB info and QE identity bodies with their percent-encoded issuer-chain
-//! headers, and the root CA CRL (DER or hex), through `collateral::response::fetch_platform`
+//! headers, and the root CA CRL (DER or hex), through `pccs_client::response::fetch_platform`
 //! with the network replaced by the input; then the collateral window (`next_update`: the
 //! JSON dates and both CRLs), as the cache computes it. Nothing may panic, and the TCB info
 //! and QE identity kept must be the exact bytes of the bodies they came from.
@@ -10,7 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ratls::collateral::{self, response};
+use pccs_client::response;
+use ratls::collateral;
 
 /// The one issuer-chain header a response carries, under whichever name is asked for.
 struct Chain(Option<Vec<u8>>);

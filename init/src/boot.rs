@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use occlum_dcap::QuoteSource;
+use pccs_client::qcnl::{self, QcnlConfig};
+use pccs_client::{INTEL_PCS_URL, PccsClient, normalize_base};
+use quote_source::QuoteSource;
 use ratls::cert::RaTlsIdentity;
-use ratls::collateral::qcnl::{self, QcnlConfig};
 use ratls::collateral::staple::Stapled;
-use ratls::collateral::{
-    CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral, normalize_base,
-};
+use ratls::collateral::{CollateralSource, StaticCollateral};
 use ratls::tls::HandshakePeers;
 use ratls::verify::{TrustAnchor, VerifiedPeer, Verifier};
 

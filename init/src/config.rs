@@ -352,13 +352,6 @@ pub fn parse_image_config(bytes: &[u8], path: &Path) -> Result<ImageType, Config
     }
 }
 
-/// The PCCS URL in Intel's `sgx_default_qcnl.conf`: JSON with `//` comment lines (DCAP 1.13
-/// and later) or `PCCS_URL=` lines (earlier), with any `/sgx/certification/vN` suffix removed.
-pub fn pccs_url_from_qcnl(text: &str) -> Option<String> {
-    let base = ratls::collateral::normalize_base(&ratls::collateral::qcnl_pccs_url(text)?);
-    (!base.is_empty()).then_some(base)
-}
-
 /// The KMS addresses in the order they are tried: the override's list if there is one, else
 /// `kms_server` then `kms_servers` (see the module documentation), each validated, without
 /// repeats, at most [`MAX_KMS_SERVERS`].
@@ -908,20 +901,5 @@ mod tests {
         assert!(parse_image_config(br#"{"image_type": "plain"}"#, p).is_err());
         assert!(parse_image_config(br#"{"image_type": "encrypted", "x": 1}"#, p).is_err());
         assert!(parse_image_config(b"{}", p).is_err());
-    }
-
-    #[test]
-    fn the_qcnl_pccs_url_is_found_in_both_formats() {
-        let json = "// comment\n{\n  // another\n  \"pccs_url\": \"https://localhost:8081/sgx/certification/v4/\",\n  \"use_secure_cert\": false\n}\n";
-        assert_eq!(
-            pccs_url_from_qcnl(json).as_deref(),
-            Some("https://localhost:8081")
-        );
-        let legacy = "# legacy\nPCCS_URL=https://pccs.example/sgx/certification/v3/\nUSE_SECURE_CERT=FALSE\n";
-        assert_eq!(
-            pccs_url_from_qcnl(legacy).as_deref(),
-            Some("https://pccs.example")
-        );
-        assert_eq!(pccs_url_from_qcnl("{}"), None);
     }
 }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_unary::{Channel, ClientConfig};
+use pccs_client::PccsClient;
 use ratls::collateral::staple::Stapled;
-use ratls::collateral::{CollateralSource, PccsClient, StaticCollateral};
+use ratls::collateral::{CollateralSource, StaticCollateral};
 use ratls::policy::{MAX_POLICY_LEN, RaPolicy};
 use ratls::verify::{TrustAnchor, Verifier};
 use rustls_pki_types::pem::PemObject as _;

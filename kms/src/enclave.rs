@@ -5,7 +5,8 @@
 //! file is sealed for the TCB the KMS runs on now; the parameters are stored in the sealed
 //! file's header so a later start derives the same key.
 
-use occlum_dcap::{KeyPolicy, KeyRequest, OcclumDevice, QuoteSource as _};
+use occlum_dcap::{KeyPolicy, KeyRequest, OcclumDevice};
+use quote_source::QuoteSource as _;
 use ratls::quote::Quote;
 use zeroize::Zeroizing;
 

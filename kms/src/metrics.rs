@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ratls::collateral::CollateralStats;
+use pccs_client::CollateralStats;
 
 /// The process's metrics.
 pub static METRICS: Metrics = Metrics::new();

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use grpcio::{CertificateRequestType, ServerCredentialsBuilder, ServerCredentialsFetcher};
-use occlum_dcap::QuoteSource;
+use quote_source::QuoteSource;
 use ratls::cert::{IdentityError, RaTlsIdentity};
 use ratls::collateral::{CollateralError, CollateralSource, next_update, staple};
 use ratls::quote::Quote;

@@ -19,9 +19,11 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use grpcio::{ChannelBuilder, EnvBuilder, ServerBuilder, ServerCredentials};
-use occlum_dcap::{OcclumDevice, QuoteSource};
-use ratls::collateral::qcnl::{self, QcnlConfig};
-use ratls::collateral::{CollateralSource, INTEL_PCS_URL, PccsClient, StaticCollateral};
+use occlum_dcap::OcclumDevice;
+use pccs_client::qcnl::{self, QcnlConfig};
+use pccs_client::{INTEL_PCS_URL, PccsClient};
+use quote_source::QuoteSource;
+use ratls::collateral::{CollateralSource, StaticCollateral};
 use ratls::verify::TrustAnchor;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -757,7 +759,7 @@ fn collateral_source(
 /// `$PCCS_URL`, else the collateral URL of the QCNL configuration (`collateral_service`, else
 /// `pccs_url`; inside Occlum the copy in the measured image), else Intel's PCS; and whether the
 /// PCCS's TLS certificate is checked (QCNL `use_secure_cert`, default true). Says on stderr when
-/// it is not, and when a v3 URL is used through v4 ([`ratls::collateral::qcnl`]).
+/// it is not, and when a v3 URL is used through v4 ([`pccs_client::qcnl`]).
 pub fn default_pccs() -> (String, bool) {
     if let Some(url) = std::env::var("PCCS_URL").ok().filter(|u| !u.is_empty()) {
         return (url, true);
@@ -837,9 +839,9 @@ pub(crate) fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    // The KMS reads QCNL files and PCCS URLs with ratls's parsers (one normalisation for both
-    // enclaves); these pin what it gets from them.
-    use ratls::collateral::{normalize_base as pccs_base, qcnl_pccs_url};
+    // The KMS normalises PCCS URLs with pccs-client's function (one normalisation for both
+    // enclaves); this pins what it gets from it. QCNL files: pccs_client::qcnl's tests.
+    use pccs_client::normalize_base as pccs_base;
 
     #[test]
     fn the_real_port_replaces_port_zero() {
@@ -859,35 +861,6 @@ mod tests {
             "https://a.example:8081"
         );
         assert_eq!(pccs_base("https://a.example/"), "https://a.example");
-    }
-
-    #[test]
-    fn qcnl_json_with_comments_gives_the_pccs_url() {
-        let conf = r#"{
-  // *** ATTENTION : This file is in JSON format so the keys are case sensitive. Don't change them.
-  //PCCS server address
-  "pccs_url": "https://pccs.example:8081/sgx/certification/v4/",
-  "use_secure_cert": true
-}"#;
-        assert_eq!(
-            qcnl_pccs_url(conf).unwrap(),
-            "https://pccs.example:8081/sgx/certification/v4/"
-        );
-    }
-
-    #[test]
-    fn the_legacy_qcnl_line_form_gives_the_pccs_url() {
-        let conf = "# PCCS server address\nPCCS_URL=https://localhost:8081/sgx/certification/v3/\nUSE_SECURE_CERT=FALSE\n";
-        assert_eq!(
-            qcnl_pccs_url(conf).unwrap(),
-            "https://localhost:8081/sgx/certification/v3/"
-        );
-    }
-
-    #[test]
-    fn a_qcnl_file_without_a_url_gives_none() {
-        assert_eq!(qcnl_pccs_url("{\"use_secure_cert\": true}"), None);
-        assert_eq!(qcnl_pccs_url(""), None);
     }
 
     #[test]

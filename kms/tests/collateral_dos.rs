@@ -297,7 +297,7 @@ fn genuine_platforms_of_unknown_models_cannot_exceed_the_fetch_cap_or_stall_a_le
     );
     assert!(answered.load(Ordering::SeqCst) >= 16, "the flood ran");
     assert!(max >= 1, "the models' fetches reached the PCCS");
-    let cap = ratls::collateral::MAX_CONCURRENT_FETCHES;
+    let cap = pccs_client::MAX_CONCURRENT_FETCHES;
     assert!(max <= cap, "{max} fetches in flight at once (cap {cap})");
     for t in &took {
         assert!(

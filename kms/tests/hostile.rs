@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::Kms;
 use common::*;
 use grpcio::RpcStatusCode;
-use occlum_dcap::QuoteSource as _;
+use quote_source::QuoteSource as _;
 use rcgen::PublicKeyData as _;
 use sgx_sim::{Identity, SimQuoteSource};
 use sha2::{Digest as _, Sha256};

@@ -14,7 +14,9 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::key::KeyRequest;
-use crate::{QuoteError, QuoteSource, sys};
+use quote_source::{QuoteError, QuoteSource};
+
+use crate::sys;
 
 /// Path of Occlum's SGX device inside the enclave (`src/libos/src/fs/dev_fs/mod.rs`).
 pub const DEVICE_PATH: &str = "/dev/sgx";

@@ -3,8 +3,9 @@
 //! This is the only crate in the workspace that contains `unsafe`, all of it in the private
 //! `sys` module: `#[repr(C)]` argument structs, the ioctl request numbers and thin wrappers
 //! around `ioctl(2)`, `uname(2)`, `syscall(363, ..)` and glibc's `malloc_trim`. Everything above it sees
-//! [`QuoteSource`], which the simulated platform (`sgx-sim`) implements too, so the KMS and
-//! init run the same code with or without SGX.
+//! [`quote_source::QuoteSource`] (its own dependency-free crate), which [`OcclumDevice`]
+//! implements and the simulated platform (`sgx-sim`) implements too, so the KMS and init run
+//! the same code with or without SGX.
 //!
 //! - [`OcclumDevice`]: `/dev/sgx` — quote size, quote generation (bounded retry on `EBUSY`),
 //!   supplemental size, Intel's quote verification, EGETKEY ([`KeyRequest`]).
@@ -34,8 +35,6 @@
 //! at least 0.31 the app therefore only ever sees `EINVAL` ([`DeviceError::Rejected`]). The
 //! `EBUSY` retry and `EIO` mapping are kept for LibOS versions that pass the errno through.
 
-use std::fmt;
-
 mod device;
 mod key;
 mod mount;
@@ -57,62 +56,4 @@ pub use mount::{MountError, OCCLUM_SYSNAME, RootfsConfig, is_occlum, mount_rootf
 /// program still uses (it gives back only pages malloc holds free).
 pub fn trim_heap() -> bool {
     sys::malloc_trim()
-}
-
-/// Something that can produce an SGX DCAP quote (v3) over caller-chosen report data.
-///
-/// Implemented by [`OcclumDevice`] (Occlum's `/dev/sgx`, real hardware) and by `sgx-sim`'s
-/// simulated platform. Callers bind the quote to a key by putting a hash of that key into
-/// `report_data`.
-pub trait QuoteSource: Send + Sync {
-    /// Returns a raw quote whose report body carries exactly `report_data`.
-    fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, QuoteError>;
-
-    /// A short human-readable description for logs, such as `occlum /dev/sgx` or
-    /// `SIMULATED platform /path`.
-    fn describe(&self) -> String;
-
-    /// True when quotes come from a simulated platform, never from hardware.
-    fn is_simulated(&self) -> bool;
-}
-
-/// Why a quote could not be produced.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum QuoteError {
-    /// The device or platform could not be opened.
-    Unavailable {
-        what: String,
-        source: std::io::Error,
-    },
-    /// The quoting enclave stayed busy through every retry.
-    Busy { attempts: u32 },
-    /// The platform reported a failure; `detail` says which operation and how.
-    Platform { detail: String },
-}
-
-impl fmt::Display for QuoteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unavailable { what, source } => {
-                write!(f, "quote source unavailable: {what}: {source}")
-            }
-            Self::Busy { attempts } => {
-                write!(
-                    f,
-                    "quoting enclave busy: still EBUSY after {attempts} attempts"
-                )
-            }
-            Self::Platform { detail } => write!(f, "quote generation failed: {detail}"),
-        }
-    }
-}
-
-impl std::error::Error for QuoteError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Unavailable { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }

@@ -10,8 +10,7 @@
 //! binary built without the simulated platform (kms and init for Occlum) cannot make a
 //! non-Intel anchor at all.
 
-#[cfg(feature = "simulation")]
-use crate::verify::TrustAnchor;
+use crate::anchor::TrustAnchor;
 
 /// Trust quotes that chain to `root_der` INSTEAD of Intel's SGX Root CA.
 ///
@@ -21,4 +20,21 @@ use crate::verify::TrustAnchor;
 #[cfg(feature = "simulation")]
 pub fn simulated_root(root_der: Vec<u8>, label: String) -> TrustAnchor {
     TrustAnchor::custom(root_der, label)
+}
+
+/// Whether this ratls was built with `simulation`, i.e. whether [`simulated_root_if_built`]
+/// can make a non-Intel anchor at all.
+pub const SIMULATED_ROOTS: bool = cfg!(feature = "simulation");
+
+/// [`simulated_root`] for a host tool in another crate (`ratls inspect` in `pccs-client`),
+/// which cannot see this crate's features: `None` when this ratls was built without
+/// `simulation`, so such a build still cannot make a non-Intel anchor.
+pub fn simulated_root_if_built(root_der: Vec<u8>, label: String) -> Option<TrustAnchor> {
+    #[cfg(feature = "simulation")]
+    return Some(simulated_root(root_der, label));
+    #[cfg(not(feature = "simulation"))]
+    {
+        let _ = (root_der, label);
+        None
+    }
 }

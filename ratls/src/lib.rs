@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod cert;
 pub mod collateral;
 pub mod danger;

@@ -29,6 +29,8 @@ use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::verify::QuoteVerifier;
 use sha2::{Digest as _, Sha256};
 
+/// The root the verifier checks against, re-exported where the verifier is built from it.
+pub use crate::anchor::TrustAnchor;
 use crate::cert::{self, CertError};
 use crate::collateral::{self, CollateralError, CollateralSource};
 use crate::policy::{PolicyMatch, PolicyRejection, RaPolicy, TcbPolicy};
@@ -43,89 +45,6 @@ pub use platform::{MAX_CACHED_PLATFORMS, MAX_PLATFORM_CACHE_SECS};
 pub const MAX_PEER_CACHE_SECS: u64 = 600;
 /// At most this many verified certificates are cached.
 pub const MAX_CACHED_PEERS: usize = 4096;
-
-/// The root CA that quotes must chain to.
-#[derive(Clone)]
-pub struct TrustAnchor {
-    kind: AnchorKind,
-}
-
-#[derive(Clone)]
-enum AnchorKind {
-    Intel,
-    #[cfg(feature = "simulation")]
-    Custom {
-        der: Vec<u8>,
-        label: String,
-    },
-}
-
-/// Intel's SGX Root CA (`CN=Intel SGX Root CA`, valid to 2049-12-31), byte for byte the root
-/// dcap-qvl's `QuoteVerifier::new_prod` trusts; SHA-256 fingerprint
-/// 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3 (pinned by a test).
-const INTEL_SGX_ROOT_CA_DER: &[u8] = include_bytes!("intel-sgx-root-ca.der");
-
-impl TrustAnchor {
-    /// Intel's SGX Root CA, the production trust anchor.
-    pub fn intel() -> Self {
-        Self {
-            kind: AnchorKind::Intel,
-        }
-    }
-
-    /// A root other than Intel's; only `crate::danger::simulated_root` makes one.
-    #[cfg(feature = "simulation")]
-    pub(crate) fn custom(der: Vec<u8>, label: String) -> Self {
-        Self {
-            kind: AnchorKind::Custom { der, label },
-        }
-    }
-
-    /// True for Intel's SGX Root CA.
-    pub fn is_intel(&self) -> bool {
-        matches!(self.kind, AnchorKind::Intel)
-    }
-
-    /// A description for logs: `Intel SGX Root CA` or `NON-INTEL root <label>`.
-    pub fn describe(&self) -> String {
-        match &self.kind {
-            AnchorKind::Intel => "Intel SGX Root CA".to_owned(),
-            #[cfg(feature = "simulation")]
-            AnchorKind::Custom { label, .. } => format!("NON-INTEL root {label}"),
-        }
-    }
-
-    /// The root certificate (DER) the PCK chain must lead to.
-    pub(crate) fn root_der(&self) -> &[u8] {
-        match &self.kind {
-            AnchorKind::Intel => INTEL_SGX_ROOT_CA_DER,
-            #[cfg(feature = "simulation")]
-            AnchorKind::Custom { der, .. } => der,
-        }
-    }
-
-    fn quote_verifier(&self) -> QuoteVerifier {
-        let verifier = match &self.kind {
-            AnchorKind::Intel => QuoteVerifier::new_prod(),
-            #[cfg(feature = "simulation")]
-            AnchorKind::Custom { der, .. } => QuoteVerifier::new(der.clone()),
-        };
-        // Debug enclaves are decided by the measurement policy (step 5), which names the knob.
-        verifier.allow_debug(true)
-    }
-}
-
-impl Default for TrustAnchor {
-    fn default() -> Self {
-        Self::intel()
-    }
-}
-
-impl fmt::Debug for TrustAnchor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
 
 /// A peer whose evidence passed every check. Only this module constructs it.
 #[derive(Debug, Clone)]
@@ -775,15 +694,6 @@ mod tests {
         cache.insert(key(1), peer(20));
         assert_eq!((cache.peers.len(), cache.order.len()), (1, 1));
         assert_eq!(cache.get(&key(1), 15).unwrap().valid_until, 20);
-    }
-
-    #[test]
-    fn the_intel_root_is_the_pinned_certificate() {
-        assert_eq!(
-            hex::encode(Sha256::digest(INTEL_SGX_ROOT_CA_DER)),
-            "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
-        );
-        assert_eq!(TrustAnchor::intel().root_der(), INTEL_SGX_ROOT_CA_DER);
     }
 
     #[test]

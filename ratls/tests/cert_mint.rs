@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use occlum_dcap::{QuoteError, QuoteSource};
+use quote_source::{QuoteError, QuoteSource};
 use ratls::cert::{
     self, CertError, DEFAULT_VALIDITY, EvidenceFormat, IdentityError, KeyAlgorithm, MAX_CERT_LEN,
     MAX_VALIDITY, RaTlsIdentity,

@@ -8,7 +8,7 @@
 //! (made once with `openssl genrsa 2048 | openssl pkcs8 -topk8 -nocrypt`), and the quote comes
 //! from whatever [`QuoteSource`] the caller hands over (a simulated platform).
 
-use occlum_dcap::QuoteSource;
+use quote_source::QuoteSource;
 use ratls::cert::RaTlsIdentity;
 use ring::digest;
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};

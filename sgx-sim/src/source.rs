@@ -1,9 +1,9 @@
-//! `SimQuoteSource`: the simulated platform behind `occlum_dcap::QuoteSource`, so the KMS and
+//! `SimQuoteSource`: the simulated platform behind `quote_source::QuoteSource`, so the KMS and
 //! init run the same code with or without SGX. It always reports itself as simulated.
 
 use std::sync::Arc;
 
-use occlum_dcap::{QuoteError, QuoteSource};
+use quote_source::{QuoteError, QuoteSource};
 
 use crate::identity::Identity;
 use crate::platform::SimPlatform;

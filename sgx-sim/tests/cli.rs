@@ -437,7 +437,8 @@ fn the_pccs_serves_exactly_what_collateral_json_holds() {
 
 #[test]
 fn ratls_pccs_client_fetches_the_same_collateral_and_it_verifies() {
-    use ratls::collateral::{CollateralSource, PccsClient};
+    use pccs_client::PccsClient;
+    use ratls::collateral::CollateralSource;
     let tmp = TempDir::new("pccs-client");
     let platform = tmp.path("platform");
     let p = platform.to_str().unwrap();

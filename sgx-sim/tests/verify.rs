@@ -304,7 +304,7 @@ fn invalid_options_are_refused_before_anything_is_written() {
 
 #[test]
 fn the_quote_source_says_it_is_simulated() {
-    use occlum_dcap::QuoteSource;
+    use quote_source::QuoteSource;
     let (dir, p) = platform("source", &PlatformOptions::new(NOW));
     let root = p.root_ca_der().to_vec();
     let collateral = p.collateral();

@@ -35,7 +35,7 @@ pub enum IdentityError {
     /// rcgen could not self-sign the certificate.
     SelfSigning(rcgen::Error),
     /// The quote source failed.
-    QuoteSource(occlum_dcap::QuoteError),
+    QuoteSource(quote_source::QuoteError),
     /// The minted or loaded certificate is not one a verifier accepts.
     Certificate(CertError),
     /// The minted certificate does not carry the quote it was made with.
@@ -135,7 +135,7 @@ pub struct RaTlsIdentity {
 
 impl RaTlsIdentity {
     /// Mints a new identity valid from now for [`DEFAULT_VALIDITY`].
-    pub fn mint(source: &dyn occlum_dcap::QuoteSource) -> Result<Self, IdentityError> {
+    pub fn mint(source: &dyn quote_source::QuoteSource) -> Result<Self, IdentityError> {
         Self::mint_valid_for(source, SystemTime::now(), DEFAULT_VALIDITY)
     }
 
@@ -145,7 +145,7 @@ impl RaTlsIdentity {
     /// `SHA-256(SPKI DER) ‖ 0³²`, and self-signs a certificate carrying the raw quote in the
     /// non-critical extension `1.2.840.113741.1`.
     pub fn mint_valid_for(
-        source: &dyn occlum_dcap::QuoteSource,
+        source: &dyn quote_source::QuoteSource,
         now: SystemTime,
         validity: Duration,
     ) -> Result<Self, IdentityError> {
@@ -157,7 +157,7 @@ impl RaTlsIdentity {
     /// collateral of the platform that made `quote`, encoded with
     /// [`crate::collateral::staple::encode`].
     pub fn mint_stapled(
-        source: &dyn occlum_dcap::QuoteSource,
+        source: &dyn quote_source::QuoteSource,
         now: SystemTime,
         validity: Duration,
         staple: impl FnOnce(&[u8]) -> Option<Vec<u8>>,

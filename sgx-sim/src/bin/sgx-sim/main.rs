@@ -76,7 +76,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 "wrote a SIMULATED RA-TLS certificate to {} and its key to {} (quote from the {})",
                 out_cert.display(),
                 out_key.display(),
-                occlum_dcap::QuoteSource::describe(&source)
+                quote_source::QuoteSource::describe(&source)
             ));
             Ok(())
         }

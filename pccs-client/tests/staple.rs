@@ -1,6 +1,6 @@
-//! Stapled collateral end to end in the library: certificates minted with (or without) the
-//! KMS's collateral in the staple extension, verified by a [`Stapled`] source whose fallback
-//! is a real PCCS client against the simulated PCCS on loopback, which counts connections.
+//! Stapled collateral end to end: certificates minted with (or without) the KMS's collateral in
+//! the staple extension, verified by ratls's [`Stapled`] source whose fallback is this crate's
+//! PCCS client against the simulated PCCS on loopback, which counts connections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::net::TcpListener;
@@ -8,9 +8,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use pccs_client::PccsClient;
 use ratls::cert::{DEFAULT_VALIDITY, RaTlsIdentity};
 use ratls::collateral::staple::{self, MAX_STAPLE_LEN, OID_STAPLED_COLLATERAL, Stapled};
-use ratls::collateral::{CollateralSource, PccsClient, StaticCollateral};
+use ratls::collateral::{CollateralSource, StaticCollateral};
 use ratls::policy::RaPolicy;
 use ratls::verify::Verifier;
 use sgx_sim::pccs::Pccs;
@@ -267,7 +268,7 @@ fn a_verifier_that_knows_no_staples_accepts_a_stapled_certificate() {
 fn a_stapled_certificate_pem_stays_under_15000_bytes() {
     let w = world();
     let intel: dcap_qvl::QuoteCollateralV3 = serde_json::from_str(include_str!(
-        "../testdata/dcap-sample/sgx_quote_collateral.json"
+        "../../ratls/testdata/dcap-sample/sgx_quote_collateral.json"
     ))
     .unwrap();
     for (what, staple) in [

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use pccs_client::PccsClient;
 use ratls::cert;
-use ratls::collateral::{CollateralSource, PccsClient, StaticCollateral};
+use ratls::collateral::{CollateralSource, StaticCollateral};
 use ratls::policy::{RaPolicy, TcbPolicy};
 use ratls::quote::Quote;
 use ratls::verify::{self, TrustAnchor};
@@ -31,6 +32,8 @@ FILE is a raw SGX DCAP quote (v3) or an RA-TLS certificate (PEM or DER).
   --json             print one JSON object instead of text
 
 Exit status: 0 all requested checks passed, 1 a check rejected the evidence, 2 usage or input error.";
+
+const NO_SIMULATED_ROOTS: &str = "--root-ca: this ratls was built without the `simulation` feature, so it trusts only Intel's SGX Root CA (rebuild with --features ratls/simulation)";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -102,23 +105,22 @@ fn validate(args: Args) -> Result<Inspect, String> {
         .ok_or_else(|| format!("inspect needs a FILE\n\n{USAGE}"))?;
     let anchor = match args.root_ca {
         None => TrustAnchor::intel(),
-        #[cfg(not(feature = "simulation"))]
-        Some(_) => {
-            return Err(
-                "--root-ca: this ratls was built without the `simulation` feature, so it trusts only Intel's SGX Root CA (rebuild with --features ratls/simulation)".into(),
-            );
+        Some(_) if !ratls::danger::SIMULATED_ROOTS => {
+            return Err(NO_SIMULATED_ROOTS.into());
         }
-        #[cfg(feature = "simulation")]
         Some(path) => {
             let pem =
                 std::fs::read(&path).map_err(|e| format!("--root-ca {}: {e}", path.display()))?;
             let der = CertificateDer::from_pem_slice(&pem)
                 .map_err(|e| format!("--root-ca {}: not a PEM certificate: {e}", path.display()))?;
+            let anchor =
+                ratls::danger::simulated_root_if_built(der.to_vec(), path.display().to_string())
+                    .ok_or(NO_SIMULATED_ROOTS)?;
             eprintln!(
                 "ratls: WARNING: trusting {} INSTEAD OF Intel's SGX Root CA; quotes that pass are not proven to come from SGX hardware",
                 path.display()
             );
-            ratls::danger::simulated_root(der.to_vec(), path.display().to_string())
+            anchor
         }
     };
     let collateral: Option<Arc<dyn CollateralSource>> = match (args.collateral, args.pccs_url) {

@@ -5,14 +5,14 @@
 //! never a panic. Nothing is verified here either: the TCB info and QE identity are kept as
 //! the exact bytes their signatures cover, and the verifier checks every signature and
 //! `nextUpdate` under the trust anchor. Public so that `fuzz/fuzz_targets/pccs_response.rs`
-//! runs the same code as [`super::PccsClient`], with the network replaced by its input.
+//! runs the same code as [`crate::PccsClient`], with the network replaced by its input.
 
 use std::collections::HashMap;
 
 use dcap_qvl::QuoteCollateralV3;
 use serde_json::value::RawValue;
 
-use super::CollateralError;
+use ratls::collateral::CollateralError;
 
 /// Names of the PCK CRL's issuer-chain header.
 const PCK_CRL_CHAIN: &[&str] = &["SGX-PCK-CRL-Issuer-Chain"];

@@ -13,7 +13,7 @@ use ratls::cert::RaTlsIdentity;
 use sgx_sim::pccs::Pccs;
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource};
 
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ratls/testdata");
 
 struct Run {
     code: i32,

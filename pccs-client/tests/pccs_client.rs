@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ratls::collateral::{CollateralError, CollateralSource, PccsClient};
+use pccs_client::PccsClient;
+use ratls::collateral::{CollateralError, CollateralSource};
 use ratls::quote::Quote;
 use sgx_sim::{Identity, PlatformOptions, SimPlatform};
 

@@ -160,6 +160,28 @@ mod tests {
         assert_eq!(QcnlConfig::parse(""), None);
     }
 
+    /// What init and the KMS do with a QCNL file: its collateral URL, normalised to the base.
+    /// (Inputs from the tests of the removed second parser, `qcnl_pccs_url`.)
+    #[test]
+    fn intels_template_and_the_line_form_give_the_base_url() {
+        let base = |text: &str| {
+            QcnlConfig::parse(text).and_then(|c| c.collateral_url().map(crate::normalize_base))
+        };
+        let template = r#"{
+  // *** ATTENTION : This file is in JSON format so the keys are case sensitive. Don't change them.
+  //PCCS server address
+  "pccs_url": "https://pccs.example:8081/sgx/certification/v4/",
+  "use_secure_cert": true
+}"#;
+        assert_eq!(base(template).as_deref(), Some("https://pccs.example:8081"));
+        let json = "// comment\n{\n  // another\n  \"pccs_url\": \"https://localhost:8081/sgx/certification/v4/\",\n  \"use_secure_cert\": false\n}\n";
+        assert_eq!(base(json).as_deref(), Some("https://localhost:8081"));
+        let legacy = "# legacy\nPCCS_URL=https://pccs.example/sgx/certification/v3/\nUSE_SECURE_CERT=FALSE\n";
+        assert_eq!(base(legacy).as_deref(), Some("https://pccs.example"));
+        assert_eq!(base("{}"), None);
+        assert_eq!(base(r#"{"use_secure_cert": true}"#), None);
+    }
+
     #[test]
     fn a_v3_url_is_noted_and_a_v4_one_is_not() {
         let note = api_version_note(
