@@ -662,10 +662,52 @@ impl LowArgs {
         Ok(command)
     }
 
+    /// `serve`'s flags, in named steps; each step reads its own flags, in the order the
+    /// errors have always been reported.
     fn serve_config(&mut self, listen: String) -> Result<ServeConfig, UsageError> {
         if listen.is_empty() {
             return Err(UsageError("the listen address is empty".into()));
         }
+        self.check_occlum_outputs()?;
+        let ra_config = self.ra_config()?;
+        let (secrets, cluster) = self.secrets_and_cluster()?;
+        let (collateral, collateral_cache) = self.collateral_source()?;
+        #[cfg(feature = "simulation")]
+        let sim = self.sim_spec()?;
+        #[cfg(not(feature = "simulation"))]
+        self.no_sim_flags()?;
+        let reply_form = self.reply_form()?;
+        let threads = self.threads()?;
+        let gate = self.gate_limits()?;
+        let cert_lifetime = self.cert_lifetime()?;
+        let (admin_listen, admin_operators) = self.admin_api()?;
+        let staple_collateral = self.staple_collateral()?;
+        Ok(ServeConfig {
+            listen,
+            ra_config: ra_config.into(),
+            secrets,
+            collateral,
+            collateral_cache,
+            audit_log: self.optional("--audit-log")?.map(PathBuf::from),
+            metrics_listen: self.listen_flag("--metrics-listen", 9100)?,
+            health_listen: self.listen_flag("--health-listen", 8080)?,
+            #[cfg(feature = "simulation")]
+            sim,
+            cert_out: self.optional("--cert-out")?.map(PathBuf::from),
+            reply_form,
+            threads,
+            gate,
+            cert_lifetime,
+            staple_collateral,
+            admin_listen,
+            admin_operators,
+            cluster,
+        })
+    }
+
+    /// Inside Occlum, the files the KMS writes (`--audit-log`, `--cert-out`) must not reach
+    /// a trust input of the image.
+    fn check_occlum_outputs(&self) -> Result<(), UsageError> {
         if self.inside_occlum {
             for flag in ["--audit-log", "--cert-out"] {
                 if let Some((_, path)) = self.flags.iter().find(|(n, _)| n == flag) {
@@ -673,14 +715,25 @@ impl LowArgs {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `--ra-config`, by default Occlum's (inside Occlum: the image's).
+    fn ra_config(&mut self) -> Result<String, UsageError> {
         let default_ra_config = if self.inside_occlum {
             OCCLUM_IMAGE_RA_CONFIG
         } else {
             OCCLUM_RA_CONFIG
         };
-        let ra_config = self
+        Ok(self
             .optional("--ra-config")?
-            .unwrap_or_else(|| default_ra_config.to_owned());
+            .unwrap_or_else(|| default_ra_config.to_owned()))
+    }
+
+    /// Where the secrets come from (`--secrets`, `--sealed-secrets` and the seal key; inside
+    /// Occlum always the image's files) and the cluster flags, which decide whether the seal
+    /// key seals the secrets file or only the local slot.
+    fn secrets_and_cluster(&mut self) -> Result<(SecretsSource, Option<ClusterArgs>), UsageError> {
         let plain = self.optional("--secrets")?;
         let sealed = self.optional("--sealed-secrets")?;
         let key = self.key_spec()?;
@@ -719,6 +772,11 @@ impl LowArgs {
             (Some(path), None, None) => SecretsSource::Plain(path.into()),
             (None, None, None) => SecretsSource::Plain(OCCLUM_SECRETS.into()),
         };
+        Ok((secrets, cluster))
+    }
+
+    /// Where collateral comes from, and `--collateral-cache` (for a PCCS only).
+    fn collateral_source(&mut self) -> Result<(CollateralSpec, Option<PathBuf>), UsageError> {
         let collateral = self.collateral_spec()?;
         let collateral_cache = self.optional("--collateral-cache")?.map(PathBuf::from);
         if collateral_cache.is_some() && matches!(collateral, CollateralSpec::File(_)) {
@@ -726,24 +784,31 @@ impl LowArgs {
                 "--collateral-cache applies to a PCCS, not to --collateral".into(),
             ));
         }
-        #[cfg(feature = "simulation")]
-        let sim = match (
+        Ok((collateral, collateral_cache))
+    }
+
+    /// `--sim-platform` and `--sim-identity`: both or neither.
+    #[cfg(feature = "simulation")]
+    fn sim_spec(&mut self) -> Result<Option<SimSpec>, UsageError> {
+        match (
             self.optional("--sim-platform")?,
             self.optional("--sim-identity")?,
         ) {
-            (Some(platform), Some(identity)) => Some(SimSpec {
+            (Some(platform), Some(identity)) => Ok(Some(SimSpec {
                 platform: platform.into(),
                 identity: identity.into(),
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(UsageError(
-                    "--sim-platform and --sim-identity go together (simulation is all or nothing)"
-                        .into(),
-                ));
-            }
-        };
-        #[cfg(not(feature = "simulation"))]
+            })),
+            (None, None) => Ok(None),
+            _ => Err(UsageError(
+                "--sim-platform and --sim-identity go together (simulation is all or nothing)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Without the `simulation` feature, the simulation flags are refused by name.
+    #[cfg(not(feature = "simulation"))]
+    fn no_sim_flags(&mut self) -> Result<(), UsageError> {
         for flag in ["--sim-platform", "--sim-identity"] {
             if self.optional(flag)?.is_some() {
                 return Err(UsageError(format!(
@@ -751,40 +816,52 @@ impl LowArgs {
                 )));
             }
         }
-        let reply_form = match self.optional("--reply-form")?.as_deref() {
-            None | Some("quoted") => ReplyForm::Quoted,
-            Some("bare") => ReplyForm::Bare,
-            Some(other) => {
-                return Err(UsageError(format!(
-                    "--reply-form {other}: expected quoted or bare"
-                )));
-            }
-        };
-        let threads = match self.optional("--threads")? {
-            None => DEFAULT_THREADS,
+        Ok(())
+    }
+
+    /// `--reply-form quoted|bare` (default quoted).
+    fn reply_form(&mut self) -> Result<ReplyForm, UsageError> {
+        match self.optional("--reply-form")?.as_deref() {
+            None | Some("quoted") => Ok(ReplyForm::Quoted),
+            Some("bare") => Ok(ReplyForm::Bare),
+            Some(other) => Err(UsageError(format!(
+                "--reply-form {other}: expected quoted or bare"
+            ))),
+        }
+    }
+
+    /// `--threads`: 1 to 64.
+    fn threads(&mut self) -> Result<usize, UsageError> {
+        match self.optional("--threads")? {
+            None => Ok(DEFAULT_THREADS),
             Some(n) => match n.parse::<usize>() {
-                Ok(n @ 1..=64) => n,
-                _ => return Err(UsageError(format!("--threads {n}: expected 1 to 64"))),
+                Ok(n @ 1..=64) => Ok(n),
+                _ => Err(UsageError(format!("--threads {n}: expected 1 to 64"))),
             },
-        };
-        let gate = self.gate_limits()?;
-        let cert_lifetime = match self.optional("--cert-lifetime")? {
-            None => ratls::cert::DEFAULT_VALIDITY,
+        }
+    }
+
+    /// `--cert-lifetime` in seconds, within what the RA-TLS certificate allows.
+    fn cert_lifetime(&mut self) -> Result<Duration, UsageError> {
+        match self.optional("--cert-lifetime")? {
+            None => Ok(ratls::cert::DEFAULT_VALIDITY),
             Some(n) => match n.parse::<u64>() {
                 Ok(secs)
                     if (MIN_CERT_LIFETIME_SECS..=ratls::cert::MAX_VALIDITY.as_secs())
                         .contains(&secs) =>
                 {
-                    Duration::from_secs(secs)
+                    Ok(Duration::from_secs(secs))
                 }
-                _ => {
-                    return Err(UsageError(format!(
-                        "--cert-lifetime {n}: expected {MIN_CERT_LIFETIME_SECS} to {} seconds",
-                        ratls::cert::MAX_VALIDITY.as_secs()
-                    )));
-                }
+                _ => Err(UsageError(format!(
+                    "--cert-lifetime {n}: expected {MIN_CERT_LIFETIME_SECS} to {} seconds",
+                    ratls::cert::MAX_VALIDITY.as_secs()
+                ))),
             },
-        };
+        }
+    }
+
+    /// `--admin-listen` and the operators it admits: inside Occlum only the image's file.
+    fn admin_api(&mut self) -> Result<(Option<String>, OperatorsSpec), UsageError> {
         let admin_listen = self.optional("--admin-listen")?;
         if admin_listen.as_deref() == Some("") {
             return Err(UsageError("--admin-listen: the address is empty".into()));
@@ -796,36 +873,18 @@ impl LowArgs {
             (Some(path), false) => OperatorsSpec::File(path.into()),
             (None, false) => OperatorsSpec::None,
         };
-        let staple_collateral = match self.optional("--staple-collateral")?.as_deref() {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(other) => {
-                return Err(UsageError(format!(
-                    "--staple-collateral {other}: expected on or off"
-                )));
-            }
-        };
-        Ok(ServeConfig {
-            listen,
-            ra_config: ra_config.into(),
-            secrets,
-            collateral,
-            collateral_cache,
-            audit_log: self.optional("--audit-log")?.map(PathBuf::from),
-            metrics_listen: self.listen_flag("--metrics-listen", 9100)?,
-            health_listen: self.listen_flag("--health-listen", 8080)?,
-            #[cfg(feature = "simulation")]
-            sim,
-            cert_out: self.optional("--cert-out")?.map(PathBuf::from),
-            reply_form,
-            threads,
-            gate,
-            cert_lifetime,
-            staple_collateral,
-            admin_listen,
-            admin_operators,
-            cluster,
-        })
+        Ok((admin_listen, admin_operators))
+    }
+
+    /// `--staple-collateral on|off` (default on).
+    fn staple_collateral(&mut self) -> Result<bool, UsageError> {
+        match self.optional("--staple-collateral")?.as_deref() {
+            None | Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(other) => Err(UsageError(format!(
+                "--staple-collateral {other}: expected on or off"
+            ))),
+        }
     }
 
     /// `--cluster`, `--cluster-slot`, `--etcd`, `--peers`; `key` is the seal key given.

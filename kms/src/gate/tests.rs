@@ -2,57 +2,11 @@
 
 use super::*;
 
-#[test]
-fn ipv6_peers_count_per_64_and_mapped_ipv4_as_ipv4() {
-    let a: SocketAddr = "[2001:db8:1:2:aaaa::1]:1".parse().unwrap();
-    let b: SocketAddr = "[2001:db8:1:2:bbbb::9]:2".parse().unwrap();
-    let c: SocketAddr = "[2001:db8:1:3::1]:3".parse().unwrap();
-    assert_eq!(PeerKey::of(&a), PeerKey::of(&b));
-    assert_ne!(PeerKey::of(&a), PeerKey::of(&c));
-    let mapped: SocketAddr = "[::ffff:192.0.2.7]:5".parse().unwrap();
-    let v4: SocketAddr = "192.0.2.7:6".parse().unwrap();
-    assert_eq!(PeerKey::of(&mapped), PeerKey::of(&v4));
-}
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::sync::Mutex;
 
-#[test]
-fn a_bucket_refills_at_its_rate_up_to_its_burst() {
-    let rate = Rate {
-        per_sec: 1000,
-        burst: 4000,
-    };
-    let t0 = Instant::now();
-    let mut b = Bucket::full(rate, t0);
-    b.take(4000);
-    assert_eq!(b.available(), 0);
-    b.refill(rate, t0 + Duration::from_millis(500));
-    assert_eq!(b.available(), 500);
-    b.refill(rate, t0 + Duration::from_secs(60));
-    assert_eq!(b.available(), 4000);
-    assert!(b.is_full(rate));
-}
-
-#[test]
-fn unknown_grpc_peers_pass_through_unchanged() {
-    assert_eq!(client_address("ipv4:10.0.0.1:5"), "ipv4:10.0.0.1:5");
-    assert_eq!(client_address("ipv4:127.0.0.1:1"), "ipv4:127.0.0.1:1");
-    assert_eq!(client_address("unix:/x"), "unix:/x");
-}
-
-#[test]
-fn a_gate_connection_maps_back_to_its_client() {
-    let addr: SocketAddr = "[2001:db8::7]:4433".parse().unwrap();
-    let poll = Poll::new().unwrap();
-    let attested = Arc::new(Attested {
-        flag: AtomicBool::new(false),
-        waker: Arc::new(Waker::new(poll.registry(), WAKER).unwrap()),
-    });
-    clients().insert(65000, Client { addr, attested });
-    assert_eq!(
-        client_address("ipv4:127.0.0.1:65000"),
-        "ipv6:[2001:db8::7]:4433"
-    );
-    clients().remove(&65000);
-}
+use super::clients::clients;
 
 // Over real loopback sockets: a gate in front of a stand-in for gRPC core that echoes (or only
 // counts) what it is sent, and clients from other loopback addresses (the gate counts per
