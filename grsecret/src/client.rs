@@ -44,6 +44,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Encodes one `SecretRequest` per name.
     pub fn new(names: &[&str]) -> Self {
         Batch {
             requests: names
@@ -98,21 +99,6 @@ pub fn decode_string_field1(message: &[u8]) -> Result<Zeroizing<String>, Error> 
     Ok(Zeroizing::new(text.to_owned()))
 }
 
-fn decode(detail: &'static str) -> Error {
-    Error { detail }
-}
-
-fn wire_error(e: WireError) -> Error {
-    decode(match e {
-        WireError::TruncatedVarint { .. } => "truncated varint",
-        WireError::TruncatedField { .. } => "field runs past the end of the message",
-        WireError::VarintTooLong => "varint longer than 10 bytes",
-        WireError::VarintOverflow => "varint overflows 64 bits",
-        WireError::Group { .. } => "groups are not supported",
-        _ => "invalid wire type",
-    })
-}
-
 /// Decodes `SecretReply.secret`: base64 (standard alphabet, canonical padding), optionally
 /// inside one pair of JSON quotes as Occlum's server sends it. Empty secrets are refused, as
 /// Occlum's client does.
@@ -146,6 +132,21 @@ pub fn decode_secret(text: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
         ));
     }
     Ok(out)
+}
+
+fn decode(detail: &'static str) -> Error {
+    Error { detail }
+}
+
+fn wire_error(e: WireError) -> Error {
+    decode(match e {
+        WireError::TruncatedVarint { .. } => "truncated varint",
+        WireError::TruncatedField { .. } => "field runs past the end of the message",
+        WireError::VarintTooLong => "varint longer than 10 bytes",
+        WireError::VarintOverflow => "varint overflows 64 bits",
+        WireError::Group { .. } => "groups are not supported",
+        _ => "invalid wire type",
+    })
 }
 
 /// The position and kind of a base64 error, without the offending byte (it is secret material).
@@ -226,6 +227,16 @@ mod tests {
     #[test]
     fn an_empty_message_is_the_empty_string() {
         assert_eq!(decoded(b"").unwrap(), "");
+    }
+
+    #[test]
+    fn a_batch_is_one_get_secret_call_per_name_in_order() {
+        let batch = Batch::new(&["image_key", "flask_cert"]);
+        let calls = batch.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0], (GET_SECRET, &b"\x0a\x09image_key"[..]));
+        assert_eq!(calls[1], (GET_SECRET, &b"\x0a\x0aflask_cert"[..]));
+        assert_eq!(GET_SECRET, "/ratls.GrSecret/GetSecret");
     }
 
     #[test]
