@@ -139,8 +139,8 @@ fn main() {
             .unwrap();
             let reply = channel
                 .unary(
-                    "/ratls.GrSecret/GetSecret",
-                    &grpc_unary::proto::encode_string_field1(name),
+                    grsecret::GET_SECRET,
+                    &grsecret::client::encode_string_field1(name),
                 )
                 .unwrap();
             assert!(!reply.is_empty());

@@ -6,9 +6,8 @@
 #![no_main]
 
 use base64::Engine as _;
-use grpc_unary::proto::{decode_string_field1, encode_string_field1};
+use grsecret::client::{MAX_SECRET_LEN, decode_secret, decode_string_field1, encode_string_field1};
 use init::image_key::ImageKey;
-use init::kms::{MAX_SECRET_LEN, decode_secret};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::tonic_server::TonicServer;
 use common::{PATH, client_tls, localhost, pki};
-use grpc_unary::{Channel, ClientConfig, proto};
+use grpc_unary::{Channel, ClientConfig};
+use grsecret::client as proto;
 
 const CONNECTIONS: usize = 200;
 const LONG_RUN_CALLS: usize = 5_000;

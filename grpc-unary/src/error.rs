@@ -133,7 +133,8 @@ pub enum Error {
         /// Why the channel is unusable.
         reason: String,
     },
-    /// A protobuf message could not be decoded.
+    /// A protobuf message could not be decoded. This crate carries bytes and never decodes a
+    /// message: the caller's codec (init's, `grsecret`) reports its failures through it.
     Decode {
         /// What was wrong.
         detail: &'static str,

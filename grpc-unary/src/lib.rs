@@ -1,4 +1,6 @@
 //! Minimal blocking gRPC unary client: HTTP/2 (RFC 9113) over rustls, no async runtime.
+//! It carries serialized messages as bytes for any service; the messages of this workspace's
+//! service are the `grsecret` crate's.
 //!
 //! One obvious entry point: [`Channel::connect`] resolves, connects, completes a TLS
 //! handshake that must select ALPN `h2`, and queues the HTTP/2 preface; then
@@ -10,11 +12,12 @@
 //!
 //! ```no_run
 //! # fn demo(tls: std::sync::Arc<rustls::ClientConfig>) -> Result<(), grpc_unary::Error> {
-//! use grpc_unary::{proto, Channel, ClientConfig};
+//! use grpc_unary::{Channel, ClientConfig};
+//! use grsecret::{client, GET_SECRET};
 //! let name = rustls_pki_types::ServerName::try_from("kms.example").unwrap();
 //! let mut channel = Channel::connect("kms.example:4433", name, tls, &ClientConfig::default())?;
-//! let reply = channel.unary("/ratls.GrSecret/GetSecret", &proto::encode_string_field1("image_key"))?;
-//! let secret = proto::decode_string_field1(&reply)?;
+//! let reply = channel.unary(GET_SECRET, &client::encode_string_field1("image_key"))?;
+//! let secret = client::decode_string_field1(&reply);
 //! channel.close()?;
 //! # drop(secret); Ok(()) }
 //! ```
@@ -31,8 +34,6 @@ mod frame;
 pub mod fuzzing;
 mod grpc;
 mod hpack;
-pub mod proto;
-pub mod wire;
 
 pub use channel::{Channel, Replies, resolve};
 pub use config::{

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::tonic_server::{TonicServer, string_message};
 use common::{PATH, Pki, client_tls, localhost, pki};
-use grpc_unary::{Channel, ClientConfig, Code, Error, Phase, proto};
+use grpc_unary::{Channel, ClientConfig, Code, Error, Phase};
+use grsecret::client as proto;
 
 fn connect(pki: &Pki, server: &TonicServer, cfg: &ClientConfig) -> Channel {
     Channel::connect(&server.addr.to_string(), localhost(), client_tls(pki), cfg).unwrap()
@@ -18,7 +19,9 @@ fn connect(pki: &Pki, server: &TonicServer, cfg: &ClientConfig) -> Channel {
 
 fn get(channel: &mut Channel, name: &str) -> Result<String, Error> {
     let reply = channel.unary(PATH, &proto::encode_string_field1(name))?;
-    Ok(proto::decode_string_field1(&reply)?.as_str().to_owned())
+    let text =
+        proto::decode_string_field1(&reply).map_err(|e| Error::Decode { detail: e.detail })?;
+    Ok(text.as_str().to_owned())
 }
 
 #[test]

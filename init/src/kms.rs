@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use grpc_unary::{Channel, ClientConfig, Code};
 use ratls::tls::HandshakePeers;
 use ratls::verify::VerifiedPeer;
@@ -25,13 +24,9 @@ use zeroize::Zeroizing;
 
 use crate::config::KmsAddress;
 
-/// gRPC method of Occlum's secret service.
-pub const GET_SECRET: &str = "/ratls.GrSecret/GetSecret";
-/// Largest decoded secret accepted (Occlum's client caps secrets at 10 KiB; certificates and
-/// keys fit easily, and anything near this is not a secret file).
-pub const MAX_SECRET_LEN: usize = 1024 * 1024;
-/// Largest reply message accepted: base64 of [`MAX_SECRET_LEN`], quotes and framing.
-pub const MAX_REPLY_LEN: usize = MAX_SECRET_LEN / 3 * 4 + 64;
+pub use grsecret::GET_SECRET;
+pub use grsecret::client::{MAX_REPLY_LEN, MAX_SECRET_LEN, decode_secret};
+
 /// First pause after a failed connection attempt; it doubles up to [`MAX_BACKOFF`].
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
@@ -489,15 +484,8 @@ impl Session {
     /// enclave's certificate at the TLS level answers them with an alert: that is reported as
     /// [`KmsError::Connection`], like an alert during the handshake.
     pub fn get_secrets(&mut self, names: &[&str]) -> Result<Vec<Secret>, KmsError> {
-        let requests: Vec<Vec<u8>> = names
-            .iter()
-            .map(|name| grpc_unary::proto::encode_string_field1(name))
-            .collect();
-        let batch: Vec<(&str, &[u8])> = requests
-            .iter()
-            .map(|r| (GET_SECRET, r.as_slice()))
-            .collect();
-        let replies = self.channel.unary_many(&batch).map_err(|source| {
+        let batch = grsecret::client::Batch::new(names);
+        let replies = self.channel.unary_many(&batch.calls()).map_err(|source| {
             let source = Box::new(source);
             match source.as_ref() {
                 grpc_unary::Error::Tls { .. } => KmsError::Connection {
@@ -534,60 +522,14 @@ fn decode_reply(
         source: Box::new(source),
     };
     let reply = reply.map_err(failed)?;
-    let text = grpc_unary::proto::decode_string_field1(&reply).map_err(failed)?;
+    let text = grsecret::client::decode_string_field1(&reply)
+        .map_err(|e| failed(grpc_unary::Error::Decode { detail: e.detail }))?;
     decode_secret(text.as_bytes())
         .map(Secret)
         .map_err(|detail| KmsError::BadReply {
             name: name.to_owned(),
             detail,
         })
-}
-
-/// Decodes `SecretReply.secret`: base64 (standard alphabet, canonical padding), optionally
-/// inside one pair of JSON quotes as Occlum's server sends it. Empty secrets are refused, as
-/// Occlum's client does.
-pub fn decode_secret(text: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
-    let inner = match text {
-        [b'"', inner @ .., b'"'] => inner,
-        [b'"', ..] | [.., b'"'] => {
-            return Err("unbalanced JSON quotes around the base64 text".into());
-        }
-        bare => bare,
-    };
-    if inner.is_empty() {
-        return Err("the secret is empty".into());
-    }
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let estimate = base64::decoded_len_estimate(inner.len());
-    if estimate > MAX_SECRET_LEN + 3 {
-        return Err(format!(
-            "about {estimate} bytes, more than the {MAX_SECRET_LEN}-byte limit"
-        ));
-    }
-    // Reserve first, so decoding never reallocates and leaves an unzeroized copy behind.
-    let mut out = Zeroizing::new(Vec::with_capacity(estimate));
-    engine
-        .decode_vec(inner, &mut out)
-        .map_err(|e| format!("not canonical base64 ({})", describe_base64_error(&e)))?;
-    if out.len() > MAX_SECRET_LEN {
-        return Err(format!(
-            "{} bytes, more than the {MAX_SECRET_LEN}-byte limit",
-            out.len()
-        ));
-    }
-    Ok(out)
-}
-
-/// The position and kind of a base64 error, without the offending byte (it is secret material).
-fn describe_base64_error(e: &base64::DecodeError) -> String {
-    match e {
-        base64::DecodeError::InvalidByte(at, _) => format!("invalid character at offset {at}"),
-        base64::DecodeError::InvalidLength(len) => format!("invalid length {len}"),
-        base64::DecodeError::InvalidLastSymbol(at, _) => {
-            format!("non-canonical last symbol at offset {at}")
-        }
-        base64::DecodeError::InvalidPadding => "invalid padding".into(),
-    }
 }
 
 /// The session on a connected channel, with the peer its handshake verified. No clock is read
@@ -646,55 +588,6 @@ fn retryable(error: &grpc_unary::Error) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoted_and_bare_base64_decode_to_the_same_secret() {
-        assert_eq!(
-            &*decode_secret(b"\"dGVzdCBzYW1wbGUga2V5Cg==\"").unwrap(),
-            b"test sample key\n"
-        );
-        assert_eq!(
-            &*decode_secret(b"dGVzdCBzYW1wbGUga2V5Cg==").unwrap(),
-            b"test sample key\n"
-        );
-    }
-
-    #[test]
-    fn malformed_replies_are_refused() {
-        for bad in [
-            &b""[..],
-            b"\"\"",
-            b"\"dGVzdA==",
-            b"dGVzdA==\"",
-            b"dGVzdA",
-            b"dGVzdA=",
-            b"dGV zdA==",
-            b"dGVzdB==",
-            b"\"dGVzdA==\"\n",
-            b"dGVz\ndA==",
-        ] {
-            assert!(
-                decode_secret(bad).is_err(),
-                "{:?} accepted",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn decode_errors_do_not_echo_the_reply() {
-        let err = decode_secret(b"c2VjcmV0!").unwrap_err();
-        assert!(!err.contains("c2Vj") && !err.contains('!'), "{err}");
-    }
-
-    #[test]
-    fn oversized_secrets_are_refused() {
-        let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_SECRET_LEN + 1]);
-        assert!(decode_secret(big.as_bytes()).is_err());
-        let max = base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_SECRET_LEN]);
-        assert_eq!(decode_secret(max.as_bytes()).unwrap().len(), MAX_SECRET_LEN);
-        assert!(format!("\"{max}\"").len() <= MAX_REPLY_LEN);
-    }
 
     #[test]
     fn status_errors_name_the_secret_and_the_kms_reason() {

@@ -54,14 +54,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use grpc_unary::{Channel, ClientConfig};
+use grsecret::client::Batch;
 use ratls::cert::RaTlsIdentity;
 use ratls::collateral::StaticCollateral;
 use ratls::policy::RaPolicy;
 use ratls::verify::Verifier;
 use rustls_pki_types::ServerName;
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource};
-
-const GET_SECRET: &str = "/ratls.GrSecret/GetSecret";
 
 struct Args {
     per_level: usize,
@@ -449,21 +448,14 @@ fn run_level(
                     let mut channel = Channel::connect(addr, server, Arc::new(tls), &cfg)
                         .expect("RA-TLS connection to the KMS failed");
                     let handshake = t.elapsed();
-                    let requests: Vec<Vec<u8>> = ["image_key", "flask_cert", "flask_key"]
-                        .iter()
-                        .map(|name| grpc_unary::proto::encode_string_field1(name))
-                        .collect();
+                    let batch = Batch::new(&["image_key", "flask_cert", "flask_key"]);
                     if sequential {
-                        for req in &requests {
-                            let reply = channel.unary(GET_SECRET, req).expect("GetSecret failed");
+                        for (path, req) in batch.calls() {
+                            let reply = channel.unary(path, req).expect("GetSecret failed");
                             assert!(!reply.is_empty());
                         }
                     } else {
-                        let batch: Vec<(&str, &[u8])> = requests
-                            .iter()
-                            .map(|r| (GET_SECRET, r.as_slice()))
-                            .collect();
-                        for reply in channel.unary_many(&batch).expect("batch failed") {
+                        for reply in channel.unary_many(&batch.calls()).expect("batch failed") {
                             assert!(!reply.expect("GetSecret failed").is_empty());
                         }
                     }

@@ -47,6 +47,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use grpc_unary::{Channel, ClientConfig};
+use grsecret::GET_SECRET;
+use grsecret::client::Batch;
 use ratls::cert::RaTlsIdentity;
 use ratls::collateral::StaticCollateral;
 use ratls::policy::RaPolicy;
@@ -56,7 +58,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource};
 
-const GET_SECRET: &str = "/ratls.GrSecret/GetSecret";
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Goals from the issue.
 const RSS_GOAL_KIB: u64 = 200 * 1024;
@@ -689,15 +690,11 @@ impl Setup {
             &cfg,
         )
         .map_err(|e| e.to_string())?;
-        let requests: Vec<Vec<u8>> = ["image_key", "flask_cert", "flask_key"]
-            .iter()
-            .map(|name| grpc_unary::proto::encode_string_field1(name))
-            .collect();
-        let batch: Vec<(&str, &[u8])> = requests
-            .iter()
-            .map(|r| (GET_SECRET, r.as_slice()))
-            .collect();
-        for reply in channel.unary_many(&batch).map_err(|e| e.to_string())? {
+        let batch = Batch::new(&["image_key", "flask_cert", "flask_key"]);
+        for reply in channel
+            .unary_many(&batch.calls())
+            .map_err(|e| e.to_string())?
+        {
             reply.map_err(|e| e.to_string())?;
         }
         let _ = channel.close();

@@ -20,7 +20,6 @@ mod keygen;
 mod limits;
 mod metrics;
 mod operators;
-mod proto;
 mod rotation;
 mod runtime;
 mod seal;

@@ -40,11 +40,11 @@ use crate::gate;
 use crate::health;
 use crate::metrics;
 use crate::operators::Operators;
-use crate::proto::MAX_REQUEST_LEN;
 use crate::rotation::{self, Rotator};
 use crate::runtime::{Loader, SecretsFile};
 use crate::seal::FileKey;
 use crate::service::{self, Shared};
+use grsecret::server::MAX_REQUEST_LEN;
 use ratls::collateral::staple::Stapled;
 use ratls::verify::Verifier;
 

@@ -26,10 +26,10 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Identity, Record, Verdict};
 use crate::metrics::METRICS;
-use crate::proto::{self, MAX_REQUEST_LEN};
 use crate::runtime::Runtime;
 use crate::secrets::{Denied, ReplyForm};
 use crate::timefmt;
+use grsecret::server::{self as proto, MAX_REQUEST_LEN};
 
 /// The auth-context property under which gRPC core exposes the peer's certificate.
 pub const PEER_CERT_PROPERTY: &str = "x509_pem_cert";

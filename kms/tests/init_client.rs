@@ -78,7 +78,7 @@ fn inits_grpc_client_gets_every_secret_byte_exact_over_one_connection() {
         .into_iter()
         .filter(|(_, _, allow)| allow.as_ref().is_none_or(|a| a.contains(&"app")));
     for (name, value, _) in released {
-        let request = grpc_unary::proto::encode_string_field1(name);
+        let request = grsecret::client::encode_string_field1(name);
         let reply = channel
             .unary("/ratls.GrSecret/GetSecret", &request)
             .unwrap();
@@ -106,7 +106,7 @@ fn a_batch_of_calls_on_a_new_certificate_is_one_attestation() {
         .collect();
     let requests: Vec<Vec<u8>> = released
         .iter()
-        .map(|(name, _, _)| grpc_unary::proto::encode_string_field1(name))
+        .map(|(name, _, _)| grsecret::client::encode_string_field1(name))
         .collect();
     let batch: Vec<(&str, &[u8])> = requests
         .iter()

@@ -118,7 +118,7 @@ fn the_kms_refuses_a_genuine_client_certificate_presented_without_its_key() {
         .call_timeout(Duration::from_secs(10))
         .build();
     let name = ServerName::try_from("kms").unwrap();
-    let request = grpc_unary::proto::encode_string_field1("flask_key");
+    let request = grsecret::client::encode_string_field1("flask_key");
     let mut channel =
         grpc_unary::Channel::connect(&kms.addr, name.clone(), Arc::new(honest), &cfg).unwrap();
     channel

@@ -547,15 +547,15 @@ impl GrpcClient {
 
 pub fn encode_field1(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    grpc_unary::wire::put_len_field(&mut out, 1, bytes);
+    grsecret::wire::put_len_field(&mut out, 1, bytes);
     out
 }
 
 pub fn decode_field1(msg: &[u8]) -> Vec<u8> {
-    let mut reader = grpc_unary::wire::Reader::new(msg);
+    let mut reader = grsecret::wire::Reader::new(msg);
     assert_eq!(
         reader.key().ok(),
-        Some((1, grpc_unary::wire::WIRE_LEN)),
+        Some((1, grsecret::wire::WIRE_LEN)),
         "reply must be field 1, length-delimited"
     );
     let value = reader.length_delimited("secret").unwrap();

@@ -1,20 +1,16 @@
-//! Hand-written protobuf (proto3) wire format for the two messages this server speaks:
-//! `ratls.SecretRequest`/`SecretReply` and `grpc.health.v1.HealthCheckRequest`/`Response`.
+//! The server's side of `ratls.GrSecret` (the KMS's): decoding `SecretRequest` (and
+//! `grpc.health.v1.HealthCheckRequest`, the same layout) and encoding `SecretReply`
+//! (and `HealthCheckResponse`).
 //!
 //! The decoder is bounded: it reads by length through a cursor, caps the message and the
 //! name, skips unknown fields of every valid wire type, and rejects anything malformed
 //! (truncated varints or lengths, groups, invalid UTF-8) with a [`DecodeError`] instead of
 //! panicking. Encoding follows the protobuf encoding guide
 //! (<https://protobuf.dev/programming-guides/encoding/>).
-//!
-//! The wire primitives (varints, lengths, skipping unknown fields) are `grpc_unary::wire`'s,
-//! shared with init's client codec; this module adds the messages, the limits and the KMS's
-//! error type. Keep it on std, zeroize and grpc-unary alone: `fuzz/fuzz_targets/kms_request.rs`
-//! compiles it as it is, without the rest of the KMS (grpcio).
 
 use std::fmt;
 
-use grpc_unary::wire::{self, Reader, WIRE_LEN, WireError, put_varint};
+use crate::wire::{self, Reader, WIRE_LEN, WireError, put_varint};
 use zeroize::Zeroizing;
 
 /// Largest request message accepted, in bytes. A request is one short name.
@@ -50,8 +46,6 @@ pub enum DecodeError {
     NameTooLong { len: usize },
     /// A proto3 `string` must be UTF-8.
     NotUtf8,
-    /// Any other malformed wire format `grpc_unary::wire` reports.
-    Wire(WireError),
 }
 
 impl fmt::Display for DecodeError {
@@ -82,7 +76,6 @@ impl fmt::Display for DecodeError {
                 )
             }
             Self::NotUtf8 => write!(f, "malformed request: name is not UTF-8"),
-            Self::Wire(e) => write!(f, "malformed request: {e}"),
         }
     }
 }
@@ -203,7 +196,6 @@ impl From<WireError> for DecodeError {
                 field,
                 wire_type: wire::WIRE_START_GROUP,
             },
-            e => Self::Wire(e),
         }
     }
 }

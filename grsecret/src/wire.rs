@@ -1,7 +1,7 @@
 //! Protobuf wire-format primitives (<https://protobuf.dev/programming-guides/encoding/>):
 //! varints, field keys, length-delimited fields, and skipping unknown fields by wire type.
-//! [`proto`](crate::proto) builds its message codec on them; they are public so the other
-//! hand-written codec of this workspace (the KMS's) can share them rather than copy them.
+//! [`client`](crate::client) and [`server`](crate::server) build the messages on them; they
+//! are public for the tests that hand-craft messages.
 //!
 //! Every read is bounded by what is left of the message and fails with a [`WireError`]
 //! instead of panicking. Depends on std alone.
