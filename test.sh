@@ -29,6 +29,12 @@ for features in "" "--features ratls/simulation"; do
     exit 1
   fi
 done
+# grsecret is the GrSecret wire contract alone: no transport, no TLS.
+tree=$(cargo tree --locked -p grsecret -e normal --prefix none)
+if grep -E '^(grpc-unary|grpcio|rustls|ureq|tokio) ' <<<"$tree" ; then
+  echo "grsecret must not depend on a transport or TLS stack" >&2
+  exit 1
+fi
 
 step "the Occlum builds contain no simulated-root path"
 # kms and init built alone without `simulation` (as build.sh's Occlum branch and
