@@ -133,6 +133,17 @@ impl Identity {
             ..Identity::default()
         }
     }
+
+    /// Best effort, for a refused peer: the measurements of the quote its certificate (PEM)
+    /// carries, if it carries a readable one; empty otherwise. Nothing here was verified.
+    pub fn claimed_in_pem(pem: &[u8]) -> Identity {
+        std::str::from_utf8(pem)
+            .ok()
+            .and_then(|text| ratls::cert::der_from_pem(text).ok())
+            .and_then(|der| ratls::cert::extract(&der).ok())
+            .map(|ev| Identity::from_body(&ev.quote.body))
+            .unwrap_or_default()
+    }
 }
 
 /// One audit line.

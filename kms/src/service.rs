@@ -363,12 +363,7 @@ fn authenticate(
         }
         Err(e) => {
             // Best effort: say which enclave tried, if the certificate carries a readable quote.
-            let identity = std::str::from_utf8(pem)
-                .ok()
-                .and_then(|text| ratls::cert::der_from_pem(text).ok())
-                .and_then(|der| ratls::cert::extract(&der).ok())
-                .map(|ev| Identity::from_body(&ev.quote.body))
-                .unwrap_or_default();
+            let identity = Identity::claimed_in_pem(pem);
             // Collateral still on its way (or a fetch in backoff): nothing about the peer was
             // judged, so it is told to retry (init attests again on UNAVAILABLE).
             let code = if e.is_transient() {

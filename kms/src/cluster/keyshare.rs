@@ -102,12 +102,7 @@ pub fn serve_key(
     let verified = match cluster.replica_verifier.verify_certificate_pem(pem, now) {
         Ok(peer) => peer,
         Err(e) => {
-            let identity = std::str::from_utf8(pem)
-                .ok()
-                .and_then(|text| ratls::cert::der_from_pem(text).ok())
-                .and_then(|der| ratls::cert::extract(&der).ok())
-                .map(|ev| Identity::from_body(&ev.quote.body))
-                .unwrap_or_default();
+            let identity = Identity::claimed_in_pem(pem);
             let code = if e.is_transient() {
                 RpcStatusCode::UNAVAILABLE
             } else {
