@@ -159,7 +159,6 @@ fn json_data(body: &[u8]) -> Result<String, BodyRejection> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

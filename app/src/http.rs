@@ -408,7 +408,6 @@ pub fn http_date(now: SystemTime) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::collections::VecDeque;

@@ -177,7 +177,6 @@ fn is_busy(err: &rusqlite::Error) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1,8 +1,6 @@
 //! The REST API through the real binary over HTTPS: the seed's curl commands byte for byte,
 //! JSON bodies, errors, TLS versions, persistence across restarts, and the access log.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 mod common;
 
 use common::{App, TestCert, TestDir, agent, curl, get, put_form};

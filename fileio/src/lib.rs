@@ -138,7 +138,6 @@ fn create_temp(path: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

@@ -418,7 +418,6 @@ impl Write for Socket {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod resolve_tests {
     use super::*;
 

@@ -162,7 +162,6 @@ fn describe_base64_error(e: &base64::DecodeError) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -506,7 +506,6 @@ fn short_hex(bytes: &[u8; 32]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::time::Duration;
 

@@ -579,7 +579,6 @@ pub fn read_optional_text(path: &Path) -> Result<Option<String>, ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

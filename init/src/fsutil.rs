@@ -112,7 +112,6 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

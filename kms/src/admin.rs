@@ -745,7 +745,6 @@ fn de_reply(mut reader: MessageReader) -> grpcio::Result<AdminReply> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -776,7 +776,6 @@ impl Write for Captured {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 impl Captured {
     /// The records written so far, one JSON value a line, without the chain's opening record.
     pub fn records(&self) -> Vec<serde_json::Value> {
@@ -800,7 +799,6 @@ impl Captured {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

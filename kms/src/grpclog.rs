@@ -126,7 +126,6 @@ fn format_line(record: &Record<'_>) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

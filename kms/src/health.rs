@@ -112,7 +112,6 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use std::io::{Read as _, Write as _};
     use std::net::TcpStream;

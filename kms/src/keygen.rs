@@ -132,7 +132,6 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeygenError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use rustls_pki_types::pem::PemObject as _;
 

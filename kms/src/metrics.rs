@@ -504,7 +504,6 @@ fn sample(out: &mut String, name: &str, value: u64) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -335,7 +335,6 @@ fn sleep_until(when: SystemTime) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

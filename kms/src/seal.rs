@@ -424,7 +424,6 @@ impl ring::hkdf::KeyType for Len32 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

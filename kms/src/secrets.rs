@@ -504,7 +504,6 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use std::sync::{Arc, OnceLock};
 

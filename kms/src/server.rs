@@ -836,7 +836,6 @@ pub(crate) fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     // The KMS normalises PCCS URLs with pccs-client's function (one normalisation for both

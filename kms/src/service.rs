@@ -522,7 +522,6 @@ fn de_reply(mut reader: MessageReader) -> grpcio::Result<RawReply> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::sync::Barrier;
 

@@ -12,8 +12,6 @@
 //! `grpc_ratls`"). The first two tests run only with it:
 //! `cargo test --release --workspace --features kms/simulation,init/simulation,kms/occlum-cpp-clients --test occlum_client`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 mod common;
 
 use common::*;

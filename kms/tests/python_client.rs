@@ -1,8 +1,6 @@
 //! Wire compatibility with a client that is not ours: Python grpcio (the same C core as
 //! Occlum's C++ client) fetches secrets over mutual TLS and gets Occlum's quoted base64 form.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 mod common;
 
 use std::process::Command;

@@ -454,7 +454,6 @@ fn check_quote(quote: &[u8], report_data: &[u8; 64]) -> Result<(), DeviceError> 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -169,7 +169,6 @@ fn c_path(field: &'static str, path: &Path) -> Result<CString, MountError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

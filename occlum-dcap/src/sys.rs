@@ -386,7 +386,6 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::mem::offset_of;

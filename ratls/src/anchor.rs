@@ -93,7 +93,6 @@ impl fmt::Debug for TrustAnchor {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use sha2::{Digest as _, Sha256};
 

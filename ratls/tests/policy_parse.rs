@@ -1,8 +1,6 @@
 //! Loading the measurement policy: Occlum's unchanged templates, our extensions, and every
 //! rejection (each error names the file and the field).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use ratls::policy::{
     MAX_ENTRIES, MAX_GRACE_SECS, MAX_NAME_LEN, MAX_POLICY_LEN, PolicyError, RaPolicy, SvnRule,
     TcbStatus,

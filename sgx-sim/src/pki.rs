@@ -324,7 +324,6 @@ fn serial(entropy: &Entropy, label: &str) -> Result<SerialNumber, SimError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

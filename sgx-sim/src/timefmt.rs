@@ -41,7 +41,6 @@ pub(crate) fn rfc3339(unix: u64, what: &'static str) -> Result<String, SimError>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

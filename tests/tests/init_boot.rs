@@ -3,8 +3,6 @@
 //! the exec'd app sees them, and the whole boot is ONE TLS handshake whatever the number of
 //! secrets (the KMS's audit log shows one attestation and every release from one connection).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 

@@ -3,8 +3,6 @@
 //! KMS's certificate is genuine (minted on the deployment's platform for the KMS identity, with
 //! its own key), so only the silence is wrong.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::sync::Arc;

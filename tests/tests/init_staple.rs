@@ -2,7 +2,6 @@
 //! in the demo, verifies the KMS without asking the PCCS, so a boot is one connection (to the
 //! KMS) and survives a PCCS outage. Without a staple init falls back to the PCCS, over one
 //! kept-alive connection. Real binaries, loopback.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,6 @@
 //! Scripted-server tests of the connection state machine: the server's bytes are prepared
 //! up front, the client's output is parsed back into frames and checked.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use super::*;
 use loona_hpack::Encoder;
 

@@ -259,5 +259,4 @@ fn io_err(what: &'static str, path: &Path, source: io::Error) -> ImageError {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests;

@@ -222,7 +222,6 @@ fn decode_reply(reply: &[u8], cluster_id: &str) -> Result<KeyShare, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

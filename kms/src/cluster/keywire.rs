@@ -90,7 +90,6 @@ pub fn decode(reply: &[u8], cluster_id: &str) -> Result<WireShare, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -969,7 +969,6 @@ fn unknown_outcome(op: &str, e: &EtcdError) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

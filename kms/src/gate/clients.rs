@@ -82,7 +82,6 @@ pub(super) fn grpc_style(addr: &SocketAddr) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use mio::Poll;

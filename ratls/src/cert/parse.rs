@@ -379,7 +379,6 @@ fn decode_pubkey_hash(value: &[u8]) -> Result<PubkeyHash, DiceError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

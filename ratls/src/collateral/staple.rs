@@ -450,7 +450,6 @@ fn same_issuer(quote: &Quote, crl_der: &[u8]) -> Result<bool, Unusable> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

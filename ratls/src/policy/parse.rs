@@ -721,7 +721,6 @@ impl<'de> Visitor<'de> for NoDuplicateKeysVisitor {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -153,7 +153,6 @@ pub(super) fn isv_signature_valid(quote_bytes: &[u8], quote: &Quote) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
