@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Deployment, Kms, KmsOptions, SimPccs, init_bin};
+use e2e_tests::{Deployment, KmsOptions, SimPccs, init_bin};
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair, PKCS_RSA_SHA256,
     PublicKeyData as _,
@@ -55,22 +55,16 @@ fn main() {
     // Fallback: the KMS staples nothing, so init asks the PCCS (one kept-alive connection).
     let pccs = SimPccs::start(&d.sim, "127.0.0.1:0");
     let stapled = d.start_kms_with_pccs("127.0.0.1:0", &pccs.url);
-    let unstapled = Kms::start_with_collateral(
-        &KmsOptions {
-            listen: "127.0.0.1:0".into(),
-            ra_config: &d.path("kms/ra_config.json"),
-            secrets: &d.path("kms/secrets.json"),
-            sim: &d.sim,
-            identity: &d.kms_identity,
-            audit_log: &d.path("kms/audit-unstapled.log"),
-        },
-        &[
-            "--pccs-url".as_ref(),
-            pccs.url.as_ref(),
-            "--staple-collateral".as_ref(),
-            "off".as_ref(),
-        ],
-    );
+    let unstapled = KmsOptions {
+        audit_log: d.path("kms/audit-unstapled.log"),
+        ..d.kms_options("127.0.0.1:0")
+    }
+    .start_with_collateral(&[
+        "--pccs-url".as_ref(),
+        pccs.url.as_ref(),
+        "--staple-collateral".as_ref(),
+        "off".as_ref(),
+    ]);
     println!(
         "PCCS {} (simulated platform), KMS {} (stapling) and {} (not stapling), {} secrets + image_key, {runs} runs each\n",
         pccs.url,

@@ -16,7 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::ServerName;
+use test_kit::process::{STARTUP_TIMEOUT, spawn_listening};
 
 /// Distinct customers the GET phase cycles through.
 const CUSTOMERS: usize = 100;
@@ -367,33 +368,29 @@ fn start_app(
     data: &std::path::Path,
     workers: &str,
 ) -> (Child, u16) {
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--workers",
-            workers,
-            "--cert",
-        ])
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--workers",
+        workers,
+        "--cert",
+    ])
+    .arg(cert)
+    .arg("--key")
+    .arg(key)
+    .arg("--data-dir")
+    .arg(data)
+    .stderr(Stdio::inherit());
+    let started = spawn_listening(&mut cmd, STARTUP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the app did not start: {e}"));
+    let line = started.line;
     let port = line
-        .trim()
         .rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
+    let child = started.child;
     (child, port)
 }

@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{App, TestCert, TestDir, agent, curl, get, put_form};
+use common::{App, TestCert, agent, curl, get, put_form, temp_dir};
 
 #[test]
 fn the_seed_curl_commands_give_the_flask_bodies() {
-    let dir = TestDir::new("seed");
+    let dir = temp_dir("app-seed");
     let cert = TestCert::new(&dir, "flask");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let url = |id: &str| format!("https://localhost:{}/customer/{id}", app.port);
     // The four commands of the seed's README, with the port the test was given.
     assert_eq!(
@@ -29,9 +29,9 @@ fn the_seed_curl_commands_give_the_flask_bodies() {
 
 #[test]
 fn responses_are_json_with_length_and_date() {
-    let dir = TestDir::new("headers");
+    let dir = temp_dir("app-headers");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let url = format!("https://localhost:{}/customer/7", app.port);
     curl(&cert, &["-X", "PUT", &url, "-d", "data=x"]);
     let head = curl(&cert, &["-i", &url]);
@@ -47,9 +47,9 @@ fn responses_are_json_with_length_and_date() {
 
 #[test]
 fn a_json_put_stores_and_echoes_like_a_form_put() {
-    let dir = TestDir::new("json");
+    let dir = temp_dir("app-json");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let agent = agent(&cert);
     let (status, body) = common::status_body(
         agent
@@ -64,9 +64,9 @@ fn a_json_put_stores_and_echoes_like_a_form_put() {
 
 #[test]
 fn form_values_are_plus_and_percent_decoded() {
-    let dir = TestDir::new("form");
+    let dir = temp_dir("app-form");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let agent = agent(&cert);
     let (status, body) = put_form(&agent, &app.url("/customer/3"), "data=Tom+%26+Jerry%21");
     assert_eq!(
@@ -77,9 +77,9 @@ fn form_values_are_plus_and_percent_decoded() {
 
 #[test]
 fn an_unknown_customer_is_a_json_404() {
-    let dir = TestDir::new("404");
+    let dir = temp_dir("app-404");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let agent = agent(&cert);
     assert_eq!(
         get(&agent, &app.url("/customer/nobody")),
@@ -93,9 +93,9 @@ fn an_unknown_customer_is_a_json_404() {
 
 #[test]
 fn a_wrong_method_is_405_with_allow() {
-    let dir = TestDir::new("405");
+    let dir = temp_dir("app-405");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let mut response = agent(&cert).delete(&app.url("/customer/1")).call().unwrap();
     assert_eq!(response.status().as_u16(), 405);
     assert_eq!(
@@ -110,9 +110,9 @@ fn a_wrong_method_is_405_with_allow() {
 
 #[test]
 fn tls_1_2_and_tls_1_3_are_both_served() {
-    let dir = TestDir::new("tlsver");
+    let dir = temp_dir("app-tlsver");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let url = format!("https://localhost:{}/customer/v", app.port);
     curl(&cert, &["-X", "PUT", &url, "-d", "data=v"]);
     for flags in [
@@ -136,9 +136,9 @@ fn tls_1_2_and_tls_1_3_are_both_served() {
 
 #[test]
 fn expect_100_continue_is_answered_before_the_body() {
-    let dir = TestDir::new("expect");
+    let dir = temp_dir("app-expect");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let value = "x".repeat(60_000);
     let url = format!("https://localhost:{}/customer/big", app.port);
     let out = std::process::Command::new("curl")
@@ -160,9 +160,9 @@ fn expect_100_continue_is_answered_before_the_body() {
 
 #[test]
 fn customers_survive_a_restart() {
-    let dir = TestDir::new("restart");
+    let dir = temp_dir("app-restart");
     let cert = TestCert::new(&dir, "c");
-    let data = dir.path("data");
+    let data = dir.path().join("data");
     let app = App::start(&cert, &data, &[]);
     let agent = agent(&cert);
     assert_eq!(put_form(&agent, &app.url("/customer/1"), "data=Tom").0, 200);
@@ -191,9 +191,9 @@ fn customers_survive_a_restart() {
 
 #[test]
 fn the_log_has_one_line_per_request_and_never_the_body() {
-    let dir = TestDir::new("log");
+    let dir = temp_dir("app-log");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let agent = agent(&cert);
     let secret = "s3cr3t-customer-value";
     put_form(&agent, &app.url("/customer/42"), &format!("data={secret}"));
@@ -208,9 +208,9 @@ fn the_log_has_one_line_per_request_and_never_the_body() {
 
 #[test]
 fn quiet_turns_the_request_log_off() {
-    let dir = TestDir::new("quiet");
+    let dir = temp_dir("app-quiet");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &["--quiet"]);
+    let app = App::start(&cert, &dir.path().join("data"), &["--quiet"]);
     get(&agent(&cert), &app.url("/customer/1"));
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(!app.stderr().contains("/customer/1"));
@@ -218,9 +218,9 @@ fn quiet_turns_the_request_log_off() {
 
 #[test]
 fn head_answers_the_get_headers_without_a_body() {
-    let dir = TestDir::new("head");
+    let dir = temp_dir("app-head");
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), &[]);
+    let app = App::start(&cert, &dir.path().join("data"), &[]);
     let url = format!("https://localhost:{}/customer/h", app.port);
     curl(&cert, &["-X", "PUT", &url, "-d", "data=abc"]);
     let head = curl(&cert, &["-I", &url]);

@@ -10,15 +10,15 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{
-    App, TestCert, TestDir, agent, get, parse_response, put_form, raw_exchange, raw_tls,
-    read_until_close,
+    App, TempDir, TestCert, agent, get, parse_response, put_form, raw_exchange, raw_tls,
+    read_until_close, temp_dir,
 };
 
 /// Starts an app with one customer stored, for "still serving" checks.
-fn app_with_customer(name: &str, extra: &[&str]) -> (TestDir, TestCert, App) {
-    let dir = TestDir::new(name);
+fn app_with_customer(name: &str, extra: &[&str]) -> (TempDir, TestCert, App) {
+    let dir = temp_dir(&format!("app-{name}"));
     let cert = TestCert::new(&dir, "c");
-    let app = App::start(&cert, &dir.path("data"), extra);
+    let app = App::start(&cert, &dir.path().join("data"), extra);
     assert_eq!(
         put_form(&agent(&cert), &app.url("/customer/1"), "data=Tom").0,
         200

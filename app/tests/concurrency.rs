@@ -7,16 +7,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{App, TestCert, TestDir, agent, get, put_form};
+use common::{App, TestCert, agent, get, put_form, temp_dir};
 
 const CLIENTS: usize = 50;
 const RUN_FOR: Duration = Duration::from_secs(3);
 
 #[test]
 fn fifty_concurrent_clients_lose_no_write() {
-    let dir = TestDir::new("concurrency");
+    let dir = temp_dir("app-concurrency");
     let cert = TestCert::new(&dir, "c");
-    let data = dir.path("data");
+    let data = dir.path().join("data");
     let app = App::start(&cert, &data, &["--quiet"]);
     let started = Instant::now();
     let handles: Vec<_> = (0..CLIENTS)

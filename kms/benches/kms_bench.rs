@@ -44,8 +44,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::BufRead as _;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,6 +59,7 @@ use ratls::policy::RaPolicy;
 use ratls::verify::Verifier;
 use rustls_pki_types::ServerName;
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource};
+use test_kit::process::{STARTUP_TIMEOUT, addr_after, spawn_listening};
 
 struct Args {
     per_level: usize,
@@ -245,8 +244,8 @@ fn start_kms(args: &Args, dir: &std::path::Path) -> (Reaped, Option<(Reaped, Str
     if let Some(addr) = &args.metrics_listen {
         extra.extend(["--metrics-listen".into(), addr.clone()]);
     }
-    let child = Command::new(&kms_bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
+    let mut cmd = Command::new(&kms_bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
         .arg(dir.join("ra.json"))
         .arg("--secrets")
         .arg(dir.join("secrets.json"))
@@ -260,19 +259,12 @@ fn start_kms(args: &Args, dir: &std::path::Path) -> (Reaped, Option<(Reaped, Str
         .arg(dir.join("audit.log"))
         .args(["--threads", &args.threads.to_string()])
         .args(&extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Reaped(child);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("kms did not start")
+        .stderr(Stdio::null());
+    let started = spawn_listening(&mut cmd, STARTUP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("kms did not start: {e}"));
+    let child = Reaped(started.child);
+    let addr = addr_after(&started.line, "listening on ")
+        .unwrap_or_else(|| panic!("kms did not start: {:?}", started.line))
         .to_owned();
     (child, pccs, addr)
 }
@@ -385,24 +377,16 @@ fn start_sim_pccs(platform: &std::path::Path) -> (Reaped, String) {
             let exe = std::env::current_exe().unwrap();
             exe.parent().unwrap().parent().unwrap().join("sgx-sim")
         });
-    let mut child = Command::new(&bin)
-        .arg("pccs")
+    let mut cmd = Command::new(&bin);
+    cmd.arg("pccs")
         .arg(platform)
         .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("--sim-pccs: starting {}: {e}", bin.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let child = Reaped(child);
-    let addr = line
-        .split_whitespace()
-        .last()
-        .filter(|_| line.contains("listening on"))
-        .unwrap_or_else(|| panic!("sgx-sim pccs did not start: {line:?}"))
+        .stderr(Stdio::null());
+    let started = spawn_listening(&mut cmd, STARTUP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("--sim-pccs: {} did not start: {e}", bin.display()));
+    let child = Reaped(started.child);
+    let addr = addr_after(&started.line, "listening on ")
+        .unwrap_or_else(|| panic!("sgx-sim pccs did not start: {:?}", started.line))
         .to_owned();
     eprintln!("collateral from the SIMULATED PCCS at http://{addr}");
     (child, format!("http://{addr}"))

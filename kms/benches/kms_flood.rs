@@ -38,7 +38,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead as _, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,10 +53,12 @@ use ratls::cert::RaTlsIdentity;
 use ratls::collateral::StaticCollateral;
 use ratls::policy::RaPolicy;
 use ratls::verify::Verifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource};
+// The attacker does not care who the server is.
+use test_kit::danger::AnyServerCert;
+use test_kit::process::{STARTUP_TIMEOUT, addr_after, spawn_listening};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Goals from the issue.
@@ -442,7 +444,7 @@ impl H2 {
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut cfg = rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer))
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert))
             .with_no_client_auth();
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         let conn = ClientConnection::new(Arc::new(cfg), ServerName::try_from("kms").unwrap())
@@ -539,44 +541,6 @@ fn headers_frame(out: &mut Vec<u8>, stream: u32, end_stream: bool) {
     frame(out, 1, flags, stream, &block);
 }
 
-/// The attacker does not care who the server is.
-#[derive(Debug)]
-struct AnyServer;
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// The simulated platform, identities, policy and secrets, and the legitimate client.
 struct Setup {
     dir: std::path::PathBuf,
@@ -635,8 +599,8 @@ impl Setup {
 
     fn start_kms(&self) -> Kms {
         let d = &self.dir;
-        let mut child = Command::new(&self.kms_bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
+        let mut cmd = Command::new(&self.kms_bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
             .arg(d.join("ra.json"))
             .arg("--secrets")
             .arg(d.join("secrets.json"))
@@ -646,18 +610,12 @@ impl Setup {
             .arg(d.join("kms-identity.json"))
             .arg("--audit-log")
             .arg(d.join("audit.log"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("kms did not start")
+            .stderr(Stdio::null());
+        let started = spawn_listening(&mut cmd, STARTUP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("kms did not start: {e}"));
+        let child = started.child;
+        let addr = addr_after(&started.line, "listening on ")
+            .unwrap_or_else(|| panic!("kms did not start: {:?}", started.line))
             .to_owned();
         Kms {
             pid: child.id(),

@@ -42,7 +42,7 @@ fn real_log() -> &'static Vec<String> {
         assert!(fx.kms.stop().success());
 
         // A second run appends to the same file: a second chain.
-        let mut again = Kms::start(KmsSetup {
+        let mut again = start_kms(KmsSetup {
             dir: &fx.dir,
             sim: &fx.sim,
             policy: policy_json(&fx.app, &fx.tool),
@@ -54,15 +54,15 @@ fn real_log() -> &'static Vec<String> {
             .unwrap();
         assert!(again.stop().success());
         let text = std::fs::read_to_string(&again.audit_log).unwrap();
-        again.assert_logs_clean(&secrets());
+        assert_logs_clean(&again, &secrets());
         text.lines().map(str::to_owned).collect()
     })
 }
 
 /// Runs `kms audit verify` on `lines` written to a fresh file.
 fn verify(tag: &str, lines: &[String]) -> Output {
-    let dir = TempDir::new(tag);
-    let path = dir.path("audit.log");
+    let dir = temp_dir(tag);
+    let path = dir.path().join("audit.log");
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&path, text).unwrap();
     verify_file(&path)
@@ -319,7 +319,7 @@ fn metrics_count_attestations_releases_and_refusals_under_fixed_labels_only() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(http_get(&addr, "/").starts_with("HTTP/1.1 404 "));
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]

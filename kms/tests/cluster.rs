@@ -27,8 +27,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::etcd::EtcdCluster;
 use common::{
-    GrpcClient, HEALTH_CHECK, Kms, Sim, TempDir, app_identity, encode_field1, policy_json, secrets,
-    secrets_json, tool_identity,
+    GrpcClient, HEALTH_CHECK, Kms, Sim, TempDir, app_identity, assert_logs_clean, encode_field1,
+    policy_json, secrets, secrets_json, spawn_kms, temp_dir, tool_identity,
 };
 use grpcio::RpcStatusCode;
 use serde_json::{Value, json};
@@ -69,12 +69,16 @@ impl Fixture {
     }
 
     fn with_max_stale(tag: &str, max_stale_secs: u64) -> Fixture {
-        let dir = TempDir::new(tag);
+        let dir = temp_dir(tag);
         let sim = Sim::good(&dir);
         let app = app_identity();
         let tool = tool_identity();
-        std::fs::write(dir.path("ra_config.json"), policy_json(&app, &tool)).unwrap();
-        std::fs::write(dir.path("secret_config.json"), secrets_json(&secrets())).unwrap();
+        std::fs::write(dir.path().join("ra_config.json"), policy_json(&app, &tool)).unwrap();
+        std::fs::write(
+            dir.path().join("secret_config.json"),
+            secrets_json(&secrets()),
+        )
+        .unwrap();
         let mut kms_identity = Identity::random(None).unwrap();
         kms_identity.name = Some("kms".into());
         kms_identity.isv_svn = 5;
@@ -83,16 +87,16 @@ impl Fixture {
         let mut old = kms_identity.clone();
         old.name = Some("old-kms".into());
         old.isv_svn = 4;
-        let old_id = dir.path("old-identity.json");
+        let old_id = dir.path().join("old-identity.json");
         std::fs::write(&old_id, old.to_json()).unwrap();
-        let kms_id = dir.path("kms-identity.json");
+        let kms_id = dir.path().join("kms-identity.json");
         std::fs::write(&kms_id, kms_identity.to_json()).unwrap();
         let mut rogue = Identity::random(None).unwrap();
         rogue.name = Some("rogue".into());
-        let rogue_id = dir.path("rogue-identity.json");
+        let rogue_id = dir.path().join("rogue-identity.json");
         std::fs::write(&rogue_id, rogue.to_json()).unwrap();
-        let op_cert = dir.path("alice.crt");
-        let op_key = dir.path("alice.key");
+        let op_cert = dir.path().join("alice.crt");
+        let op_key = dir.path().join("alice.key");
         let out = kms(&[
             "admin",
             "keygen",
@@ -105,7 +109,7 @@ impl Fixture {
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let entry: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let cluster_json = dir.path("cluster.json");
+        let cluster_json = dir.path().join("cluster.json");
         std::fs::write(
             &cluster_json,
             json!({ "cluster_id": CLUSTER_ID, "operators": [entry], "max_stale_secs": max_stale_secs })
@@ -114,14 +118,14 @@ impl Fixture {
         .unwrap();
         // The policy `kms admin` verifies the KMS enclave with.
         std::fs::write(
-            dir.path("kms_policy.json"),
+            dir.path().join("kms_policy.json"),
             kms_policy(&kms_identity).to_string(),
         )
         .unwrap();
         run_ok(&[
             "gen-seal-key",
             "--out",
-            dir.path("seal.key").to_str().unwrap(),
+            dir.path().join("seal.key").to_str().unwrap(),
         ]);
         Fixture {
             dir,
@@ -140,7 +144,7 @@ impl Fixture {
 
     /// Starts replica `name` (its own directory and slot) against `etcd`, asking `peers`.
     fn replica(&self, name: &str, etcd: &[String], peers: &[&str], identity: &Path) -> Replica {
-        let dir = TempDir::new(&format!("replica-{name}"));
+        let dir = temp_dir(&format!("replica-{name}"));
         let mut args: Vec<String> = [
             "serve",
             "--listen",
@@ -148,11 +152,11 @@ impl Fixture {
             "--admin-listen",
             "127.0.0.1:0",
             "--ra-config",
-            self.dir.path("ra_config.json").to_str().unwrap(),
+            self.dir.path().join("ra_config.json").to_str().unwrap(),
             "--secrets",
-            self.dir.path("secret_config.json").to_str().unwrap(),
+            self.dir.path().join("secret_config.json").to_str().unwrap(),
             "--seal-key-file",
-            self.dir.path("seal.key").to_str().unwrap(),
+            self.dir.path().join("seal.key").to_str().unwrap(),
             "--sim-platform",
             self.sim.dir.to_str().unwrap(),
             "--sim-identity",
@@ -160,7 +164,11 @@ impl Fixture {
             "--cluster",
             self.cluster_json.to_str().unwrap(),
             "--cluster-slot",
-            self.dir.path(&format!("{name}.slot")).to_str().unwrap(),
+            self.dir
+                .path()
+                .join(&format!("{name}.slot"))
+                .to_str()
+                .unwrap(),
             "--etcd",
             &etcd.join(","),
         ]
@@ -170,14 +178,10 @@ impl Fixture {
         if !peers.is_empty() {
             args.extend(["--peers".to_owned(), peers.join(",")]);
         }
-        let kms = Kms::spawn(&dir, &args);
-        let text = std::fs::read_to_string(&kms.stderr_log).unwrap();
-        let admin = text
-            .lines()
-            .find_map(|l| l.strip_prefix("kms: admin API listening on "))
-            .and_then(|rest| rest.split(';').next())
-            .unwrap_or_else(|| panic!("no admin line in stderr:\n{text}"))
-            .to_owned();
+        let kms = spawn_kms(&dir, &args);
+        let admin = kms
+            .admin_addr()
+            .unwrap_or_else(|| panic!("no admin line in stderr:\n{}", kms.stderr()));
         Replica { kms, dir, admin }
     }
 
@@ -185,7 +189,7 @@ impl Fixture {
     fn admin(&self, replica: &Replica, args: &[&str]) -> Output {
         let mut full: Vec<&str> = vec!["admin"];
         full.extend(args);
-        let policy = self.dir.path("kms_policy.json");
+        let policy = self.dir.path().join("kms_policy.json");
         full.extend([
             "--kms",
             &replica.admin,
@@ -212,7 +216,7 @@ impl Fixture {
     }
 
     fn put_secret(&self, replica: &Replica, name: &str, value: &[u8]) -> Output {
-        let file = self.dir.path(&format!("value-{name}"));
+        let file = self.dir.path().join(&format!("value-{name}"));
         std::fs::write(&file, value).unwrap();
         self.admin(
             replica,
@@ -412,7 +416,7 @@ fn a_cluster_lives_through_genesis_join_changes_rollback_restart_and_etcd_loss()
         assert_absent(&all, name, &value);
     }
     assert_absent(&all, "the new flask_key", &new_value);
-    let slot_bytes = std::fs::read(f.dir.path("r1.slot")).unwrap();
+    let slot_bytes = std::fs::read(f.dir.path().join("r1.slot")).unwrap();
     assert!(!slot_bytes.is_empty());
 
     // 6. Rollback: the host puts the gen 1 record back (raw etcd put).
@@ -477,7 +481,7 @@ fn a_cluster_lives_through_genesis_join_changes_rollback_restart_and_etcd_loss()
         std::thread::sleep(Duration::from_millis(500));
     }
     f.wait_value(&r1, "flask_key", &after, READY_DEADLINE);
-    r1.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&r1.kms, &secrets());
     let _ = &f.kms_identity;
     let _ = &r1.dir;
 }
@@ -564,7 +568,7 @@ fn identities_the_replica_policy_does_not_admit_never_get_the_key_nor_give_one()
 
 /// The policy `kms admin` verifies the rogue identity's KMS with.
 fn rogue_policy(f: &Fixture) -> PathBuf {
-    let path = f.dir.path("rogue_policy.json");
+    let path = f.dir.path().join("rogue_policy.json");
     std::fs::write(&path, kms_policy(&f.rogue_identity).to_string()).unwrap();
     path
 }
@@ -613,7 +617,7 @@ fn every_replica_lost_is_recovered_by_an_operator_at_a_new_epoch_and_a_higher_ge
 
     // Every replica and its slot lost: a new replica has no key and no peer, and waits.
     drop(r1);
-    std::fs::remove_file(f.dir.path("r1.slot")).unwrap();
+    std::fs::remove_file(f.dir.path().join("r1.slot")).unwrap();
     let r2 = f.replica("r2", &endpoints, &[], &f.kms_id);
     std::thread::sleep(Duration::from_secs(3));
     common::assert_refused(
@@ -669,8 +673,8 @@ fn an_admin_write_waits_for_etcd_on_the_admin_worker_while_strangers_are_refused
     let (_, flask_key, _) = &secrets()[1];
     f.wait_value(&r1, "flask_key", flask_key, READY_DEADLINE);
     // A stranger: a key pair no cluster.json pins.
-    let mallory_cert = f.dir.path("mallory.crt");
-    let mallory_key = f.dir.path("mallory.key");
+    let mallory_cert = f.dir.path().join("mallory.crt");
+    let mallory_key = f.dir.path().join("mallory.key");
     run_ok(&[
         "admin",
         "keygen",
@@ -691,7 +695,7 @@ fn an_admin_write_waits_for_etcd_on_the_admin_worker_while_strangers_are_refused
         });
         std::thread::sleep(Duration::from_millis(300));
         let start = Instant::now();
-        let policy = f.dir.path("kms_policy.json");
+        let policy = f.dir.path().join("kms_policy.json");
         let out = kms(&[
             "admin",
             "status",

@@ -116,13 +116,13 @@ fn time_legitimate_clients(kms: &Kms, sim: &Sim, app: &Identity) -> Vec<Duration
 
 #[test]
 fn a_slow_pccs_and_a_flood_of_unknown_platforms_do_not_stall_a_legitimate_client() {
-    let dir = TempDir::new("dos");
+    let dir = temp_dir("dos");
     let sim = Sim::good(&dir);
     let slow = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicUsize::new(0));
     let (url, _) = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
     let app = app_identity();
-    let kms = Kms::start(KmsSetup {
+    let kms = start_kms(KmsSetup {
         dir: &dir,
         sim: &sim,
         policy: policy_json(&app, &tool_identity()),
@@ -193,14 +193,14 @@ fn a_slow_pccs_and_a_flood_of_unknown_platforms_do_not_stall_a_legitimate_client
 
 #[test]
 fn a_client_whose_collateral_is_still_being_fetched_is_told_to_retry_not_refused() {
-    let dir = TempDir::new("pending");
+    let dir = temp_dir("pending");
     let sim = Sim::good(&dir);
     // Slow from the start: the first quote from this platform finds no collateral in time.
     let slow = Arc::new(AtomicBool::new(true));
     let requests = Arc::new(AtomicUsize::new(0));
     let (url, _) = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
     let app = app_identity();
-    let kms = Kms::start(KmsSetup {
+    let kms = start_kms(KmsSetup {
         dir: &dir,
         sim: &sim,
         policy: policy_json(&app, &tool_identity()),
@@ -225,7 +225,7 @@ const OTHER_MODELS: u8 = 8;
 
 #[test]
 fn genuine_platforms_of_unknown_models_cannot_exceed_the_fetch_cap_or_stall_a_legitimate_client() {
-    let dir = TempDir::new("models");
+    let dir = temp_dir("models");
     let base = sgx_sim::PlatformOptions::default();
     let same_root = |o: &mut sgx_sim::PlatformOptions| {
         o.seed = Some(0x5eed);
@@ -237,7 +237,7 @@ fn genuine_platforms_of_unknown_models_cannot_exceed_the_fetch_cap_or_stall_a_le
     let requests = Arc::new(AtomicUsize::new(0));
     let (url, in_flight) = start_pccs(&sim.platform, Arc::clone(&slow), Arc::clone(&requests));
     let app = app_identity();
-    let kms = Kms::start(KmsSetup {
+    let kms = start_kms(KmsSetup {
         dir: &dir,
         sim: &sim,
         policy: policy_json(&app, &tool_identity()),

@@ -74,7 +74,7 @@ fn livez_and_readyz_answer_200_once_the_server_is_up() {
     let post = exchange(&addr, b"POST /readyz HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     assert!(post.contains("Allow: GET"), "{post}");
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -132,22 +132,26 @@ fn a_bad_health_address_is_a_usage_error() {
 fn a_health_address_in_use_stops_the_start_naming_the_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let dir = TempDir::new("health-taken");
+    let dir = temp_dir("health-taken");
     let sim = Sim::good(&dir);
     std::fs::write(
-        dir.path("ra_config.json"),
+        dir.path().join("ra_config.json"),
         policy_json(&app_identity(), &tool_identity()),
     )
     .unwrap();
-    std::fs::write(dir.path("secret_config.json"), secrets_json(&secrets())).unwrap();
+    std::fs::write(
+        dir.path().join("secret_config.json"),
+        secrets_json(&secrets()),
+    )
+    .unwrap();
     let args: Vec<String> = [
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--ra-config",
-        &dir.path("ra_config.json").display().to_string(),
+        &dir.path().join("ra_config.json").display().to_string(),
         "--secrets",
-        &dir.path("secret_config.json").display().to_string(),
+        &dir.path().join("secret_config.json").display().to_string(),
         "--sim-platform",
         &sim.dir.display().to_string(),
         "--sim-identity",
@@ -158,7 +162,7 @@ fn a_health_address_in_use_stops_the_start_naming_the_flag() {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let err = Kms::try_spawn(&dir, &args)
+    let err = try_spawn_kms(&dir, &args)
         .err()
         .expect("the KMS started with its health address taken");
     assert!(

@@ -28,7 +28,11 @@ fn sighup_serves_a_changed_secret_and_keeps_the_old_one_if_the_file_breaks() {
     assert_eq!(client.get_decoded("flask_key").unwrap(), changed[1].1);
 
     changed[1].1 = b"rotated-flask-key-3e8d0c".to_vec();
-    std::fs::write(fx.dir.path("secret_config.json"), secrets_json(&changed)).unwrap();
+    std::fs::write(
+        fx.dir.path().join("secret_config.json"),
+        secrets_json(&changed),
+    )
+    .unwrap();
     fx.kms.signal(1);
     wait_for("the reload", || {
         fx.kms
@@ -42,7 +46,7 @@ fn sighup_serves_a_changed_secret_and_keeps_the_old_one_if_the_file_breaks() {
     );
 
     std::fs::write(
-        fx.dir.path("secret_config.json"),
+        fx.dir.path().join("secret_config.json"),
         "{\"flask_key\": \"not base64!\"",
     )
     .unwrap();
@@ -62,7 +66,11 @@ fn sighup_serves_a_changed_secret_and_keeps_the_old_one_if_the_file_breaks() {
     let mut bad_acl = changed.clone();
     bad_acl[1].1 = b"must-not-be-served-6f1a".to_vec();
     bad_acl[2].2 = Some(vec!["nobody"]);
-    std::fs::write(fx.dir.path("secret_config.json"), secrets_json(&bad_acl)).unwrap();
+    std::fs::write(
+        fx.dir.path().join("secret_config.json"),
+        secrets_json(&bad_acl),
+    )
+    .unwrap();
     fx.kms.signal(1);
     wait_for("the second rejected reload", || {
         fx.kms
@@ -90,7 +98,7 @@ fn sighup_serves_a_changed_secret_and_keeps_the_old_one_if_the_file_breaks() {
     let mut all = secrets();
     all.extend(changed);
     all.extend(bad_acl);
-    fx.kms.assert_logs_clean(&all);
+    assert_logs_clean(&fx.kms, &all);
 }
 
 #[test]
@@ -102,7 +110,7 @@ fn sighup_reloads_the_policy_too() {
     let mut allowed = fx.app.clone();
     allowed.isv_svn = 90;
     std::fs::write(
-        fx.dir.path("ra_config.json"),
+        fx.dir.path().join("ra_config.json"),
         policy_json(&allowed, &fx.tool),
     )
     .unwrap();
@@ -122,11 +130,11 @@ fn sighup_reloads_the_policy_too() {
 
 #[test]
 fn sealed_secrets_round_trip_through_the_server() {
-    let dir = TempDir::new("sealed");
+    let dir = temp_dir("sealed");
     let sim = Sim::good(&dir);
-    let key = dir.path("seal.key");
-    let plain = dir.path("plain.json");
-    let sealed = dir.path("secrets.sealed");
+    let key = dir.path().join("seal.key");
+    let plain = dir.path().join("plain.json");
+    let sealed = dir.path().join("secrets.sealed");
     std::fs::write(&plain, secrets_json(&secrets())).unwrap();
     run_ok(&["gen-seal-key", "--out", key.to_str().unwrap()]);
     assert_eq!(
@@ -152,7 +160,7 @@ fn sealed_secrets_round_trip_through_the_server() {
         );
     }
     // unseal gives back the same JSON.
-    let back = dir.path("back.json");
+    let back = dir.path().join("back.json");
     run_ok(&[
         "unseal",
         "--seal-key-file",
@@ -168,7 +176,7 @@ fn sealed_secrets_round_trip_through_the_server() {
     );
 
     let app = app_identity();
-    let kms = Kms::start(KmsSetup {
+    let kms = start_kms(KmsSetup {
         dir: &dir,
         sim: &sim,
         policy: policy_json(&app, &tool_identity()),
@@ -182,15 +190,18 @@ fn sealed_secrets_round_trip_through_the_server() {
     });
     let client = GrpcClient::connect(&kms, Some(&sim.client(&app)));
     assert_eq!(client.get_decoded("image_key").unwrap(), secrets()[2].1);
-    kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&kms, &secrets());
 }
 
 #[test]
 fn a_wrong_seal_key_is_a_clear_start_error() {
-    let dir = TempDir::new("wrongkey");
+    let dir = temp_dir("wrongkey");
     let sim = Sim::good(&dir);
-    let (key, other) = (dir.path("a.key"), dir.path("b.key"));
-    let (plain, sealed) = (dir.path("plain.json"), dir.path("secrets.sealed"));
+    let (key, other) = (dir.path().join("a.key"), dir.path().join("b.key"));
+    let (plain, sealed) = (
+        dir.path().join("plain.json"),
+        dir.path().join("secrets.sealed"),
+    );
     std::fs::write(&plain, secrets_json(&secrets())).unwrap();
     run_ok(&["gen-seal-key", "--out", key.to_str().unwrap()]);
     run_ok(&["gen-seal-key", "--out", other.to_str().unwrap()]);
@@ -211,7 +222,7 @@ fn a_wrong_seal_key_is_a_clear_start_error() {
         "--in",
         sealed.to_str().unwrap(),
         "--out",
-        dir.path("x").to_str().unwrap(),
+        dir.path().join("x").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -219,10 +230,10 @@ fn a_wrong_seal_key_is_a_clear_start_error() {
         stderr.contains("wrong seal key, or the file was modified"),
         "{stderr}"
     );
-    assert!(!dir.path("x").exists());
+    assert!(!dir.path().join("x").exists());
 
     std::fs::write(
-        dir.path("ra_config.json"),
+        dir.path().join("ra_config.json"),
         policy_json(&app_identity(), &tool_identity()),
     )
     .unwrap();
@@ -232,7 +243,7 @@ fn a_wrong_seal_key_is_a_clear_start_error() {
         "--listen",
         "127.0.0.1:0",
         "--ra-config",
-        dir.path("ra_config.json").to_str().unwrap(),
+        dir.path().join("ra_config.json").to_str().unwrap(),
         "--sealed-secrets",
         sealed.to_str().unwrap(),
         "--seal-key-file",
@@ -245,7 +256,7 @@ fn a_wrong_seal_key_is_a_clear_start_error() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let err = Kms::try_spawn(&dir, &args)
+    let err = try_spawn_kms(&dir, &args)
         .err()
         .expect("the KMS must not start");
     assert!(
@@ -256,21 +267,25 @@ fn a_wrong_seal_key_is_a_clear_start_error() {
 
 #[test]
 fn occlums_server_form_reads_the_working_directory() {
-    let dir = TempDir::new("compat");
+    let dir = temp_dir("compat");
     let sim = Sim::good(&dir);
     let app = app_identity();
     std::fs::write(
-        dir.path("dynamic_config.json"),
+        dir.path().join("dynamic_config.json"),
         policy_json(&app, &tool_identity()),
     )
     .unwrap();
-    std::fs::write(dir.path("secret_config.json"), secrets_json(&secrets())).unwrap();
+    std::fs::write(
+        dir.path().join("secret_config.json"),
+        secrets_json(&secrets()),
+    )
+    .unwrap();
     let identity = sim.kms_identity(&dir);
     for first in [&["server", "127.0.0.1:0"][..], &["127.0.0.1:0"]] {
         let mut args: Vec<String> = first.iter().map(|s| s.to_string()).collect();
         args.extend(["--sim-platform".into(), sim.dir.display().to_string()]);
         args.extend(["--sim-identity".into(), identity.display().to_string()]);
-        let kms = Kms::spawn(&dir, &args);
+        let kms = spawn_kms(&dir, &args);
         let client = GrpcClient::connect(&kms, Some(&sim.client(&app)));
         assert_eq!(client.get_decoded("flask_cert").unwrap(), secrets()[0].1);
         let stderr = std::fs::read_to_string(&kms.stderr_log).unwrap();
@@ -283,14 +298,18 @@ fn occlums_server_form_reads_the_working_directory() {
 
 #[test]
 fn without_simulation_flags_the_kms_needs_real_sgx() {
-    let dir = TempDir::new("nosgx");
+    let dir = temp_dir("nosgx");
     std::fs::write(
-        dir.path("dynamic_config.json"),
+        dir.path().join("dynamic_config.json"),
         policy_json(&app_identity(), &tool_identity()),
     )
     .unwrap();
-    std::fs::write(dir.path("secret_config.json"), secrets_json(&secrets())).unwrap();
-    let err = Kms::try_spawn(&dir, &["127.0.0.1:0".to_owned()])
+    std::fs::write(
+        dir.path().join("secret_config.json"),
+        secrets_json(&secrets()),
+    )
+    .unwrap();
+    let err = try_spawn_kms(&dir, &["127.0.0.1:0".to_owned()])
         .err()
         .expect("no SGX here: must not start");
     assert!(err.contains("SGX quote device"), "{err}");
@@ -299,17 +318,17 @@ fn without_simulation_flags_the_kms_needs_real_sgx() {
 
 #[test]
 fn a_policy_and_secrets_that_disagree_do_not_start() {
-    let dir = TempDir::new("badacl");
+    let dir = temp_dir("badacl");
     let sim = Sim::good(&dir);
     let mut s = secrets();
     s[2].2 = Some(vec!["ghost"]);
     let identity = sim.kms_identity(&dir);
     std::fs::write(
-        dir.path("ra_config.json"),
+        dir.path().join("ra_config.json"),
         policy_json(&app_identity(), &tool_identity()),
     )
     .unwrap();
-    std::fs::write(dir.path("secret_config.json"), secrets_json(&s)).unwrap();
+    std::fs::write(dir.path().join("secret_config.json"), secrets_json(&s)).unwrap();
     let args: Vec<String> = [
         "serve",
         "--listen",
@@ -326,7 +345,7 @@ fn a_policy_and_secrets_that_disagree_do_not_start() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let err = Kms::try_spawn(&dir, &args).err().unwrap();
+    let err = try_spawn_kms(&dir, &args).err().unwrap();
     assert!(
         err.contains("secret \"image_key\"") && err.contains("\"ghost\""),
         "{err}"
@@ -335,8 +354,8 @@ fn a_policy_and_secrets_that_disagree_do_not_start() {
 
 #[test]
 fn gen_image_key_writes_occlums_format() {
-    let dir = TempDir::new("imagekey");
-    let a = dir.path("image_key");
+    let dir = temp_dir("imagekey");
+    let a = dir.path().join("image_key");
     run_ok(&["gen-image-key", a.to_str().unwrap()]);
     let text = std::fs::read_to_string(&a).unwrap();
     let body = text.strip_suffix('\n').expect("trailing newline");
@@ -358,15 +377,15 @@ fn gen_image_key_writes_occlums_format() {
             .code(),
         Some(1)
     );
-    let b = dir.path("second");
+    let b = dir.path().join("second");
     run_ok(&["gen-image-key", "--out", b.to_str().unwrap()]);
     assert_ne!(std::fs::read(&b).unwrap(), text.as_bytes());
 }
 
 #[test]
 fn gen_cert_writes_a_localhost_certificate_and_a_private_key() {
-    let dir = TempDir::new("gencert");
-    let (crt, key) = (dir.path("flask.crt"), dir.path("flask.key"));
+    let dir = temp_dir("gencert");
+    let (crt, key) = (dir.path().join("flask.crt"), dir.path().join("flask.key"));
     run_ok(&[
         "gen-cert",
         "--cn",
@@ -433,7 +452,7 @@ fn collateral_is_fetched_from_a_pccs_and_cached_on_disk() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    let dir = TempDir::new("pccs");
+    let dir = temp_dir("pccs");
     let sim = Sim::good(&dir);
     let pccs = Arc::new(sgx_sim::pccs::Pccs::for_platform(&sim.platform));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -452,10 +471,10 @@ fn collateral_is_fetched_from_a_pccs_and_cached_on_disk() {
             pccs.serve(listener, &stop, log).unwrap();
         })
     };
-    let cache = dir.path("collateral-cache");
+    let cache = dir.path().join("collateral-cache");
     std::fs::create_dir_all(&cache).unwrap();
     let app = app_identity();
-    let kms = Kms::start(KmsSetup {
+    let kms = start_kms(KmsSetup {
         dir: &dir,
         sim: &sim,
         policy: policy_json(&app, &tool_identity()),
@@ -493,7 +512,7 @@ fn collateral_is_fetched_from_a_pccs_and_cached_on_disk() {
     );
     stop.store(true, Ordering::SeqCst);
     server.join().unwrap();
-    kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&kms, &secrets());
 }
 
 #[test]
@@ -510,7 +529,7 @@ fn the_kms_certificate_is_re_minted_at_half_life() {
         .kms
         .wait_audit_for(Duration::from_secs(15), |r| r["event"] == "rotation");
     assert_eq!(rotated["verdict"], "ok");
-    let new_pem = std::fs::read_to_string(fx.dir.path("kms-cert.pem")).unwrap();
+    let new_pem = std::fs::read_to_string(fx.dir.path().join("kms-cert.pem")).unwrap();
     assert_ne!(
         new_pem, old_pem,
         "--cert-out is rewritten with the new certificate"
@@ -525,7 +544,7 @@ fn the_kms_certificate_is_re_minted_at_half_life() {
     assert_refused(stale.get("flask_key"), RpcStatusCode::UNAVAILABLE, "");
     // The connection made before the rotation keeps working.
     assert_eq!(before.get_decoded("flask_key").unwrap(), secrets()[1].1);
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -539,7 +558,7 @@ fn a_narrowing_reload_refuses_a_cached_clients_next_call() {
     let mut only_tool = fx.app.clone();
     only_tool.isv_svn = fx.app.isv_svn + 1;
     std::fs::write(
-        fx.dir.path("ra_config.json"),
+        fx.dir.path().join("ra_config.json"),
         policy_json(&only_tool, &fx.tool),
     )
     .unwrap();

@@ -12,16 +12,16 @@ use common::*;
 fn a_python_grpcio_client_gets_secrets_in_occlums_wire_form() {
     let fx = Fixture::start("python");
     let cert = fx.sim.client(&fx.app);
-    std::fs::write(fx.dir.path("client.crt"), &cert.cert_pem).unwrap();
-    std::fs::write(fx.dir.path("client.key"), &cert.key_pem).unwrap();
-    std::fs::write(fx.dir.path("kms.crt"), &fx.kms.cert_pem).unwrap();
+    std::fs::write(fx.dir.path().join("client.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(fx.dir.path().join("client.key"), &cert.key_pem).unwrap();
+    std::fs::write(fx.dir.path().join("kms.crt"), &fx.kms.cert_pem).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/get_secret.py");
     let out = Command::new("python3")
         .arg(script)
         .arg(&fx.kms.addr)
-        .arg(fx.dir.path("kms.crt"))
-        .arg(fx.dir.path("client.crt"))
-        .arg(fx.dir.path("client.key"))
+        .arg(fx.dir.path().join("kms.crt"))
+        .arg(fx.dir.path().join("client.crt"))
+        .arg(fx.dir.path().join("client.key"))
         .arg(KMS_TARGET_NAME)
         .args(["flask_cert", "image_key", "binary_blob"])
         .output()
@@ -63,7 +63,7 @@ fn a_python_grpcio_client_gets_secrets_in_occlums_wire_form() {
              except grpc.RpcError as e:\n  print(e.code().name)\n",
         )
         .arg(&fx.kms.addr)
-        .arg(fx.dir.path("kms.crt"))
+        .arg(fx.dir.path().join("kms.crt"))
         .arg(KMS_TARGET_NAME)
         .output()
         .unwrap();
@@ -73,5 +73,5 @@ fn a_python_grpcio_client_gets_secrets_in_occlums_wire_form() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }

@@ -26,7 +26,7 @@ fn refused_everything(fx: &Fixture, identity: &Identity, code: RpcStatusCode, ne
         fx.kms.audit().iter().all(|r| r["event"] != "release"),
         "nothing may be released"
     );
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 fn code_str(code: RpcStatusCode) -> &'static str {
@@ -80,7 +80,7 @@ fn an_allowed_client_gets_every_secret_byte_exact_over_one_connection() {
             .all(|r| r["verdict"] == "ok" && r["matched"] == "app")
     );
     assert!(releases.iter().any(|r| r["secret"] == "image_key"));
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn a_second_entry_gets_its_own_secrets_and_not_the_others() {
         RpcStatusCode::PERMISSION_DENIED,
         "\"tool\"",
     );
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn an_acl_denies_a_secret_to_other_entries() {
     let rec = fx.kms.wait_audit(|r| r["status"] == "PERMISSION_DENIED");
     assert_eq!(rec["secret"], "tool_only");
     assert_eq!(rec["matched"], "app");
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn an_unknown_secret_is_not_found_and_named() {
     );
     fx.kms
         .wait_audit(|r| r["status"] == "NOT_FOUND" && r["secret"] == "no_such_secret");
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn a_certificate_without_a_quote_is_refused() {
     let rec = fx.kms.wait_audit(|r| r["event"] == "attestation");
     assert_eq!(rec["verdict"], "rejected");
     assert!(fx.kms.audit().iter().all(|r| r["event"] != "release"));
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -241,13 +241,13 @@ fn a_quote_bound_to_another_key_is_refused() {
     assert_eq!(rec["verdict"], "rejected");
     assert_eq!(rec["mr_enclave"], hex::encode(fx.app.mr_enclave));
     assert!(fx.kms.audit().iter().all(|r| r["event"] != "release"));
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
 fn a_quote_from_another_platform_root_is_refused() {
     let fx = Fixture::start("otherroot");
-    let other_dir = TempDir::new("otherroot-platform");
+    let other_dir = temp_dir("otherroot-platform");
     let other = Sim::good(&other_dir);
     let client = GrpcClient::connect(&fx.kms, Some(&other.client(&fx.app)));
     for (name, _, _) in secrets() {
@@ -257,7 +257,7 @@ fn a_quote_from_another_platform_root_is_refused() {
             "dcap-signature",
         );
     }
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -312,7 +312,7 @@ fn a_client_without_a_certificate_is_refused() {
     let rec = fx.kms.wait_audit(|r| r["event"] == "refusal");
     assert_eq!(rec["status"], "UNAUTHENTICATED");
     assert!(fx.kms.audit().iter().all(|r| r["event"] != "release"));
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]
@@ -343,7 +343,7 @@ fn malformed_requests_are_invalid_arguments_after_authentication() {
     body.extend(encode_field1(b"flask_key"));
     let reply = decode_field1(&client.call_raw(&GET_SECRET, body).unwrap());
     assert!(reply.starts_with(b"\""));
-    fx.kms.assert_logs_clean(&secrets());
+    assert_logs_clean(&fx.kms, &secrets());
 }
 
 #[test]

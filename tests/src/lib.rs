@@ -1,6 +1,6 @@
-//! Helpers for the end-to-end tests: locate (and if needed build) the real binaries, spawn
-//! them with their output captured, wait for the KMS's "listening on" line, kill on drop, and
-//! build the files a simulated deployment needs (platform, identities, policies, secrets,
+//! Helpers for the end-to-end tests: locate (and if needed build) the real binaries, start the
+//! KMS (test-kit's launcher) and the simulated PCCS, and build the files a simulated deployment
+//! needs (platform, identities, policies, secrets,
 //! init's config directory and sealed rootfs image).
 //!
 //! Binaries: `E2E_KMS_BIN`, `E2E_INIT_BIN`, `E2E_SGX_SIM_BIN`, `E2E_APP_BIN` override the
@@ -19,20 +19,20 @@
 )]
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::ffi::OsStr;
+use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use tempfile::TempDir;
-
-/// How long to wait for a server's "listening on" line.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub use test_kit::kms::{Kms, audit_records};
+pub use test_kit::process::STARTUP_TIMEOUT;
+use test_kit::process::{addr_after, collect, spawn_listening};
+pub use test_kit::{TempDir, temp_dir};
 
 /// The workspace root (the parent of this package).
 pub fn workspace_root() -> PathBuf {
@@ -306,106 +306,46 @@ pub fn secrets_json(secrets: &[(&str, &[u8])]) -> Value {
 pub struct KmsOptions<'a> {
     /// `host:port` to listen on (`127.0.0.1:0` picks a port).
     pub listen: String,
-    pub ra_config: &'a Path,
-    pub secrets: &'a Path,
+    pub ra_config: PathBuf,
+    pub secrets: PathBuf,
     pub sim: &'a Sim,
     pub identity: &'a Path,
-    pub audit_log: &'a Path,
+    /// The KMS's certificate and stderr go next to it.
+    pub audit_log: PathBuf,
 }
 
-/// A running `kms serve`, killed on drop. Its stderr is collected in the background.
-pub struct Kms {
-    child: Child,
-    /// `host:port` it listens on.
-    pub addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Kms {
-    /// Starts the KMS on the simulated platform and waits for "listening on".
-    pub fn start(opts: &KmsOptions<'_>) -> Self {
-        let collateral = opts.sim.collateral();
-        Self::start_with_collateral(opts, &["--collateral".as_ref(), collateral.as_os_str()])
+impl KmsOptions<'_> {
+    /// Starts the KMS on the simulated platform and waits for its listening line.
+    pub fn start(&self) -> Kms {
+        let collateral = self.sim.collateral();
+        self.start_with_collateral(&["--collateral".as_ref(), collateral.as_os_str()])
     }
 
-    /// Like [`Kms::start`], with `collateral` (e.g. `--pccs-url URL`) instead of the platform's
-    /// collateral file.
-    pub fn start_with_collateral(opts: &KmsOptions<'_>, collateral: &[&std::ffi::OsStr]) -> Self {
-        let mut child = Command::new(kms_bin())
-            .arg("serve")
-            .args(["--listen", &opts.listen])
-            .arg("--ra-config")
-            .arg(opts.ra_config)
-            .arg("--secrets")
-            .arg(opts.secrets)
-            .arg("--sim-platform")
-            .arg(&opts.sim.dir)
-            .arg("--sim-identity")
-            .arg(opts.identity)
-            .args(collateral)
-            .arg("--audit-log")
-            .arg(opts.audit_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning kms");
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(addr) => Self {
-                child,
-                addr,
-                stderr,
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "kms did not print \"listening on\" within {STARTUP_TIMEOUT:?}; stderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        }
+    /// Like [`KmsOptions::start`], with `collateral` (e.g. `--pccs-url URL`) instead of the
+    /// platform's collateral file.
+    pub fn start_with_collateral(&self, collateral: &[&OsStr]) -> Kms {
+        let mut args: Vec<&OsStr> = vec![
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            self.listen.as_ref(),
+            "--ra-config".as_ref(),
+            self.ra_config.as_os_str(),
+            "--secrets".as_ref(),
+            self.secrets.as_os_str(),
+            "--sim-platform".as_ref(),
+            self.sim.dir.as_os_str(),
+            "--sim-identity".as_ref(),
+            self.identity.as_os_str(),
+        ];
+        args.extend(collateral);
+        args.extend(["--audit-log".as_ref(), self.audit_log.as_os_str()]);
+        let dir = self
+            .audit_log
+            .parent()
+            .expect("the audit log is in a directory");
+        std::fs::create_dir_all(dir).unwrap();
+        Kms::spawn(&kms_bin(), dir, &args)
     }
-
-    /// What the KMS wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Kms {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(stream: ChildStderr) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(buf.get(..n).unwrap_or_default()));
-        }
-    });
-    text
 }
 
 /// A running `sgx-sim pccs` (the simulated PCCS), killed on drop; its log is collected.
@@ -419,29 +359,20 @@ pub struct SimPccs {
 impl SimPccs {
     /// Serves `sim`'s collateral on `listen` (`127.0.0.1:0` picks a port).
     pub fn start(sim: &Sim, listen: &str) -> Self {
-        let mut child = Command::new(sgx_sim_bin())
-            .arg("pccs")
+        let mut cmd = Command::new(sgx_sim_bin());
+        cmd.arg("pccs")
             .arg(&sim.dir)
             .args(["--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning sgx-sim pccs");
+            .stderr(Stdio::piped());
+        let started = spawn_listening(&mut cmd, STARTUP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("sgx-sim pccs did not start: {e}"));
+        let mut child = started.child;
         let stderr = collect(child.stderr.take().expect("piped stderr"));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("sgx-sim pccs printed {line:?}"))
-            .trim()
-            .to_owned();
+        let addr = addr_after(&started.line, "listening on ")
+            .unwrap_or_else(|| panic!("sgx-sim pccs printed {:?}", started.line));
         Self {
-            child,
             url: format!("http://{addr}"),
+            child,
             stderr,
         }
     }
@@ -467,15 +398,6 @@ impl Drop for SimPccs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Reads a JSON-lines audit log.
-pub fn audit_records(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The `image_key` text `occlum gen-image-key` would write for `key`.
@@ -518,10 +440,7 @@ pub struct Deployment {
 impl Deployment {
     /// A deployment with `kms_keys` secrets (name, path, value) and a random image key.
     pub fn new(kms_keys: &[(&str, &str, &[u8])]) -> Self {
-        let tmp = tempfile::Builder::new()
-            .prefix("e2e-init-")
-            .tempdir()
-            .unwrap();
+        let tmp = temp_dir("e2e-init");
         let sim = Sim::create(tmp.path());
         let kms_id = EnclaveId::new("kms");
         let app_id = EnclaveId::new("app");
@@ -609,29 +528,25 @@ impl Deployment {
 
     /// Starts the KMS (policy admits the app enclave) on `listen`.
     pub fn start_kms(&self, listen: &str) -> Kms {
-        Kms::start(&KmsOptions {
-            listen: listen.to_owned(),
-            ra_config: &self.path("kms/ra_config.json"),
-            secrets: &self.path("kms/secrets.json"),
-            sim: &self.sim,
-            identity: &self.kms_identity,
-            audit_log: &self.path("kms/audit.log"),
-        })
+        self.kms_options(listen).start()
     }
 
     /// Starts the KMS with its collateral from the PCCS at `pccs_url` (as the demo runs it).
     pub fn start_kms_with_pccs(&self, listen: &str, pccs_url: &str) -> Kms {
-        Kms::start_with_collateral(
-            &KmsOptions {
-                listen: listen.to_owned(),
-                ra_config: &self.path("kms/ra_config.json"),
-                secrets: &self.path("kms/secrets.json"),
-                sim: &self.sim,
-                identity: &self.kms_identity,
-                audit_log: &self.path("kms/audit.log"),
-            },
-            &["--pccs-url".as_ref(), pccs_url.as_ref()],
-        )
+        self.kms_options(listen)
+            .start_with_collateral(&["--pccs-url".as_ref(), pccs_url.as_ref()])
+    }
+
+    /// The KMS's options in this deployment (its files under `kms/`), listening on `listen`.
+    pub fn kms_options(&self, listen: &str) -> KmsOptions<'_> {
+        KmsOptions {
+            listen: listen.to_owned(),
+            ra_config: self.path("kms/ra_config.json"),
+            secrets: self.path("kms/secrets.json"),
+            sim: &self.sim,
+            identity: &self.kms_identity,
+            audit_log: self.path("kms/audit.log"),
+        }
     }
 
     /// The KMS's audit records so far.

@@ -6,12 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead as _, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Deployment, audit_records, kms_bin, run, run_ok, write_json};
+use e2e_tests::{Deployment, Kms, audit_records, kms_bin, run, run_ok, write_json};
 use serde_json::{Value, json};
 
 const FLASK_KEY: &[u8] = b"-----BEGIN PRIVATE KEY-----\nold key\n-----END PRIVATE KEY-----\n";
@@ -20,17 +20,9 @@ const NEW_KEY: &[u8] =
 
 /// A running `kms serve` with the admin API, killed on drop.
 struct AdminKms {
-    child: Child,
-    addr: String,
+    kms: Kms,
+    /// Where the admin API listens.
     admin: String,
-    stderr: PathBuf,
-}
-
-impl Drop for AdminKms {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// How the KMS holds its secrets.
@@ -99,61 +91,44 @@ fn operators_file(d: &Deployment, ops: &[&Operator]) -> PathBuf {
 }
 
 fn start(d: &Deployment, store: Store, operators: Option<&Path>) -> AdminKms {
-    let stderr = d.path("kms/kms.stderr");
-    let mut cmd = Command::new(kms_bin());
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ])
-    .arg("--ra-config")
-    .arg(d.path("kms/ra_config.json"))
-    .arg("--sim-platform")
-    .arg(&d.sim.dir)
-    .arg("--sim-identity")
-    .arg(&d.kms_identity)
-    .arg("--audit-log")
-    .arg(d.path("kms/audit.log"));
+    let mut args: Vec<&OsStr> = vec![
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--admin-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--ra-config".as_ref(),
+    ];
+    let (ra_config, audit_log) = (d.path("kms/ra_config.json"), d.path("kms/audit.log"));
+    let (sealed, seal_key, plain) = (
+        d.path("kms/secrets.sealed"),
+        d.path("kms/seal.key"),
+        d.path("kms/secrets.json"),
+    );
+    args.extend([
+        ra_config.as_os_str(),
+        "--sim-platform".as_ref(),
+        d.sim.dir.as_os_str(),
+    ]);
+    args.extend(["--sim-identity".as_ref(), d.kms_identity.as_os_str()]);
+    args.extend(["--audit-log".as_ref(), audit_log.as_os_str()]);
     match store {
-        Store::Sealed => cmd
-            .arg("--sealed-secrets")
-            .arg(d.path("kms/secrets.sealed"))
-            .arg("--seal-key-file")
-            .arg(d.path("kms/seal.key")),
-        Store::Plain => cmd.arg("--secrets").arg(d.path("kms/secrets.json")),
-    };
+        Store::Sealed => args.extend([
+            "--sealed-secrets".as_ref(),
+            sealed.as_os_str(),
+            "--seal-key-file".as_ref(),
+            seal_key.as_os_str(),
+        ]),
+        Store::Plain => args.extend(["--secrets".as_ref(), plain.as_os_str()]),
+    }
     if let Some(ops) = operators {
-        cmd.arg("--admin-operators").arg(ops);
+        args.extend(["--admin-operators".as_ref(), ops.as_os_str()]);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let text = std::fs::read_to_string(&stderr).unwrap();
-    let Some(addr) = line.trim().strip_prefix("listening on ") else {
-        let _ = child.kill();
-        panic!("kms did not start: {line:?}\n{text}");
-    };
-    let admin = text
-        .lines()
-        .find_map(|l| l.strip_prefix("kms: admin API listening on "))
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_else(|| panic!("no admin line in stderr:\n{text}"))
-        .to_owned();
-    AdminKms {
-        child,
-        addr: addr.to_owned(),
-        admin,
-        stderr,
-    }
+    let kms = Kms::spawn(&kms_bin(), &d.path("kms"), &args);
+    let admin = kms
+        .admin_addr()
+        .unwrap_or_else(|| panic!("no admin line in stderr:\n{}", kms.stderr()));
+    AdminKms { kms, admin }
 }
 
 /// `kms admin <op> <args>` as `op`erator against `kms`.
@@ -197,7 +172,7 @@ fn refused(out: &Output, needles: &[&str]) -> String {
 /// Boots init against `kms` and returns the flask key it wrote into the rootfs.
 fn boot(d: &Deployment, kms: &AdminKms) -> Vec<u8> {
     let _ = std::fs::remove_dir_all(d.rootfs());
-    d.run_init(&kms.addr, &[], &[]).expect_code(0);
+    d.run_init(&kms.kms.addr, &[], &[]).expect_code(0);
     std::fs::read(d.rootfs().join("etc/flask.key")).unwrap()
 }
 
@@ -216,7 +191,7 @@ fn admin_records(d: &Deployment) -> Vec<Value> {
 fn assert_no_value_in_logs(d: &Deployment, kms: &AdminKms) {
     use base64::Engine as _;
     let audit = std::fs::read_to_string(d.path("kms/audit.log")).unwrap();
-    let stderr = std::fs::read_to_string(&kms.stderr).unwrap();
+    let stderr = kms.kms.stderr();
     for value in [FLASK_KEY, NEW_KEY] {
         let b64 = base64::engine::general_purpose::STANDARD.encode(value);
         let text = String::from_utf8_lossy(value);

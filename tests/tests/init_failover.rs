@@ -9,7 +9,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 
-use e2e_tests::{Deployment, EnclaveId, Kms, KmsOptions, run};
+use e2e_tests::{Deployment, EnclaveId, KmsOptions, run};
 
 const EXIT_UNREACHABLE: i32 = 5;
 const EXIT_SECRETS: i32 = 7;
@@ -242,14 +242,12 @@ fn a_refusal_by_an_attested_kms_is_not_taken_to_the_next_address() {
     let d = deployment();
     let other = EnclaveId::new("another-app");
     e2e_tests::write_json(&d.path("refusing/ra_config.json"), &other.policy());
-    let refusing = Kms::start(&KmsOptions {
-        listen: "127.0.0.1:0".into(),
-        ra_config: &d.path("refusing/ra_config.json"),
-        secrets: &d.path("kms/secrets.json"),
-        sim: &d.sim,
-        identity: &d.kms_identity,
-        audit_log: &d.path("refusing/audit.log"),
-    });
+    let refusing = KmsOptions {
+        ra_config: d.path("refusing/ra_config.json"),
+        audit_log: d.path("refusing/audit.log"),
+        ..d.kms_options("127.0.0.1:0")
+    }
+    .start();
     let good = d.start_kms("127.0.0.1:0");
     let out = d.run_init(&format!("{},{}", refusing.addr, good.addr), &[], &[]);
     out.expect_code(EXIT_SECRETS);

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Deployment, Kms, KmsOptions, SimPccs};
+use e2e_tests::{Deployment, Kms, SimPccs};
 
 const SECRETS: &[(&str, &str, &[u8])] = &[("flask_cert", "/etc/flask.crt", b"cert")];
 
@@ -55,22 +55,12 @@ fn without_a_staple_init_fetches_from_the_pccs_over_one_connection() {
     let collateral = d.sim.collateral();
     // The KMS verifies init with the platform's collateral file and staples nothing: what an
     // older KMS (or Occlum's C++ server) presents.
-    let kms = Kms::start_with_collateral(
-        &KmsOptions {
-            listen: "127.0.0.1:0".into(),
-            ra_config: &d.path("kms/ra_config.json"),
-            secrets: &d.path("kms/secrets.json"),
-            sim: &d.sim,
-            identity: &d.kms_identity,
-            audit_log: &d.path("kms/audit.log"),
-        },
-        &[
-            "--collateral".as_ref(),
-            collateral.as_os_str(),
-            "--staple-collateral".as_ref(),
-            "off".as_ref(),
-        ],
-    );
+    let kms = d.kms_options("127.0.0.1:0").start_with_collateral(&[
+        "--collateral".as_ref(),
+        collateral.as_os_str(),
+        "--staple-collateral".as_ref(),
+        "off".as_ref(),
+    ]);
     let out = d.run_init(&kms.addr, &["--pccs-url", &pccs.url], &[]);
     out.expect_code(0);
     assert!(

@@ -64,7 +64,7 @@ fn occlum_default_json() -> Value {
 
 /// `jq --argjson debuggable false -f <jq> <json>`.
 fn jq(filter: &str, input: &Value) -> Value {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = e2e_tests::temp_dir("e2e");
     let file = dir.path().join("Occlum.json");
     std::fs::write(&file, serde_json::to_vec(input).unwrap()).unwrap();
     let out = Command::new("jq")
@@ -217,7 +217,7 @@ fn which(tool: &str) -> PathBuf {
 
 #[test]
 fn build_sh_on_an_occlum_host_never_installs_debian_musl() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = e2e_tests::temp_dir("e2e");
     let out = occlum_host(dir.path(), true).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -232,7 +232,7 @@ fn build_sh_on_an_occlum_host_never_installs_debian_musl() {
 
 #[test]
 fn build_sh_on_an_occlum_host_without_occlum_gcc_names_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = e2e_tests::temp_dir("e2e");
     let out = occlum_host(dir.path(), false).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -276,7 +276,7 @@ fn the_glibc_check_refuses_a_binary_that_needs_a_newer_glibc_than_occlums() {
 
 #[test]
 fn run_sh_stop_stops_the_whole_process_group_of_occlum_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = e2e_tests::temp_dir("e2e");
     let demo = dir.path().join("demo");
     std::fs::create_dir_all(demo.join("run")).unwrap();
     std::fs::write(demo.join("mode"), "occlum\n").unwrap();

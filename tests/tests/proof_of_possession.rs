@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use e2e_tests::{Deployment, tree};
 use ratls::cert::RaTlsIdentity;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use sgx_sim::{Identity, SimPlatform, SimQuoteSource};
+// The impostor client does not care who the server is.
+use test_kit::danger::AnyServerCert;
 
 /// A genuine RA-TLS certificate minted on the deployment's platform for `identity`.
 fn genuine(d: &Deployment, identity: &std::path::Path) -> RaTlsIdentity {
@@ -55,47 +56,6 @@ impl rustls::server::ResolvesServerCert for Fixed {
     }
 }
 
-/// The impostor client does not care who the server is.
-#[derive(Debug)]
-struct AnyServer;
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -111,7 +71,7 @@ fn the_kms_refuses_a_genuine_client_certificate_presented_without_its_key() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer))
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert))
         .with_client_auth_cert(vec![cert.rustls_pair().0], cert.rustls_pair().1)
         .unwrap();
     let cfg = grpc_unary::ClientConfig::builder()
@@ -129,7 +89,7 @@ fn the_kms_refuses_a_genuine_client_certificate_presented_without_its_key() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer))
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert))
         .with_client_cert_resolver(Arc::new(Fixed(with_wrong_key(&cert))));
     let result = grpc_unary::Channel::connect(&kms.addr, name, Arc::new(impostor), &cfg)
         .and_then(|mut channel| channel.unary("/ratls.GrSecret/GetSecret", &request));

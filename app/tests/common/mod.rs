@@ -1,5 +1,5 @@
 //! Test harness: a fresh "localhost" certificate per test (rcgen), the real `app` binary on a
-//! random loopback port, and three HTTPS clients: curl (the seed's commands), ureq, and a raw
+//! random loopback port (test-kit starts it and reads its listening line), and three HTTPS clients: curl (the seed's commands), ureq, and a raw
 //! rustls socket for requests no well-behaved client would send.
 
 #![allow(
@@ -9,44 +9,18 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
+use test_kit::process::{collect, spawn_listening};
+pub use test_kit::{TempDir, temp_dir};
 
 pub const APP: &str = env!("CARGO_BIN_EXE_app");
-
-/// A directory under Cargo's per-target temp dir, removed on drop.
-pub struct TestDir(pub PathBuf);
-
-impl TestDir {
-    pub fn new(name: &str) -> TestDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "app-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TestDir(dir)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.
 pub struct TestCert {
@@ -56,14 +30,14 @@ pub struct TestCert {
 }
 
 impl TestCert {
-    pub fn new(dir: &TestDir, stem: &str) -> TestCert {
+    pub fn new(dir: &TempDir, stem: &str) -> TestCert {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let cert_path = dir.path(&format!("{stem}.crt"));
-        let key_path = dir.path(&format!("{stem}.key"));
+        let cert_path = dir.path().join(&format!("{stem}.crt"));
+        let key_path = dir.path().join(&format!("{stem}.key"));
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         TestCert {
@@ -85,48 +59,20 @@ pub struct App {
 impl App {
     /// Starts the app on 127.0.0.1:0 and waits for its "listening on" line.
     pub fn start(cert: &TestCert, data_dir: &Path, extra: &[&str]) -> App {
-        let mut child = Command::new(APP)
-            .args(["--listen", "127.0.0.1:0", "--cert"])
+        let mut cmd = Command::new(APP);
+        cmd.args(["--listen", "127.0.0.1:0", "--cert"])
             .arg(&cert.cert_path)
             .arg("--key")
             .arg(&cert.key_path)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = Arc::clone(&stderr);
-            let pipe = child.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut all = stderr.lock().unwrap();
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so a stray print could never block the server.
-            for _ in lines {}
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(100));
-            panic!("app did not start; stderr:\n{}", stderr.lock().unwrap());
-        };
+            .stderr(Stdio::piped());
+        let started = spawn_listening(&mut cmd, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("app did not start: {e}"));
+        let mut child = started.child;
+        let stderr = collect(child.stderr.take().unwrap());
+        let line = started.line;
         let port = line
             .strip_prefix("listening on https://127.0.0.1:")
             .and_then(|p| p.parse().ok())

@@ -50,7 +50,9 @@ pub struct Member {
 
 /// A running etcd cluster.
 pub struct EtcdCluster {
+    /// The cluster's directory (members' data and logs), removed on drop.
     pub dir: PathBuf,
+    _tmp: test_kit::TempDir,
     pub members: Vec<Member>,
     initial_cluster: String,
     token: String,
@@ -169,9 +171,8 @@ impl EtcdCluster {
         static N: AtomicUsize = AtomicUsize::new(0);
         let seq = N.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{seq}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("kms-etcd-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = test_kit::temp_dir("kms-etcd");
+        let dir = tmp.path().to_path_buf();
         let ports = free_ports(2 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -190,6 +191,7 @@ impl EtcdCluster {
             .join(",");
         let mut cluster = EtcdCluster {
             dir,
+            _tmp: tmp,
             members,
             initial_cluster,
             token: format!("kms-test-{tag}"),
@@ -309,8 +311,8 @@ impl EtcdCluster {
 
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
+        // The directory goes with `_tmp`, after this.
         self.stop_all();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -13,12 +13,10 @@
 pub mod etcd;
 pub mod loopback;
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -28,36 +26,14 @@ use grpcio::{
 };
 use ratls::cert::RaTlsIdentity;
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource, TcbStatus};
+pub use test_kit::kms::Kms;
+pub use test_kit::{TempDir, temp_dir};
 
 /// The KMS certificate's common name (`ratls` mints every RA-TLS certificate with it), which
 /// clients use as the TLS target name.
 pub const KMS_TARGET_NAME: &str = "Occlum RA-TLS";
 
 pub const KMS: &str = env!("CARGO_BIN_EXE_kms");
-
-/// A scratch directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("kms-it-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A simulated platform in its own directory.
 pub struct Sim {
@@ -67,7 +43,7 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(root: &TempDir, name: &str, customize: impl FnOnce(&mut PlatformOptions)) -> Sim {
-        let dir = root.path(name);
+        let dir = root.path().join(name);
         let mut opts = PlatformOptions::default();
         customize(&mut opts);
         let platform = SimPlatform::create(&dir, &opts).unwrap();
@@ -121,7 +97,7 @@ impl Sim {
     pub fn kms_identity(&self, root: &TempDir) -> PathBuf {
         let mut id = Identity::random(None).unwrap();
         id.name = Some("kms".into());
-        let path = root.path("kms-identity.json");
+        let path = root.path().join("kms-identity.json");
         if !path.exists() {
             std::fs::write(&path, id.to_json()).unwrap();
         }
@@ -239,16 +215,6 @@ pub fn secrets_json(secrets: &[TestSecret]) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// A running `kms` process.
-pub struct Kms {
-    pub child: Option<Child>,
-    pub addr: String,
-    pub cert_pem: String,
-    pub audit_log: PathBuf,
-    pub stderr_log: PathBuf,
-    pub stdout_text: String,
-}
-
 /// What to start the KMS with.
 pub struct KmsSetup<'a> {
     pub dir: &'a TempDir,
@@ -258,199 +224,58 @@ pub struct KmsSetup<'a> {
     pub extra: Vec<String>,
 }
 
-impl Kms {
-    /// Writes `policy` and `secrets` and starts `kms serve` on 127.0.0.1:0.
-    pub fn start(setup: KmsSetup<'_>) -> Kms {
-        let dir = setup.dir;
-        std::fs::write(dir.path("ra_config.json"), &setup.policy).unwrap();
-        std::fs::write(dir.path("secret_config.json"), &setup.secrets).unwrap();
-        let identity = setup.sim.kms_identity(dir);
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--ra-config".into(),
-            dir.path("ra_config.json").display().to_string(),
-            "--sim-platform".into(),
-            setup.sim.dir.display().to_string(),
-            "--sim-identity".into(),
-            identity.display().to_string(),
-        ];
-        if !setup.extra.iter().any(|a| a == "--sealed-secrets") {
-            args.push("--secrets".into());
-            args.push(dir.path("secret_config.json").display().to_string());
-        }
-        args.extend(setup.extra);
-        Kms::spawn(dir, &args)
+/// Writes `policy` and `secrets` and starts `kms serve` on 127.0.0.1:0.
+pub fn start_kms(setup: KmsSetup<'_>) -> Kms {
+    let dir = setup.dir;
+    std::fs::write(dir.path().join("ra_config.json"), &setup.policy).unwrap();
+    std::fs::write(dir.path().join("secret_config.json"), &setup.secrets).unwrap();
+    let identity = setup.sim.kms_identity(dir);
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--ra-config".into(),
+        dir.path().join("ra_config.json").display().to_string(),
+        "--sim-platform".into(),
+        setup.sim.dir.display().to_string(),
+        "--sim-identity".into(),
+        identity.display().to_string(),
+    ];
+    if !setup.extra.iter().any(|a| a == "--sealed-secrets") {
+        args.push("--secrets".into());
+        args.push(dir.path().join("secret_config.json").display().to_string());
     }
-
-    /// Starts `kms` with exactly `args` (plus `--cert-out` and `--audit-log`) in `dir`.
-    pub fn spawn(dir: &TempDir, args: &[String]) -> Kms {
-        Kms::try_spawn(dir, args).unwrap_or_else(|stderr| panic!("kms did not start:\n{stderr}"))
-    }
-
-    /// Like [`Kms::spawn`], returning stderr if the process exits before listening.
-    pub fn try_spawn(dir: &TempDir, args: &[String]) -> Result<Kms, String> {
-        let cert_out = dir.path("kms-cert.pem");
-        let audit_log = dir.path("audit.log");
-        let stderr_log = dir.path("kms.stderr");
-        let _ = std::fs::remove_file(&cert_out);
-        let mut full: Vec<String> = args.to_vec();
-        full.extend(["--cert-out".into(), cert_out.display().to_string()]);
-        full.extend(["--audit-log".into(), audit_log.display().to_string()]);
-        let mut child = Command::new(KMS)
-            .args(&full)
-            .current_dir(&dir.0)
-            .env_remove("PCCS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut rest = String::new();
-            let _ = reader.read_to_string(&mut rest);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.starts_with("listening on ") => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let stderr = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-                return Err(format!("first stdout line {other:?}\nstderr:\n{stderr}"));
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_owned();
-        assert!(
-            !addr.ends_with(":0"),
-            "port 0 must be replaced by the bound port: {addr}"
-        );
-        let cert_pem = std::fs::read_to_string(&cert_out).unwrap();
-        Ok(Kms {
-            child: Some(child),
-            addr,
-            cert_pem,
-            audit_log,
-            stderr_log,
-            stdout_text: line,
-        })
-    }
-
-    /// A handle to the same server (address, certificate, logs) that does not own the process.
-    pub fn view(other: &Kms) -> Kms {
-        Kms {
-            child: None,
-            addr: other.addr.clone(),
-            cert_pem: other.cert_pem.clone(),
-            audit_log: other.audit_log.clone(),
-            stderr_log: other.stderr_log.clone(),
-            stdout_text: other.stdout_text.clone(),
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // No unsafe in this workspace's tests: kill(1) sends the signal.
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// The audit log as parsed JSON lines.
-    pub fn audit(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
-        text.lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
-            })
-            .collect()
-    }
-
-    /// Waits until an audit record satisfies `pred` (records are flushed per line).
-    pub fn wait_audit(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        self.wait_audit_for(Duration::from_secs(10), pred)
-    }
-
-    /// [`Kms::wait_audit`] with an explicit timeout.
-    pub fn wait_audit_for(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(rec) = self.audit().into_iter().find(|r| pred(r)) {
-                return rec;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no matching audit record in:\n{:#?}",
-                self.audit()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Asserts no secret value, raw or base64, appears in stdout, stderr or the audit log.
-    pub fn assert_logs_clean(&self, secrets: &[TestSecret]) {
-        let mut logs = std::fs::read(&self.audit_log).unwrap_or_default();
-        logs.extend(std::fs::read(&self.stderr_log).unwrap_or_default());
-        logs.extend(self.stdout_text.as_bytes());
-        assert!(!logs.is_empty());
-        for (name, value, _) in secrets {
-            for needle in [value.clone(), B64.encode(value).into_bytes()] {
-                let needle = if needle.len() > 24 {
-                    needle[..24].to_vec()
-                } else {
-                    needle
-                };
-                assert!(
-                    !logs.windows(needle.len()).any(|w| w == needle.as_slice()),
-                    "secret {name} appears in the logs"
-                );
-            }
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit status.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal(15);
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("kms did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    args.extend(setup.extra);
+    spawn_kms(dir, &args)
 }
 
-impl Drop for Kms {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+/// Starts this package's `kms` with exactly `args` (plus `--cert-out` and `--audit-log`) in
+/// `dir`.
+pub fn spawn_kms(dir: &TempDir, args: &[String]) -> Kms {
+    Kms::spawn(kms_path(), dir.path(), args)
+}
+
+/// Like [`spawn_kms`], returning stderr if the process exits before listening.
+pub fn try_spawn_kms(dir: &TempDir, args: &[String]) -> Result<Kms, String> {
+    Kms::try_spawn(kms_path(), dir.path(), args)
+}
+
+/// Asserts no secret value (its first 24 bytes), raw or base64, appears in the KMS's stdout,
+/// stderr or audit log.
+pub fn assert_logs_clean(kms: &Kms, secrets: &[TestSecret]) {
+    let logs = kms.logs();
+    assert!(!logs.is_empty());
+    for (name, value, _) in secrets {
+        for needle in [value.clone(), B64.encode(value).into_bytes()] {
+            let needle = if needle.len() > 24 {
+                needle[..24].to_vec()
+            } else {
+                needle
+            };
+            assert!(
+                !logs.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "secret {name} appears in the logs"
+            );
         }
     }
 }
@@ -582,11 +407,11 @@ impl Fixture {
         platform: impl FnOnce(&mut PlatformOptions),
         extra: Vec<String>,
     ) -> Fixture {
-        let dir = TempDir::new(tag);
+        let dir = temp_dir(&format!("kms-it-{tag}"));
         let sim = Sim::new(&dir, "platform", platform);
         let app = app_identity();
         let tool = tool_identity();
-        let kms = Kms::start(KmsSetup {
+        let kms = start_kms(KmsSetup {
             dir: &dir,
             sim: &sim,
             policy: policy_json(&app, &tool),
