@@ -35,6 +35,17 @@ if grep -E '^(grpc-unary|grpcio|rustls|ureq|tokio) ' <<<"$tree" ; then
   echo "grsecret must not depend on a transport or TLS stack" >&2
   exit 1
 fi
+# test-kit is test support: no package that ships a binary links it (dev-dependencies only).
+for pkg in kms init app sgx-sim pccs-client; do
+  tree=$(cargo tree --locked -p "$pkg" -e normal,build --prefix none --all-features)
+  if grep -E '^test-kit ' <<<"$tree" ; then
+    echo "$pkg depends on test-kit outside [dev-dependencies]" >&2
+    exit 1
+  fi
+done
+tree=$(cargo tree --locked -p e2e-tests -e normal --prefix none)
+grep -qE '^test-kit ' <<<"$tree" ||
+  { echo "e2e-tests does not depend on test-kit: the check above would prove nothing" >&2; exit 1; }
 
 step "the Occlum builds contain no simulated-root path"
 # kms and init built alone without `simulation` (as build.sh's Occlum branch and

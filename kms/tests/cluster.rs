@@ -166,7 +166,7 @@ impl Fixture {
             "--cluster-slot",
             self.dir
                 .path()
-                .join(&format!("{name}.slot"))
+                .join(format!("{name}.slot"))
                 .to_str()
                 .unwrap(),
             "--etcd",
@@ -216,7 +216,7 @@ impl Fixture {
     }
 
     fn put_secret(&self, replica: &Replica, name: &str, value: &[u8]) -> Output {
-        let file = self.dir.path().join(&format!("value-{name}"));
+        let file = self.dir.path().join(format!("value-{name}"));
         std::fs::write(&file, value).unwrap();
         self.admin(
             replica,

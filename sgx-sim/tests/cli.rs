@@ -3,44 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::verify::QuoteVerifier;
 use percent_encoding::percent_decode_str;
+use test_kit::process::{STARTUP_TIMEOUT, addr_after, spawn_listening};
+use test_kit::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sgx-sim");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sgx-sim-cli-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn sgx_sim(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run sgx-sim")
@@ -82,8 +57,8 @@ fn root_der(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn init_identity_and_quote_make_a_quote_dcap_qvl_accepts() {
-    let tmp = TempDir::new("quote");
-    let platform = tmp.path("platform");
+    let tmp = temp_dir("quote");
+    let platform = tmp.path().join("platform");
     let p = platform.to_str().unwrap();
     ok(&[
         "init",
@@ -93,7 +68,7 @@ fn init_identity_and_quote_make_a_quote_dcap_qvl_accepts() {
         "--advisory",
         "SIM-SA-00042",
     ]);
-    let id = tmp.path("kms.json");
+    let id = tmp.path().join("kms.json");
     let mr_enclave = "ab".repeat(32);
     ok(&[
         "identity",
@@ -108,7 +83,7 @@ fn init_identity_and_quote_make_a_quote_dcap_qvl_accepts() {
         "--isv-svn",
         "4",
     ]);
-    let quote_path = tmp.path("quote.bin");
+    let quote_path = tmp.path().join("quote.bin");
     ok(&[
         "quote",
         p,
@@ -139,13 +114,13 @@ fn init_identity_and_quote_make_a_quote_dcap_qvl_accepts() {
 
 #[test]
 fn cert_mints_an_ra_tls_certificate_bound_to_a_simulated_quote() {
-    let tmp = TempDir::new("cert");
-    let platform = tmp.path("platform");
+    let tmp = temp_dir("cert");
+    let platform = tmp.path().join("platform");
     let p = platform.to_str().unwrap();
     ok(&["init", p, "--seed", "5"]);
-    let id = tmp.path("client.json");
+    let id = tmp.path().join("client.json");
     ok(&["identity", "--out", id.to_str().unwrap(), "--seed", "6"]);
-    let (cert, key) = (tmp.path("client.crt"), tmp.path("client.key"));
+    let (cert, key) = (tmp.path().join("client.crt"), tmp.path().join("client.key"));
     ok(&[
         "cert",
         p,
@@ -177,8 +152,8 @@ fn cert_mints_an_ra_tls_certificate_bound_to_a_simulated_quote() {
 
 #[test]
 fn init_with_a_revoked_pck_and_a_past_window_yields_rejected_quotes() {
-    let tmp = TempDir::new("negative");
-    let id = tmp.path("id.json");
+    let tmp = temp_dir("negative");
+    let id = tmp.path().join("id.json");
     ok(&["identity", "--out", id.to_str().unwrap()]);
     let cases: [(&str, Vec<String>); 2] = [
         ("revoked", vec!["--revoke-pck".into()]),
@@ -193,12 +168,12 @@ fn init_with_a_revoked_pck_and_a_past_window_yields_rejected_quotes() {
         ),
     ];
     for (name, extra) in cases {
-        let platform = tmp.path(name);
+        let platform = tmp.path().join(name);
         let p = platform.to_str().unwrap();
         let mut args = vec!["init", p];
         args.extend(extra.iter().map(String::as_str));
         ok(&args);
-        let q = tmp.path(&format!("{name}.quote"));
+        let q = tmp.path().join(format!("{name}.quote"));
         ok(&[
             "quote",
             p,
@@ -230,10 +205,10 @@ fn usage_errors_exit_2_and_failures_exit_1() {
             .code(),
         Some(2)
     );
-    let tmp = TempDir::new("fail");
+    let tmp = temp_dir("fail");
     let out = sgx_sim(&[
         "quote",
-        tmp.path("missing").to_str().unwrap(),
+        tmp.path().join("missing").to_str().unwrap(),
         "--identity",
         "i",
         "--report-data",
@@ -248,7 +223,7 @@ fn usage_errors_exit_2_and_failures_exit_1() {
         "{stderr}"
     );
     // A second init over a platform is refused rather than replacing its keys.
-    let p = tmp.path("p");
+    let p = tmp.path().join("p");
     ok(&["init", p.to_str().unwrap()]);
     assert_eq!(
         sgx_sim(&["init", p.to_str().unwrap()]).status.code(),
@@ -264,24 +239,17 @@ struct Pccs {
 
 impl Pccs {
     fn start(dir: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["pccs", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["pccs", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped());
+        let started = spawn_listening(&mut cmd, STARTUP_TIMEOUT).unwrap();
+        let line = started.line;
         assert!(line.contains("SIMULATED"), "{line}");
-        let addr = line
-            .trim_end()
-            .rsplit_once("listening on ")
+        let addr = addr_after(&line, "listening on ")
             .expect("listening line")
-            .1
             .parse()
             .unwrap();
+        let child = started.child;
         Self { child, addr }
     }
 
@@ -365,8 +333,8 @@ fn header(headers: &[(String, String)], name: &str) -> String {
 
 #[test]
 fn the_pccs_serves_exactly_what_collateral_json_holds() {
-    let tmp = TempDir::new("pccs");
-    let platform = tmp.path("platform");
+    let tmp = temp_dir("pccs");
+    let platform = tmp.path().join("platform");
     ok(&["init", platform.to_str().unwrap()]);
     let c = collateral(&platform);
     let pccs = Pccs::start(&platform);
@@ -439,13 +407,13 @@ fn the_pccs_serves_exactly_what_collateral_json_holds() {
 fn ratls_pccs_client_fetches_the_same_collateral_and_it_verifies() {
     use pccs_client::PccsClient;
     use ratls::collateral::CollateralSource;
-    let tmp = TempDir::new("pccs-client");
-    let platform = tmp.path("platform");
+    let tmp = temp_dir("pccs-client");
+    let platform = tmp.path().join("platform");
     let p = platform.to_str().unwrap();
     ok(&["init", p, "--tcb-status", "ConfigurationNeeded"]);
-    let id = tmp.path("id.json");
+    let id = tmp.path().join("id.json");
     ok(&["identity", "--out", id.to_str().unwrap()]);
-    let quote_path = tmp.path("quote");
+    let quote_path = tmp.path().join("quote");
     ok(&[
         "quote",
         p,

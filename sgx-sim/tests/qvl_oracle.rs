@@ -18,7 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ use ratls::policy::RaPolicy;
 use ratls::verify::{TrustAnchor, Verifier};
 use serde_json::{Value, json};
 use sgx_sim::files;
+use test_kit::{TempDir, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sgx-sim");
 const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/qvl/qvl_oracle.py");
@@ -54,33 +55,6 @@ const SAMPLE_COLLATERAL: &str =
 /// The sample collateral's window: TCB info issueDate .. QE identity nextUpdate.
 const SAMPLE_FROM: u64 = 1_750_330_571;
 const SAMPLE_UNTIL: u64 = 1_752_919_278;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sgx-sim-qvl-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn sgx_sim(args: &[&str]) {
     let out = Command::new(BIN).args(args).output().expect("run sgx-sim");
@@ -358,8 +332,8 @@ struct SimCase {
 }
 
 fn sim_platform(tag: &str, init_args: &[&str]) -> SimCase {
-    let dir = TempDir::new(tag);
-    let platform = dir.path("platform");
+    let dir = temp_dir(tag);
+    let platform = dir.path().join("platform");
     let platform_s = platform.to_str().unwrap();
     let mut args = vec!["init", platform_s];
     args.extend_from_slice(init_args);
@@ -370,7 +344,7 @@ fn sim_platform(tag: &str, init_args: &[&str]) -> SimCase {
         args.extend_from_slice(&["--not-before", "1759913600", "--not-after", "1762592000"]);
     }
     sgx_sim(&args);
-    let id_path = dir.path("id.json");
+    let id_path = dir.path().join("id.json");
     sgx_sim(&[
         "identity",
         "--out",
@@ -382,7 +356,7 @@ fn sim_platform(tag: &str, init_args: &[&str]) -> SimCase {
         "--isv-svn",
         "2",
     ]);
-    let quote_path = dir.path("quote.bin");
+    let quote_path = dir.path().join("quote.bin");
     let mut report_data = [0u8; 64];
     report_data[..14].copy_from_slice(b"issue 16 quote");
     sgx_sim(&[

@@ -11,24 +11,7 @@ use ratls::collateral::StaticCollateral;
 use ratls::policy::RaPolicy;
 use ratls::verify::{TrustAnchor, Verifier};
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, SimQuoteSource, TcbStatus};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        Self(std::env::temp_dir().join(format!(
-            "sgx-sim-ratls-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        )))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use test_kit::{TempDir, temp_dir};
 
 fn now() -> u64 {
     sgx_sim::timefmt::unix_now()
@@ -51,12 +34,12 @@ fn policy_for(id: &Identity, extra: &str) -> RaPolicy {
 }
 
 fn setup(tag: &str, status: TcbStatus) -> (TempDir, SimPlatform, Identity) {
-    let dir = TempDir::new(tag);
+    let dir = temp_dir(tag);
     let opts = PlatformOptions {
         tcb_status: status,
         ..PlatformOptions::default()
     };
-    let platform = SimPlatform::create(&dir.0, &opts).unwrap();
+    let platform = SimPlatform::create(&platform_dir(&dir), &opts).unwrap();
     (dir, platform, Identity::random(None).unwrap())
 }
 
@@ -158,4 +141,9 @@ fn a_different_enclave_fails_the_measurement_policy() {
         v.verify_quote(&quote, now()).unwrap_err().check(),
         "measurement-policy"
     );
+}
+
+/// The platform's directory in `dir`: not there until `SimPlatform::create` makes it.
+fn platform_dir(dir: &TempDir) -> PathBuf {
+    dir.path().join("platform")
 }

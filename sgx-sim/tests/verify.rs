@@ -8,35 +8,14 @@ use std::path::PathBuf;
 
 use dcap_qvl::verify::QuoteVerifier;
 use sgx_sim::{Identity, PlatformOptions, SimPlatform, TcbStatus};
+use test_kit::{TempDir, temp_dir};
 
 /// A fixed clock for the whole file: collateral windows are built around it.
 const NOW: u64 = 1_760_000_000;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sgx-sim-test-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn platform(tag: &str, opts: &PlatformOptions) -> (TempDir, SimPlatform) {
-    let dir = TempDir::new(tag);
-    let p = SimPlatform::create(&dir.0, opts).expect("create platform");
+    let dir = temp_dir(tag);
+    let p = SimPlatform::create(&platform_dir(&dir), opts).expect("create platform");
     (dir, p)
 }
 
@@ -237,13 +216,13 @@ fn a_seed_makes_the_pki_reproducible() {
 fn a_reopened_platform_quotes_like_the_original() {
     let (dir, p) = platform("reopen", &PlatformOptions::new(NOW));
     drop(p);
-    let p = SimPlatform::open(&dir.0).unwrap();
+    let p = SimPlatform::open(&platform_dir(&dir)).unwrap();
     let quote = p.quote(&identity(), &report_data()).unwrap();
     QuoteVerifier::new(p.root_ca_der().to_vec())
         .verify(&quote, &p.collateral(), NOW)
         .unwrap();
     // Creating again over it is refused, so its keys are never silently replaced.
-    let err = SimPlatform::create(&dir.0, &PlatformOptions::new(NOW)).unwrap_err();
+    let err = SimPlatform::create(&platform_dir(&dir), &PlatformOptions::new(NOW)).unwrap_err();
     assert!(
         matches!(err, sgx_sim::SimError::AlreadyInitialized { .. }),
         "{err}"
@@ -254,7 +233,7 @@ fn a_reopened_platform_quotes_like_the_original() {
 fn private_keys_are_mode_0600_and_public_files_are_not_secret() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, _p) = platform("modes", &PlatformOptions::new(NOW));
-    for entry in std::fs::read_dir(&dir.0).unwrap() {
+    for entry in std::fs::read_dir(platform_dir(&dir)).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
         let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
@@ -276,30 +255,30 @@ fn a_corrupted_platform_refuses_to_open() {
     let (dir, _p) = platform("corrupt", &PlatformOptions::new(NOW));
     let (other, _q) = platform("corrupt-other", &PlatformOptions::new(NOW));
     std::fs::copy(
-        other.0.join("attestation.key"),
-        dir.0.join("attestation.key"),
+        platform_dir(&other).join("attestation.key"),
+        platform_dir(&dir).join("attestation.key"),
     )
     .unwrap();
-    let err = SimPlatform::open(&dir.0).unwrap_err();
+    let err = SimPlatform::open(&platform_dir(&dir)).unwrap_err();
     assert!(matches!(err, sgx_sim::SimError::Corrupt { .. }), "{err}");
 }
 
 #[test]
 fn invalid_options_are_refused_before_anything_is_written() {
-    let dir = TempDir::new("invalid");
+    let dir = temp_dir("invalid");
     let mut opts = PlatformOptions::new(NOW);
     opts.not_after = opts.not_before;
     assert!(matches!(
-        SimPlatform::create(&dir.0, &opts),
+        SimPlatform::create(&platform_dir(&dir), &opts),
         Err(sgx_sim::SimError::InvalidOption { .. })
     ));
     let mut opts = PlatformOptions::new(NOW);
     opts.advisory_ids = vec!["bad id".into()];
     assert!(matches!(
-        SimPlatform::create(&dir.0, &opts),
+        SimPlatform::create(&platform_dir(&dir), &opts),
         Err(sgx_sim::SimError::InvalidOption { .. })
     ));
-    assert!(!dir.0.exists());
+    assert!(!platform_dir(&dir).exists());
 }
 
 #[test]
@@ -312,11 +291,10 @@ fn the_quote_source_says_it_is_simulated() {
     id.name = Some("kms".into());
     let source = sgx_sim::SimQuoteSource::new(p, id.clone());
     assert!(source.is_simulated());
-    assert!(
-        source
-            .describe()
-            .starts_with(&format!("SIMULATED sgx platform at {}", dir.0.display()))
-    );
+    assert!(source.describe().starts_with(&format!(
+        "SIMULATED sgx platform at {}",
+        platform_dir(&dir).display()
+    )));
     let quote = source.quote(&report_data()).unwrap();
     QuoteVerifier::new(root)
         .verify(&quote, &collateral, NOW)
@@ -331,4 +309,9 @@ fn x509_subject(der: &[u8]) -> String {
 fn x509_spki(der: &[u8]) -> Vec<u8> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
     cert.public_key().raw.to_vec()
+}
+
+/// The platform's directory in `dir`: not there until `SimPlatform::create` makes it.
+fn platform_dir(dir: &TempDir) -> PathBuf {
+    dir.path().join("platform")
 }

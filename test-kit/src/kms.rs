@@ -215,3 +215,36 @@ fn new_log(dir: &Path) -> (PathBuf, Stdio) {
     }
     unreachable!("an unbounded range")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kms_started_in_a_directory_gets_a_stderr_log_of_its_own() {
+        let dir = crate::temp_dir("test-kit-log");
+        let (first, _) = new_log(dir.path());
+        let (second, _) = new_log(dir.path());
+        assert_eq!(first, dir.path().join("kms.stderr"));
+        assert_eq!(second, dir.path().join("kms.2.stderr"));
+    }
+
+    #[test]
+    fn a_blank_audit_line_fails_the_test() {
+        let dir = crate::temp_dir("test-kit-audit");
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, "{\"event\":\"release\"}\n").unwrap();
+        assert_eq!(audit_records(&path).len(), 1);
+        std::fs::write(&path, "{\"event\":\"release\"}\n\n").unwrap();
+        assert!(std::panic::catch_unwind(|| audit_records(&path)).is_err());
+    }
+
+    #[test]
+    fn a_scratch_directory_is_removed_on_drop() {
+        let dir = crate::temp_dir("test-kit-drop");
+        let path = dir.path().to_path_buf();
+        std::fs::write(path.join("f"), b"x").unwrap();
+        drop(dir);
+        assert!(!path.exists());
+    }
+}

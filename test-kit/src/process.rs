@@ -81,3 +81,60 @@ pub fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     });
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[test]
+    fn the_first_stdout_line_is_returned_and_the_server_keeps_running() {
+        let mut cmd = sh("echo 'x listening on 127.0.0.1:4433'; echo more; sleep 30");
+        let mut started = spawn_listening(&mut cmd, STARTUP_TIMEOUT).unwrap();
+        assert_eq!(started.line, "x listening on 127.0.0.1:4433");
+        assert_eq!(
+            addr_after(&started.line, "listening on "),
+            Some("127.0.0.1:4433")
+        );
+        assert!(started.child.try_wait().unwrap().is_none());
+        let _ = started.child.kill();
+        let _ = started.child.wait();
+    }
+
+    #[test]
+    fn a_server_that_exits_silently_is_reported_with_its_stderr() {
+        let mut cmd = sh("echo 'bad config: port' >&2; exit 3");
+        cmd.stderr(Stdio::piped());
+        let err = spawn_listening(&mut cmd, STARTUP_TIMEOUT).err().unwrap();
+        assert!(err.contains("exited without printing"), "{err}");
+        assert!(err.contains("bad config: port"), "{err}");
+    }
+
+    #[test]
+    fn a_server_that_hangs_silently_is_killed_after_the_timeout() {
+        let mut cmd = sh("sleep 30");
+        let t = std::time::Instant::now();
+        let err = spawn_listening(&mut cmd, Duration::from_millis(200))
+            .err()
+            .unwrap();
+        assert!(err.contains("no line on stdout within"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn collect_gathers_everything_written() {
+        let mut child = sh("printf 'a\\nb'").stdout(Stdio::piped()).spawn().unwrap();
+        let text = collect(child.stdout.take().unwrap());
+        child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while text.lock().unwrap().as_str() != "a\nb" && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(text.lock().unwrap().as_str(), "a\nb");
+    }
+}

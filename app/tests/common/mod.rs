@@ -36,8 +36,8 @@ impl TestCert {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let cert_path = dir.path().join(&format!("{stem}.crt"));
-        let key_path = dir.path().join(&format!("{stem}.key"));
+        let cert_path = dir.path().join(format!("{stem}.crt"));
+        let key_path = dir.path().join(format!("{stem}.key"));
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         TestCert {
