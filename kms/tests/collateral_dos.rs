@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -40,57 +38,30 @@ fn start_pccs(
 ) -> (String, Arc<InFlight>) {
     let in_flight = Arc::new(InFlight::default());
     let counted = Arc::clone(&in_flight);
-    let pccs = Arc::new(sgx_sim::pccs::Pccs::for_platform(platform));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let (pccs, slow, requests, in_flight) = (
-                Arc::clone(&pccs),
-                Arc::clone(&slow),
-                Arc::clone(&requests),
-                Arc::clone(&counted),
-            );
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                loop {
-                    let mut header = String::new();
-                    match reader.read_line(&mut header) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if header == "\r\n" || header == "\n" => break,
-                        Ok(_) => {}
-                    }
-                }
-                requests.fetch_add(1, Ordering::SeqCst);
-                let now = in_flight.now.fetch_add(1, Ordering::SeqCst) + 1;
-                in_flight.max.fetch_max(now, Ordering::SeqCst);
-                if slow.load(Ordering::SeqCst) {
-                    std::thread::sleep(SLOW_PCCS);
-                }
-                in_flight.now.fetch_sub(1, Ordering::SeqCst);
-                let mut words = line.split(' ');
-                let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-                let response = pccs.respond(method, target);
-                let mut head = format!(
-                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    response.status,
-                    response.body.len()
-                );
-                for (name, value) in &response.headers {
-                    head.push_str(&format!("{name}: {value}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&response.body);
-            });
+    let pccs = sgx_sim::pccs::Pccs::for_platform(platform);
+    let url = test_kit::http::serve(move |method, target| {
+        requests.fetch_add(1, Ordering::SeqCst);
+        let now = counted.now.fetch_add(1, Ordering::SeqCst) + 1;
+        counted.max.fetch_max(now, Ordering::SeqCst);
+        if slow.load(Ordering::SeqCst) {
+            std::thread::sleep(SLOW_PCCS);
         }
+        counted.now.fetch_sub(1, Ordering::SeqCst);
+        reply(pccs.respond(method, target))
     });
     (url, in_flight)
+}
+
+fn reply(response: sgx_sim::pccs::Response) -> test_kit::http::Reply {
+    test_kit::http::Reply {
+        status: response.status,
+        headers: response
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect(),
+        body: response.body,
+    }
 }
 
 /// Waits (at most 20 s) until the flood has had `n` calls answered.

@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -30,53 +28,25 @@ struct Server {
 
 /// A PCCS for `platform`: answers at once (FAST), after 10 s (SLOW) or with 500 (FAIL).
 fn pccs(platform: &SimPlatform) -> Server {
-    let pccs = Arc::new(sgx_sim::pccs::Pccs::for_platform(platform));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let pccs = sgx_sim::pccs::Pccs::for_platform(platform);
     let mode = Arc::new(AtomicU8::new(FAST));
     let requests = Arc::new(AtomicUsize::new(0));
     let (m, r) = (Arc::clone(&mode), Arc::clone(&requests));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let (pccs, mode, requests) = (Arc::clone(&pccs), Arc::clone(&m), Arc::clone(&r));
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                loop {
-                    let mut header = String::new();
-                    match reader.read_line(&mut header) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if header == "\r\n" || header == "\n" => break,
-                        Ok(_) => {}
-                    }
-                }
-                requests.fetch_add(1, Ordering::SeqCst);
-                let mode = mode.load(Ordering::SeqCst);
-                if mode == SLOW {
-                    std::thread::sleep(Duration::from_secs(10));
-                }
-                let mut words = line.split(' ');
-                let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-                let mut response = pccs.respond(method, target);
-                if mode == FAIL {
-                    response.status = 500;
-                }
-                let mut head = format!(
-                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    response.status,
-                    response.body.len()
-                );
-                for (name, value) in &response.headers {
-                    head.push_str(&format!("{name}: {value}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&response.body);
-            });
+    let url = test_kit::http::serve(move |method, target| {
+        r.fetch_add(1, Ordering::SeqCst);
+        let mode = m.load(Ordering::SeqCst);
+        if mode == SLOW {
+            std::thread::sleep(Duration::from_secs(10));
+        }
+        let response = pccs.respond(method, target);
+        test_kit::http::Reply {
+            status: if mode == FAIL { 500 } else { response.status },
+            headers: response
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v))
+                .collect(),
+            body: response.body,
         }
     });
     Server {
