@@ -1,5 +1,6 @@
 //! Test harness: a simulated SGX platform, RA-TLS client certificates made on it, the real
-//! `kms` binary on a loopback port, and a grpcio client speaking the raw GrSecret protocol.
+//! `kms` binary on a loopback port (test-kit's launcher, in a scratch directory), and a grpcio
+//! client speaking the raw GrSecret protocol.
 //!
 //! Every helper fails the test loudly (these are tests: `unwrap` is the assertion).
 
