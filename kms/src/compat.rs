@@ -369,6 +369,9 @@ fn relay(tls: &mut ServerConnection, tcp: &mut TcpStream, mut grpc: UnixStream) 
                 }
             }
         }
+        // gRPC core's bytes into rustls (as much as its buffer takes: the rest waits until the
+        // client has read some), so they are sent when the client's socket is writable.
+        push(tls, &mut from_grpc)?;
         if client_done && to_grpc.is_empty() && !told_grpc {
             // gRPC core reads end of file, closes its end, and the read below ends the loop.
             let _ = grpc.shutdown(std::net::Shutdown::Write);
@@ -451,12 +454,8 @@ fn relay(tls: &mut ServerConnection, tcp: &mut TcpStream, mut grpc: UnixStream) 
                 Err(_) => grpc_closed = true,
             }
         }
-        while !from_grpc.is_empty() {
-            let n = tls.writer().write(&from_grpc)?;
-            if n == 0 {
-                break; // rustls's buffer is full: send first
-            }
-            from_grpc.drain(..n);
+        if !grpc_closed {
+            push(tls, &mut from_grpc)?;
         }
         while tls.wants_write() {
             match tls.write_tls(tcp) {
@@ -472,6 +471,18 @@ fn relay(tls: &mut ServerConnection, tcp: &mut TcpStream, mut grpc: UnixStream) 
             return flush(tls, tcp, &from_grpc);
         }
     }
+}
+
+/// Moves `pending` plaintext into rustls, as much as its buffer takes.
+fn push(tls: &mut ServerConnection, pending: &mut Vec<u8>) -> io::Result<()> {
+    while !pending.is_empty() {
+        let n = tls.writer().write(pending)?;
+        if n == 0 {
+            break; // rustls's buffer is full: send first
+        }
+        pending.drain(..n);
+    }
+    Ok(())
 }
 
 /// Sends gRPC core's last bytes (`rest`, not yet taken by rustls) and what rustls holds, then

@@ -91,17 +91,22 @@ fn compat_fixture(tag: &str) -> (Fixture, String) {
         |_| {},
         vec!["--occlum-compat-listen".into(), "127.0.0.1:0".into()],
     );
+    let addr = compat_addr(&fx);
+    (fx, addr)
+}
+
+/// The compat listener's address, from the KMS's start record.
+fn compat_addr(fx: &Fixture) -> String {
     let start = fx.kms.wait_audit(|r| r["event"] == "start");
     let reason = start["reason"].as_str().unwrap().to_owned();
-    let addr = reason
+    reason
         .split("; ")
         .find_map(|part| {
             part.strip_prefix("Occlum C++ clients on ")
                 .and_then(|rest| rest.strip_suffix(" (--occlum-compat-listen)"))
         })
         .unwrap_or_else(|| panic!("no compat address in the start record: {reason}"))
-        .to_owned();
-    (fx, addr)
+        .to_owned()
 }
 
 /// What a client presents on the compat port: Occlum's C++ client sends SNI `RATLS`
@@ -313,6 +318,48 @@ fn the_compat_port_caps_connections_and_handshakes_time_out() {
         compat_get(&addr, &Presents::cert(&me), "flask_key").unwrap(),
         secrets()[1].1
     );
+}
+
+#[test]
+fn a_large_secret_crosses_the_compat_relay_intact() {
+    // Larger than every buffer on the way (rustls's 64 KiB, the relay's 16 KiB chunks, the
+    // socket pair's), so each side fills and drains several times.
+    let big: Vec<u8> = (0..700_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let dir = TempDir::new("compat-large");
+    let sim = Sim::new(&dir, "platform", |_| {});
+    let (app, tool) = (app_identity(), tool_identity());
+    let mut all = secrets();
+    all.push(("big", big.clone(), None));
+    let kms = Kms::start(KmsSetup {
+        dir: &dir,
+        sim: &sim,
+        policy: policy_json(&app, &tool),
+        secrets: secrets_json(&all),
+        extra: vec!["--occlum-compat-listen".into(), "127.0.0.1:0".into()],
+    });
+    let fx = Fixture {
+        dir,
+        sim,
+        app,
+        tool,
+        kms,
+    };
+    let addr = compat_addr(&fx);
+    let me = occlum_form(&fx, &fx.app);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let got = compat_get(
+            &addr,
+            &Presents {
+                version,
+                ..Presents::cert(&me)
+            },
+            "big",
+        )
+        .unwrap();
+        assert!(got == big, "{version:?}: {} bytes back", got.len());
+    }
 }
 
 /// A rustls client for the compat port: presents `identity`'s certificate, signs with
