@@ -362,6 +362,57 @@ fn a_large_secret_crosses_the_compat_relay_intact() {
     }
 }
 
+#[test]
+fn the_compat_port_presents_the_re_minted_certificate() {
+    let fx = Fixture::start_with(
+        "compat-rotation",
+        |_| {},
+        vec![
+            "--occlum-compat-listen".into(),
+            "127.0.0.1:0".into(),
+            "--cert-lifetime".into(),
+            "10".into(),
+        ],
+    );
+    let addr = compat_addr(&fx);
+    let me = occlum_form(&fx, &fx.app);
+    let presented = || {
+        let config = rustls_client(Some(&me), None, &[&rustls::version::TLS13]);
+        let mut channel = grpc_unary::Channel::connect(
+            &addr,
+            ServerName::try_from("RATLS").unwrap(),
+            Arc::new(config),
+            &grpc_unary::ClientConfig::builder().build(),
+        )
+        .unwrap();
+        // The handshake is complete once a call has been answered.
+        channel
+            .unary(
+                grsecret::GET_SECRET,
+                &grsecret::client::encode_string_field1("flask_key"),
+            )
+            .unwrap();
+        channel.peer_certificates().unwrap()[0].to_vec()
+    };
+    let pem_der = |pem: &str| ratls::cert::der_from_pem(pem).unwrap();
+    assert!(
+        presented() == pem_der(&fx.kms.cert_pem),
+        "the compat port presents the KMS's certificate"
+    );
+    let rotated = fx
+        .kms
+        .wait_audit_for(std::time::Duration::from_secs(15), |r| {
+            r["event"] == "rotation"
+        });
+    assert_eq!(rotated["verdict"], "ok");
+    let new_pem = std::fs::read_to_string(fx.dir.path("kms-cert.pem")).unwrap();
+    assert_ne!(new_pem, fx.kms.cert_pem);
+    assert!(
+        presented() == pem_der(&new_pem),
+        "after the re-mint, the compat port presents the new certificate"
+    );
+}
+
 /// A rustls client for the compat port: presents `identity`'s certificate, signs with
 /// `signer`'s key (default: its own), trusts whatever the server presents (the KMS's side is
 /// under test, not init's verifier).
