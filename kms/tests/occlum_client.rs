@@ -1,16 +1,19 @@
 //! The KMS against clients whose certificates have the form Occlum's C++ `grpc_ratls` makes:
 //! X.509 v1 (no version field) carrying extension `1.2.840.113741.1` with the raw quote,
 //! RSA-2048, sha1WithRSAEncryption, `report_data = SHA-256(SPKI)`. The real KMS binary over
-//! loopback, its TLS stack (grpcio's) included: the TLS library must accept such a
-//! certificate in the handshake before the KMS's own attestation pipeline can judge it.
+//! loopback.
 //!
-//! The default build's BoringSSL (inside grpcio-sys 0.13) refuses X.509 v1 certificates that
-//! carry extensions in the handshake: the last test pins that, so a grpcio upgrade that
-//! accepts them shows up here. The KMS feature `occlum-cpp-clients` builds gRPC core on
-//! OpenSSL instead (grpcio's `openssl-vendored`), which accepts them; it is opt-in because it
-//! costs the KMS more CPU per attestation (README, "Compatibility with Occlum's C++
-//! `grpc_ratls`"). The first two tests run only with it:
-//! `cargo test --release --workspace --features kms/simulation,init/simulation,kms/occlum-cpp-clients --test occlum_client`.
+//! - The main port (gRPC core's TLS): the default build's BoringSSL (inside grpcio-sys 0.13)
+//!   refuses such a certificate in the handshake; a test pins that, so a grpcio upgrade that
+//!   accepts them shows up here. The KMS feature `occlum-cpp-clients` (gRPC core on OpenSSL)
+//!   accepts them at a CPU cost; its two tests run only with it:
+//!   `cargo test --release --workspace --features kms/simulation,init/simulation,kms/occlum-cpp-clients --test occlum_client`.
+//! - The Occlum-compat port (`--occlum-compat-listen`, TLS by rustls in the KMS, default
+//!   build): such clients get their secrets over TLS 1.3 and 1.2, and every refusal path of
+//!   that port is driven here (policy, no certificate, no possession of the key, the
+//!   connection cap, the handshake deadline), plus a large secret through the relay and the
+//!   certificate re-mint. The clients are rustls (grpc-unary, init's stack) sending SNI `RATLS`
+//!   as Occlum's client does: grpcio's BoringSSL cannot even load a v1 client certificate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
