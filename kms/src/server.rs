@@ -271,11 +271,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
 
     let metrics = match cfg.metrics_listen.as_deref().map(metrics::Endpoint::start) {
         Some(Err(e)) => {
-            gate.stop_accepting();
-            if let Some((admin_server, _)) = admin_server.as_mut() {
-                let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
-            }
-            stop_grpc(&server);
+            stop_started(&gate, &mut admin_server, &server);
             let listen = cfg.metrics_listen.clone().unwrap_or_default();
             return Err(ServeError::new(Step::StartMetrics(listen), e));
         }
@@ -295,11 +291,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         Some(listen) => match health::Endpoint::start(listen, ready) {
             Ok(endpoint) => format!("; health on http://{}/livez and /readyz", endpoint.addr()),
             Err(e) => {
-                gate.stop_accepting();
-                if let Some((admin_server, _)) = admin_server.as_mut() {
-                    let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
-                }
-                stop_grpc(&server);
+                stop_started(&gate, &mut admin_server, &server);
                 return Err(ServeError::new(Step::StartHealth(listen.to_owned()), e));
             }
         },
@@ -316,11 +308,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             match compat::Listener::start(listen, deps) {
                 Ok(listener) => Some(listener),
                 Err(e) => {
-                    gate.stop_accepting();
-                    if let Some((admin_server, _)) = admin_server.as_mut() {
-                        let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
-                    }
-                    stop_grpc(&server);
+                    stop_started(&gate, &mut admin_server, &server);
                     return Err(ServeError::new(Step::StartCompat(listen.to_owned()), e));
                 }
             }
@@ -330,8 +318,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
 
     if let Some(cluster) = &cluster {
         if let Err(e) = crate::cluster::sync::start(cluster) {
-            gate.stop_accepting();
-            stop_grpc(&server);
+            stop_started(&gate, &mut admin_server, &server);
             return Err(ServeError::new(
                 Step::Cluster("starting the sync threads".into()),
                 e,
@@ -528,6 +515,20 @@ fn serve_signals(signals: &mut Signals, shared: &Shared, loader: &Loader, cluste
     let mut stop = Record::new(Event::Stop, Verdict::Ok);
     stop.reason = Some("signal received, shutting down".into());
     shared.audit().write(&stop);
+}
+
+/// Undoes what `serve` started when a later step fails: the gate stops accepting, the admin
+/// API and gRPC core shut down.
+fn stop_started(
+    gate: &gate::Gate,
+    admin_server: &mut Option<(grpcio::Server, u16)>,
+    server: &Mutex<grpcio::Server>,
+) {
+    gate.stop_accepting();
+    if let Some((admin_server, _)) = admin_server.as_mut() {
+        let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
+    }
+    stop_grpc(server);
 }
 
 /// Shuts gRPC core down, waiting at most [`SHUTDOWN_GRACE`] for calls in flight.
