@@ -27,11 +27,13 @@
 //! serves the platform's collateral from `sgx-sim pccs` (next to this binary's target dir, or
 //! `$SGX_SIM_BIN`) and points the KMS at it (`--pccs-url`), so collateral is fetched over HTTP;
 //! `--linger SECS` keeps the KMS up that long after the last level (a scraper's last look).
+//! `--occlum-compat` starts the KMS with `--occlum-compat-listen` and drives that port (TLS
+//! terminated by rustls in the KMS, for Occlum's C++ clients) instead of the main one.
 //! The last line, `kms_bench: total attestations N`, is what a scraper should have counted.
 //!
 //! `cargo bench -p kms --bench kms_bench [-- --per-level N --levels 1,8,32 --same-cert
 //! --sequential --threads N --client-nice N --phases --metrics-listen ADDR --sim-pccs
-//! --linger SECS]`;
+//! --linger SECS --occlum-compat]`;
 //! `KMS_BIN=path/to/kms` benchmarks that server binary instead of the one cargo built.
 //!
 //! `--targets ADDR[,ADDR...] --platform DIR --client-identity FILE --kms-policy FILE
@@ -72,6 +74,9 @@ struct Args {
     metrics_listen: Option<String>,
     sim_pccs: bool,
     linger: u64,
+    /// Drive the KMS's Occlum-compat listener (`--occlum-compat-listen`, TLS by rustls in the
+    /// KMS) instead of its main port.
+    occlum_compat: bool,
     /// Running servers to drive instead of starting one (with the three fields below).
     targets: Vec<String>,
     platform: Option<PathBuf>,
@@ -92,6 +97,7 @@ fn parse_args() -> Args {
         metrics_listen: None,
         sim_pccs: false,
         linger: 0,
+        occlum_compat: false,
         targets: Vec::new(),
         platform: None,
         client_identity: None,
@@ -118,6 +124,7 @@ fn parse_args() -> Args {
             "--metrics-listen" => args.metrics_listen = it.next(),
             "--sim-pccs" => args.sim_pccs = true,
             "--linger" => args.linger = it.next().unwrap().parse().unwrap(),
+            "--occlum-compat" => args.occlum_compat = true,
             "--targets" => {
                 args.targets = it.next().unwrap().split(',').map(str::to_owned).collect()
             }
@@ -244,6 +251,14 @@ fn start_kms(args: &Args, dir: &std::path::Path) -> (Reaped, Option<(Reaped, Str
     if let Some(addr) = &args.metrics_listen {
         extra.extend(["--metrics-listen".into(), addr.clone()]);
     }
+    // A free loopback port for the compat listener (free a moment ago: good enough here).
+    let compat = args.occlum_compat.then(|| {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    });
+    if let Some(addr) = &compat {
+        extra.extend(["--occlum-compat-listen".into(), addr.clone()]);
+    }
     let mut cmd = Command::new(&kms_bin);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--ra-config"])
         .arg(dir.join("ra.json"))
@@ -266,6 +281,10 @@ fn start_kms(args: &Args, dir: &std::path::Path) -> (Reaped, Option<(Reaped, Str
     let addr = addr_after(&started.line, "listening on ")
         .unwrap_or_else(|| panic!("kms did not start: {:?}", started.line))
         .to_owned();
+    if let Some(compat) = compat {
+        eprintln!("driving the Occlum-compat listener at {compat} (main port {addr})");
+        return (child, pccs, compat);
+    }
     (child, pccs, addr)
 }
 

@@ -75,6 +75,10 @@ SERVE OPTIONS:
                               availability data only, no secret, measurement or peer address)
     --health-listen <ADDR>    serve Kubernetes probes at http://ADDR/livez and /readyz (plain
                               HTTP; 200, or 503 with the reason while not ready)
+    --occlum-compat-listen <ADDR>  also serve GetSecret on ADDR with TLS terminated by the KMS
+                              (rustls), for Occlum's C++ grpc_ratls clients, whose X.509 v1
+                              certificates the main port's gRPC core refuses; same attestation,
+                              policy and audit (see the README's compatibility table)
     --cert-out <PEM>          write the KMS's own RA-TLS certificate to PEM
     --reply-form quoted|bare  SecretReply.secret as Occlum's server sends it (\"<base64>\", the
                               default) or bare base64
@@ -207,6 +211,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<String>,
     /// `--health-listen`: where the `/livez` and `/readyz` endpoint listens, if anywhere.
     pub health_listen: Option<String>,
+    /// `--occlum-compat-listen`: where Occlum's C++ clients connect (`compat`), if anywhere.
+    pub occlum_compat_listen: Option<String>,
     #[cfg(feature = "simulation")]
     pub sim: Option<SimSpec>,
     pub cert_out: Option<PathBuf>,
@@ -439,6 +445,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--audit-log",
     "--metrics-listen",
     "--health-listen",
+    "--occlum-compat-listen",
     "--sim-platform",
     "--sim-identity",
     "--cert-out",
@@ -691,6 +698,7 @@ impl LowArgs {
             audit_log: self.optional("--audit-log")?.map(PathBuf::from),
             metrics_listen: self.listen_flag("--metrics-listen", 9100)?,
             health_listen: self.listen_flag("--health-listen", 8080)?,
+            occlum_compat_listen: self.listen_flag("--occlum-compat-listen", 4434)?,
             #[cfg(feature = "simulation")]
             sim,
             cert_out: self.optional("--cert-out")?.map(PathBuf::from),

@@ -11,6 +11,7 @@ mod admin_client;
 mod audit;
 mod cli;
 mod cluster;
+mod compat;
 mod enclave;
 mod fsutil;
 mod gate;

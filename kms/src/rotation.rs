@@ -203,6 +203,15 @@ impl Rotator {
         RaTlsIdentity::from_pem(cert, key).ok()
     }
 
+    /// The generation of the current identity: it changes at every re-mint, so a TLS stack
+    /// of the KMS's own (`compat`) rebuilds its configuration only then.
+    pub fn generation(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation
+    }
+
     /// The current certificate (PEM).
     pub fn cert_pem(&self) -> Option<String> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::Duration;
@@ -35,6 +35,7 @@ use crate::cluster::config::ClusterConfig;
 use crate::cluster::etcd::Etcd;
 use crate::cluster::replica::{Cluster, Parts, Readiness};
 use crate::cluster::slot::{SlotKey, SlotStore};
+use crate::compat;
 use crate::enclave::OcclumEnclaveKeys;
 use crate::gate;
 use crate::health;
@@ -95,6 +96,8 @@ enum Step {
     /// Cluster mode could not start (names the file, flag or check).
     Cluster(String),
     StartHealth(String),
+    /// Starting the Occlum-compat listener (`--occlum-compat-listen`).
+    StartCompat(String),
 }
 
 impl ServeError {
@@ -142,6 +145,10 @@ impl fmt::Display for Step {
                 write!(f, "serving metrics on {listen} (--metrics-listen)")
             }
             Step::Cluster(what) => write!(f, "cluster mode: {what}"),
+            Step::StartCompat(listen) => write!(
+                f,
+                "serving Occlum's C++ clients on {listen} (--occlum-compat-listen)"
+            ),
             Step::StartHealth(listen) => {
                 write!(f, "serving /livez and /readyz on {listen} (--health-listen)")
             }
@@ -241,7 +248,9 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         )?),
         _ => None,
     };
-    let (mut server, upstream) = start_grpc(cfg, &shared, &rotator, cluster.as_ref())?;
+    let (server, upstream) = start_grpc(cfg, &shared, &rotator, cluster.as_ref())?;
+    // Shared with the Occlum-compat listener, which adds its connections to it.
+    let server = Arc::new(Mutex::new(server));
     let admin = Arc::new(Admin {
         shared: Arc::clone(&shared),
         loader: Arc::clone(&loader),
@@ -255,18 +264,14 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     let ((gate, port, limits), mut admin_server) = match started {
         Ok(started) => started,
         Err(e) => {
-            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            stop_grpc(&server);
             return Err(e);
         }
     };
 
     let metrics = match cfg.metrics_listen.as_deref().map(metrics::Endpoint::start) {
         Some(Err(e)) => {
-            gate.stop_accepting();
-            if let Some((admin_server, _)) = admin_server.as_mut() {
-                let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
-            }
-            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            stop_started(&gate, &mut admin_server, &server);
             let listen = cfg.metrics_listen.clone().unwrap_or_default();
             return Err(ServeError::new(Step::StartMetrics(listen), e));
         }
@@ -286,21 +291,34 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         Some(listen) => match health::Endpoint::start(listen, ready) {
             Ok(endpoint) => format!("; health on http://{}/livez and /readyz", endpoint.addr()),
             Err(e) => {
-                gate.stop_accepting();
-                if let Some((admin_server, _)) = admin_server.as_mut() {
-                    let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
-                }
-                let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+                stop_started(&gate, &mut admin_server, &server);
                 return Err(ServeError::new(Step::StartHealth(listen.to_owned()), e));
             }
         },
         None => String::new(),
     };
 
+    let compat = match cfg.occlum_compat_listen.as_deref() {
+        Some(listen) => {
+            let deps = compat::Deps {
+                server: Arc::clone(&server),
+                rotator: Arc::clone(&rotator),
+                audit: Arc::clone(shared.audit_arc()),
+            };
+            match compat::Listener::start(listen, deps) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    stop_started(&gate, &mut admin_server, &server);
+                    return Err(ServeError::new(Step::StartCompat(listen.to_owned()), e));
+                }
+            }
+        }
+        None => None,
+    };
+
     if let Some(cluster) = &cluster {
         if let Err(e) = crate::cluster::sync::start(cluster) {
-            gate.stop_accepting();
-            let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+            stop_started(&gate, &mut admin_server, &server);
             return Err(ServeError::new(
                 Step::Cluster("starting the sync threads".into()),
                 e,
@@ -337,6 +355,14 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         limits.max_connections_per_peer,
     ));
     start.reason = start.reason.map(|r| r + &health);
+    if let Some(compat) = &compat {
+        start.reason = start.reason.map(|r| {
+            format!(
+                "{r}; Occlum C++ clients on {} (--occlum-compat-listen)",
+                compat.addr()
+            )
+        });
+    }
     shared.audit().write(&start);
     if !metrics.is_empty() {
         eprintln!(
@@ -347,6 +373,12 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     if !health.is_empty() {
         eprintln!("kms: serving{}", health.trim_start_matches(';'));
     }
+    if let Some(compat) = &compat {
+        eprintln!(
+            "kms: serving Occlum's C++ grpc_ratls clients on {} (--occlum-compat-listen; TLS by the KMS)",
+            compat.addr()
+        );
+    }
     println!("listening on {}", with_port(&cfg.listen, port));
     let _ = std::io::stdout().flush();
 
@@ -355,11 +387,14 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         cluster.stop();
     }
     // No new connections; calls in flight finish through the gate within the grace period.
+    if let Some(compat) = &compat {
+        compat.stop_accepting();
+    }
     gate.stop_accepting();
     if let Some((admin_server, _)) = admin_server.as_mut() {
         let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
     }
-    let _ = block_on_timeout(server.shutdown(), SHUTDOWN_GRACE);
+    stop_grpc(&server);
     drop(gate);
     Ok(())
 }
@@ -480,6 +515,29 @@ fn serve_signals(signals: &mut Signals, shared: &Shared, loader: &Loader, cluste
     let mut stop = Record::new(Event::Stop, Verdict::Ok);
     stop.reason = Some("signal received, shutting down".into());
     shared.audit().write(&stop);
+}
+
+/// Undoes what `serve` started when a later step fails: the gate stops accepting, the admin
+/// API and gRPC core shut down.
+fn stop_started(
+    gate: &gate::Gate,
+    admin_server: &mut Option<(grpcio::Server, u16)>,
+    server: &Mutex<grpcio::Server>,
+) {
+    gate.stop_accepting();
+    if let Some((admin_server, _)) = admin_server.as_mut() {
+        let _ = block_on_timeout(admin_server.shutdown(), SHUTDOWN_GRACE);
+    }
+    stop_grpc(server);
+}
+
+/// Shuts gRPC core down, waiting at most [`SHUTDOWN_GRACE`] for calls in flight.
+fn stop_grpc(server: &Mutex<grpcio::Server>) {
+    let shutdown = server
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .shutdown();
+    let _ = block_on_timeout(shutdown, SHUTDOWN_GRACE);
 }
 
 /// gRPC core with the services, on an ephemeral loopback port behind the gate: the server and

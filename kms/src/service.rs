@@ -208,8 +208,12 @@ pub fn services(shared: &Arc<Shared>) -> (Service, Service) {
     let secrets = ServiceBuilder::new()
         .add_unary_handler(&METHOD_GET_SECRET, move |ctx, req: RawRequest, sink| {
             let grpc_peer = ctx.peer();
-            let peer = crate::gate::client_address(&grpc_peer);
-            let cert_pem = peer_cert_pem(&ctx);
+            // A connection of the Occlum-compat listener (`fd:<N>`): the client's address and
+            // the certificate its handshake carried; otherwise gRPC core's TLS session's.
+            let (peer, cert_pem) = match crate::compat::peer(&grpc_peer) {
+                Some(compat) => (compat.address, compat.cert_pem),
+                None => (crate::gate::client_address(&grpc_peer), peer_cert_pem(&ctx)),
+            };
             let attested = || crate::gate::mark_attested(&grpc_peer);
             let outcome = get_secret(&s, &peer, cert_pem.as_deref(), &req.0, attested);
             respond(&ctx, sink, outcome);

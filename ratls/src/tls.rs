@@ -50,6 +50,26 @@ pub struct RaTlsClientVerifier {
     inner: Checker,
 }
 
+/// For servers that attest clients AFTER the handshake, as gRPC core does for the KMS
+/// (`RequestClientCertificateButDontVerify`, then the service's pipeline on the certificate):
+/// asks for a client certificate, lets a client without one through (the caller refuses it,
+/// naming the problem), and checks only that a client holds the key of the certificate it
+/// presents (the handshake signature, under the key of our parse, so Occlum's X.509 v1
+/// certificates pass). It does NOT attest: a connection it admits carries an unverified
+/// certificate, which the caller must put through [`Verifier`] before it trusts anything.
+#[derive(Clone)]
+pub struct PossessionOnlyClientVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Default for PossessionOnlyClientVerifier {
+    fn default() -> Self {
+        Self {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Checker {
     verifier: Arc<Verifier>,
@@ -213,17 +233,38 @@ pub fn server_config(
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = provider();
     let certified = certified_key(identity, &provider)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(Arc::new(RaTlsClientVerifier::new(verifier)))
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    Ok(no_resumption(config))
+}
+
+/// ALPN `h2` and no resumption. As on the client: a resumed session (TLS 1.3 ticket or 1.2
+/// session ID) would admit the client on its old certificate without its evidence being
+/// presented again.
+fn no_resumption(mut config: rustls::ServerConfig) -> rustls::ServerConfig {
     config.alpn_protocols = vec![b"h2".to_vec()];
-    // As on the client: a resumed session (TLS 1.3 ticket or 1.2 session ID) would admit the
-    // client on its old certificate without its evidence being presented again.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.ticketer = Arc::new(NoTickets);
     config.send_tls13_tickets = 0;
-    Ok(config)
+    config
+}
+
+/// A TLS 1.3/1.2 server configuration (ring provider) that presents `identity` and leaves
+/// the client's attestation to the caller ([`PossessionOnlyClientVerifier`]): for a server
+/// that hands the connection to a pipeline that attests the certificate itself. No session
+/// resumption, ALPN `h2`, as [`server_config`].
+pub fn deferred_server_config(
+    identity: &RaTlsIdentity,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = provider();
+    let certified = certified_key(identity, &provider)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(PossessionOnlyClientVerifier::default()))
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    Ok(no_resumption(config))
 }
 
 /// `identity`'s certificate and signing key for rustls, without rustls's key-match check
@@ -327,8 +368,6 @@ impl Checker {
         self.handshake_signature(message, cert, dss, true)
     }
 
-    /// Verifies a handshake signature under the key of our parse of `cert` (see the module
-    /// docs), with the candidates rustls's provider maps `dss.scheme` to.
     fn handshake_signature(
         &self,
         message: &[u8],
@@ -336,57 +375,66 @@ impl Checker {
         dss: &DigitallySignedStruct,
         tls13: bool,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let unadvertised =
-            || rustls::Error::from(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme);
-        if tls13 && !scheme_in_tls13(dss.scheme) {
-            return Err(unadvertised());
-        }
-        let candidates = self
-            .algorithms
-            .mapping
-            .iter()
-            .find(|(scheme, _)| *scheme == dss.scheme)
-            .map(|(_, algs)| *algs)
-            .ok_or_else(unadvertised)?;
-        // TLS 1.3 schemes name the curve: only the first algorithm applies (as in rustls).
-        let candidates = if tls13 {
-            candidates.get(..1).unwrap_or_default()
-        } else {
-            candidates
-        };
-        let spki = crate::cert::public_key_info(cert).map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-                VerifyError::Evidence(e),
-            ))))
-        })?;
-        let spki = SubjectPublicKeyInfoDer::from(spki.as_slice());
-        let key = dcap_qvl_webpki::RawPublicKeyEntity::try_from(&spki)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        for alg in candidates {
-            match key.verify_signature(*alg, message, dss.signature()) {
-                Ok(()) => return Ok(HandshakeSignatureValid::assertion()),
-                // A TLS 1.2 ECDSA scheme maps to both curves: try the one that fits the key.
-                Err(dcap_qvl_webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(
-                    _,
-                )) => {}
-                Err(dcap_qvl_webpki::Error::InvalidSignatureForPublicKey) => {
-                    return Err(rustls::Error::InvalidCertificate(
-                        CertificateError::BadSignature,
-                    ));
-                }
-                Err(e) => {
-                    return Err(rustls::Error::General(format!(
-                        "handshake signature ({:?}): {e:?}",
-                        dss.scheme
-                    )));
-                }
+        handshake_signature(&self.algorithms, message, cert, dss, tls13)
+    }
+}
+
+/// Verifies a handshake signature under the key of our parse of `cert` (see the module
+/// docs), with the candidates rustls's provider maps `dss.scheme` to.
+fn handshake_signature(
+    algorithms: &WebPkiSupportedAlgorithms,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    tls13: bool,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let unadvertised =
+        || rustls::Error::from(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme);
+    if tls13 && !scheme_in_tls13(dss.scheme) {
+        return Err(unadvertised());
+    }
+    let candidates = algorithms
+        .mapping
+        .iter()
+        .find(|(scheme, _)| *scheme == dss.scheme)
+        .map(|(_, algs)| *algs)
+        .ok_or_else(unadvertised)?;
+    // TLS 1.3 schemes name the curve: only the first algorithm applies (as in rustls).
+    let candidates = if tls13 {
+        candidates.get(..1).unwrap_or_default()
+    } else {
+        candidates
+    };
+    let spki = crate::cert::public_key_info(cert).map_err(|e| {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            VerifyError::Evidence(e),
+        ))))
+    })?;
+    let spki = SubjectPublicKeyInfoDer::from(spki.as_slice());
+    let key = dcap_qvl_webpki::RawPublicKeyEntity::try_from(&spki)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    for alg in candidates {
+        match key.verify_signature(*alg, message, dss.signature()) {
+            Ok(()) => return Ok(HandshakeSignatureValid::assertion()),
+            // A TLS 1.2 ECDSA scheme maps to both curves: try the one that fits the key.
+            Err(dcap_qvl_webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)) => {}
+            Err(dcap_qvl_webpki::Error::InvalidSignatureForPublicKey) => {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::BadSignature,
+                ));
+            }
+            Err(e) => {
+                return Err(rustls::Error::General(format!(
+                    "handshake signature ({:?}): {e:?}",
+                    dss.scheme
+                )));
             }
         }
-        Err(rustls::Error::General(format!(
-            "handshake signature scheme {:?} does not fit the certificate's key",
-            dss.scheme
-        )))
     }
+    Err(rustls::Error::General(format!(
+        "handshake signature scheme {:?} does not fit the certificate's key",
+        dss.scheme
+    )))
 }
 
 /// Whether RFC 8446 section 4.2.3 allows `scheme` in TLS 1.3 CertificateVerify (rustls's own
@@ -486,6 +534,59 @@ impl ClientCertVerifier for RaTlsClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PossessionOnlyClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    /// Accepted unverified: the caller attests it (see the type's documentation). Its key is
+    /// still checked against the handshake signature below.
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        handshake_signature(&self.algorithms, message, cert, dss, false)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        handshake_signature(&self.algorithms, message, cert, dss, true)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl std::fmt::Debug for PossessionOnlyClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PossessionOnlyClientVerifier")
     }
 }
 

@@ -71,7 +71,7 @@ fn the_kms_refuses_a_genuine_client_certificate_presented_without_its_key() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert))
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert::accepting_any_signature()))
         .with_client_auth_cert(vec![cert.rustls_pair().0], cert.rustls_pair().1)
         .unwrap();
     let cfg = grpc_unary::ClientConfig::builder()
@@ -89,7 +89,7 @@ fn the_kms_refuses_a_genuine_client_certificate_presented_without_its_key() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert))
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert::accepting_any_signature()))
         .with_client_cert_resolver(Arc::new(Fixed(with_wrong_key(&cert))));
     let result = grpc_unary::Channel::connect(&kms.addr, name, Arc::new(impostor), &cfg)
         .and_then(|mut channel| channel.unary("/ratls.GrSecret/GetSecret", &request));

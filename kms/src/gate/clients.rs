@@ -74,7 +74,7 @@ fn upstream_port(grpc_peer: &str) -> Option<u16> {
 }
 
 /// `ipv4:192.0.2.7:51000` / `ipv6:[2001:db8::1]:443`, as gRPC core names peers.
-pub(super) fn grpc_style(addr: &SocketAddr) -> String {
+pub fn grpc_style(addr: &SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("ipv4:{a}"),
         SocketAddr::V6(a) => format!("ipv6:{a}"),

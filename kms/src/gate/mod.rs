@@ -99,7 +99,7 @@ use crate::audit::AuditLog;
 use budget::Bucket;
 use event_loop::{Loop, WAKER};
 
-pub use clients::{client_address, mark_attested};
+pub use clients::{client_address, grpc_style, mark_attested};
 /// Where gRPC core listens, behind the gate.
 pub const UPSTREAM_HOST: &str = "127.0.0.1";
 /// Default `--max-connections`.
