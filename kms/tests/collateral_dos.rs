@@ -47,21 +47,10 @@ fn start_pccs(
             std::thread::sleep(SLOW_PCCS);
         }
         counted.now.fetch_sub(1, Ordering::SeqCst);
-        reply(pccs.respond(method, target))
+        let r = pccs.respond(method, target);
+        test_kit::http::Reply::new(r.status, r.headers, r.body)
     });
     (url, in_flight)
-}
-
-fn reply(response: sgx_sim::pccs::Response) -> test_kit::http::Reply {
-    test_kit::http::Reply {
-        status: response.status,
-        headers: response
-            .headers
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v))
-            .collect(),
-        body: response.body,
-    }
 }
 
 /// Waits (at most 20 s) until the flood has had `n` calls answered.

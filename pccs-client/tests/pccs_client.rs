@@ -38,16 +38,9 @@ fn pccs(platform: &SimPlatform) -> Server {
         if mode == SLOW {
             std::thread::sleep(Duration::from_secs(10));
         }
-        let response = pccs.respond(method, target);
-        test_kit::http::Reply {
-            status: if mode == FAIL { 500 } else { response.status },
-            headers: response
-                .headers
-                .into_iter()
-                .map(|(n, v)| (n.to_owned(), v))
-                .collect(),
-            body: response.body,
-        }
+        let r = pccs.respond(method, target);
+        let status = if mode == FAIL { 500 } else { r.status };
+        test_kit::http::Reply::new(status, r.headers, r.body)
     });
     Server {
         url,

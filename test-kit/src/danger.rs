@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::{
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
+};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
@@ -33,6 +35,21 @@ impl AnyServerCert {
     }
 }
 
+impl AnyServerCert {
+    /// Runs `verify` with the provider's algorithms, or accepts if signatures go unchecked.
+    fn check(
+        &self,
+        verify: impl FnOnce(
+            &WebPkiSupportedAlgorithms,
+        ) -> Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match &self.signatures {
+            Some(p) => verify(&p.signature_verification_algorithms),
+            None => Ok(HandshakeSignatureValid::assertion()),
+        }
+    }
+}
+
 impl ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
         &self,
@@ -51,12 +68,7 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match &self.signatures {
-            Some(p) => {
-                verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
-            }
-            None => Ok(HandshakeSignatureValid::assertion()),
-        }
+        self.check(|algs| verify_tls12_signature(message, cert, dss, algs))
     }
 
     fn verify_tls13_signature(
@@ -65,12 +77,7 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match &self.signatures {
-            Some(p) => {
-                verify_tls13_signature(message, cert, dss, &p.signature_verification_algorithms)
-            }
-            None => Ok(HandshakeSignatureValid::assertion()),
-        }
+        self.check(|algs| verify_tls13_signature(message, cert, dss, algs))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -11,8 +11,18 @@ use std::thread;
 /// What the handler answers.
 pub struct Reply {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn new(status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 /// Serves `handler(method, target)` on 127.0.0.1 (a port the kernel picks) until the test
@@ -82,7 +92,7 @@ mod tests {
     fn the_handler_sees_method_and_target_and_its_reply_is_sent() {
         let url = serve(|method, target| Reply {
             status: 404,
-            headers: vec![("X-Seen".into(), format!("{method} {target}"))],
+            headers: vec![("X-Seen", format!("{method} {target}"))],
             body: b"nothing".to_vec(),
         });
         let answer = get(&url, "GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n");
