@@ -215,27 +215,13 @@ fn read_bounded(
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
+    use test_kit::{TempDir, temp_dir};
 
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let dir = std::env::temp_dir().join(format!("app-tls-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Dir(dir)
-        }
-
-        fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, contents).unwrap();
-            path
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// Writes `contents` to `name` in `dir`; returns the path.
+    fn file(dir: &TempDir, name: &str, contents: &[u8]) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
     }
 
     fn pair() -> (String, String) {
@@ -249,11 +235,11 @@ mod tests {
 
     #[test]
     fn a_matching_pair_loads() {
-        let dir = Dir::new("ok");
+        let dir = temp_dir("app-tls-ok");
         let (cert, key) = pair();
         let config = server_config(
-            &dir.file("c.pem", cert.as_bytes()),
-            &dir.file("k.pem", key.as_bytes()),
+            &file(&dir, "c.pem", cert.as_bytes()),
+            &file(&dir, "k.pem", key.as_bytes()),
         )
         .unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
@@ -261,12 +247,12 @@ mod tests {
 
     #[test]
     fn a_key_from_another_pair_is_a_mismatch() {
-        let dir = Dir::new("mismatch");
+        let dir = temp_dir("app-tls-mismatch");
         let (cert, _) = pair();
         let (_, other_key) = pair();
         let err = server_config(
-            &dir.file("c.pem", cert.as_bytes()),
-            &dir.file("k.pem", other_key.as_bytes()),
+            &file(&dir, "c.pem", cert.as_bytes()),
+            &file(&dir, "k.pem", other_key.as_bytes()),
         )
         .unwrap_err();
         assert!(matches!(err, TlsSetupError::Mismatch { .. }), "{err}");
@@ -274,10 +260,10 @@ mod tests {
 
     #[test]
     fn a_missing_file_names_the_path_and_the_flag() {
-        let dir = Dir::new("missing");
+        let dir = temp_dir("app-tls-missing");
         let (_, key) = pair();
-        let cert_path = dir.0.join("absent.crt");
-        let err = server_config(&cert_path, &dir.file("k.pem", key.as_bytes())).unwrap_err();
+        let cert_path = dir.path().join("absent.crt");
+        let err = server_config(&cert_path, &file(&dir, "k.pem", key.as_bytes())).unwrap_err();
         assert!(matches!(err, TlsSetupError::Read { flag: "--cert", .. }));
         let text = err.to_string();
         assert!(
@@ -288,9 +274,9 @@ mod tests {
 
     #[test]
     fn a_key_file_without_a_key_is_rejected() {
-        let dir = Dir::new("nokey");
+        let dir = temp_dir("app-tls-nokey");
         let (cert, _) = pair();
-        let cert_path = dir.file("c.pem", cert.as_bytes());
+        let cert_path = file(&dir, "c.pem", cert.as_bytes());
         // A certificate where the key should be: a classic copy mistake.
         let err = server_config(&cert_path, &cert_path).unwrap_err();
         assert!(
@@ -301,10 +287,13 @@ mod tests {
 
     #[test]
     fn an_empty_certificate_file_is_rejected() {
-        let dir = Dir::new("empty");
+        let dir = temp_dir("app-tls-empty");
         let (_, key) = pair();
-        let err =
-            server_config(&dir.file("c.pem", b""), &dir.file("k.pem", key.as_bytes())).unwrap_err();
+        let err = server_config(
+            &file(&dir, "c.pem", b""),
+            &file(&dir, "k.pem", key.as_bytes()),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, TlsSetupError::NoPem { flag: "--cert", .. }),
             "{err}"
@@ -313,11 +302,14 @@ mod tests {
 
     #[test]
     fn an_oversized_file_is_rejected_without_reading_it_all() {
-        let dir = Dir::new("large");
+        let dir = temp_dir("app-tls-large");
         let (_, key) = pair();
         let big = vec![b'A'; MAX_PEM_BYTES as usize + 1];
-        let err = server_config(&dir.file("c.pem", &big), &dir.file("k.pem", key.as_bytes()))
-            .unwrap_err();
+        let err = server_config(
+            &file(&dir, "c.pem", &big),
+            &file(&dir, "k.pem", key.as_bytes()),
+        )
+        .unwrap_err();
         assert!(matches!(err, TlsSetupError::TooLarge { .. }), "{err}");
     }
 }
