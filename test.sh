@@ -20,12 +20,13 @@ cargo clippy --release --workspace --all-targets --locked --features "$SIM_FEATU
 
 step "no async runtime, network client or device crate in the attestation core"
 # ratls is the pure verifier: PCCS fetching (ureq, threads, disk cache) lives in pccs-client,
-# the QuoteSource trait in quote-source, so ratls links neither ureq nor occlum-dcap (ioctls).
+# the QuoteSource trait in quote-source, so ratls links neither ureq nor occlum-dcap (ioctls),
+# nor fileio: callers read collateral files (pccs_client::read_collateral_file), ratls parses.
 for features in "" "--features ratls/simulation"; do
   # shellcheck disable=SC2086 # $features is empty or two words, on purpose
   tree=$(cargo tree --locked -p ratls $features -e normal --prefix none)
-  if grep -E '^(tokio|async-std|reqwest|futures-executor|ureq|occlum-dcap) ' <<<"$tree" ; then
-    echo "ratls ($features) must not depend on an async runtime, reqwest, ureq or occlum-dcap" >&2
+  if grep -E '^(tokio|async-std|reqwest|futures-executor|ureq|occlum-dcap|fileio) ' <<<"$tree" ; then
+    echo "ratls ($features) must not depend on an async runtime, reqwest, ureq, occlum-dcap or fileio" >&2
     exit 1
   fi
 done

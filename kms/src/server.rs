@@ -742,7 +742,7 @@ fn collateral_source(
     };
     Ok(match &cfg.collateral {
         CollateralSpec::File(path) => Arc::new(
-            StaticCollateral::from_file(path)
+            pccs_client::read_collateral_file(path)
                 .map_err(|e| ServeError::new(Step::ReadCollateral, e))?,
         ),
         CollateralSpec::Pccs(url) => pccs(url, true),

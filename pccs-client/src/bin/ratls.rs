@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pccs_client::PccsClient;
 use ratls::cert;
-use ratls::collateral::{CollateralSource, StaticCollateral};
+use ratls::collateral::CollateralSource;
 use ratls::policy::{RaPolicy, TcbPolicy};
 use ratls::quote::Quote;
 use ratls::verify::{self, TrustAnchor};
@@ -126,7 +126,7 @@ fn validate(args: Args) -> Result<Inspect, String> {
     let collateral: Option<Arc<dyn CollateralSource>> = match (args.collateral, args.pccs_url) {
         (Some(_), Some(_)) => return Err("--collateral and --pccs-url exclude each other".into()),
         (Some(path), None) => Some(Arc::new(
-            StaticCollateral::from_file(&path).map_err(|e| e.to_string())?,
+            pccs_client::read_collateral_file(&path).map_err(|e| e.to_string())?,
         )),
         (None, Some(url)) => Some(Arc::new(
             PccsClient::new(&url).with_trust_anchor(anchor.clone()),
