@@ -133,11 +133,17 @@ impl Args {
 
     /// A flag that may be given more than once, each time with a UTF-8 value.
     pub fn each_text(&mut self, flag: &str) -> Result<String, ArgError> {
-        let value = self
-            .parser
-            .value()
-            .map_err(|_| ArgError::MissingValue(flag.to_owned()))?;
+        let value = self.each_value(flag)?;
         utf8(flag, value)
+    }
+
+    /// The value of `flag` without the once check, for a binary that collects the flags first
+    /// and refuses a second one itself, after checks that must come first (kms: the flags
+    /// refused inside Occlum are named as such, however often they are given).
+    pub fn each_value(&mut self, flag: &str) -> Result<OsString, ArgError> {
+        self.parser
+            .value()
+            .map_err(|_| ArgError::MissingValue(flag.to_owned()))
     }
 
     /// Accepts `flag` as a switch: no value, not given before.
