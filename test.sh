@@ -53,7 +53,8 @@ done
 
 step "the Occlum builds contain no host tools"
 # Without the `host-tools` feature (the Occlum builds) init links neither tar nor aes-gcm (the
-# host-mode image; in Occlum the LibOS mounts the rootfs) and kms has no seal, unseal or gen-*.
+# host-mode image; in Occlum the LibOS mounts the rootfs) and kms has no seal, unseal, gen-* or
+# admin (the operator's client; the admin server stays).
 # build-musl.sh above checked the Occlum init binary; the KMS is built here as build.sh's Occlum
 # branch builds it (no features), checked and run; the host build below must carry both.
 for dep in tar aes-gcm; do

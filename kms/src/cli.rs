@@ -59,9 +59,9 @@ USAGE:
     kms gen-seal-key --out <KEY>
     kms gen-cert [--cn <NAME>] --out-cert <PEM> --out-key <PEM>
     kms gen-image-key (--out <FILE> | <FILE>)
-                                        these five host tools exist only in builds with the
-                                        `host-tools` feature (never the Occlum build)
     kms admin <OP> [ADMIN OPTIONS]      an operator's calls to a running KMS's admin API
+                                        these six host tools exist only in builds with the
+                                        `host-tools` feature (never the Occlum build)
     kms audit verify <FILE>             checks the audit log's hash chain; names the first
                                         broken record (exit 3) or prints the last seq and hash
     kms --help | --version
@@ -190,6 +190,7 @@ pub enum Command {
     GenImageKey {
         out: PathBuf,
     },
+    #[cfg(feature = "host-tools")]
     Admin(Box<AdminCommand>),
     /// `kms audit verify FILE`.
     AuditVerify {
@@ -260,7 +261,8 @@ pub enum OperatorsSpec {
     ImageIfPresent(PathBuf),
 }
 
-/// `kms admin <OP>`.
+/// `kms admin <OP>` (`host-tools` builds only).
+#[cfg(feature = "host-tools")]
 #[derive(Debug, Clone)]
 pub struct AdminCommand {
     pub op: AdminOp,
@@ -269,6 +271,7 @@ pub struct AdminCommand {
 }
 
 /// One admin operation.
+#[cfg(feature = "host-tools")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminOp {
     Keygen {
@@ -300,6 +303,7 @@ pub enum AdminOp {
 }
 
 /// The KMS to call and how to verify it.
+#[cfg(feature = "host-tools")]
 #[derive(Debug, Clone)]
 pub struct AdminConn {
     pub kms: String,
@@ -484,12 +488,14 @@ const VALUE_FLAGS: &[&str] = &[
 
 /// The host tools: compiled in only with the `host-tools` feature, so the KMS that runs in
 /// Occlum (built without it) does not carry them; there they are named and refused as absent.
+/// `admin` is the operator's client of the admin API (the admin server is always in).
 const HOST_TOOLS: &[&str] = &[
     "seal",
     "unseal",
     "gen-seal-key",
     "gen-cert",
     "gen-image-key",
+    "admin",
 ];
 
 const SUBCOMMANDS: &[&str] = &[
@@ -643,6 +649,7 @@ impl LowArgs {
                 };
                 Command::GenImageKey { out }
             }
+            #[cfg(feature = "host-tools")]
             Some("admin") => Command::Admin(Box::new(self.admin_command()?)),
             Some("audit") => match self.positional.as_slice() {
                 [verb, path] if verb == "verify" => Command::AuditVerify {
@@ -954,6 +961,7 @@ impl LowArgs {
     }
 
     /// `kms admin <OP> ...`.
+    #[cfg(feature = "host-tools")]
     fn admin_command(&mut self) -> Result<AdminCommand, UsageError> {
         let op_word = self.one_positional_text(
             "<OP> (status, log, put-secret, delete-secret, set-policy, genesis, recover, keygen or fingerprint)",
@@ -1016,6 +1024,7 @@ impl LowArgs {
         Ok(AdminCommand { op, conn })
     }
 
+    #[cfg(feature = "host-tools")]
     fn admin_conn(&mut self) -> Result<AdminConn, UsageError> {
         let kms = self.nonempty("--kms")?;
         let cert = self.required_path("--cert")?;
@@ -1056,6 +1065,7 @@ impl LowArgs {
         }
     }
 
+    #[cfg(feature = "host-tools")]
     fn nonempty(&mut self, name: &str) -> Result<String, UsageError> {
         let value = self.required(name)?;
         if value.is_empty() {
@@ -1178,6 +1188,7 @@ impl LowArgs {
             .ok_or_else(|| UsageError(format!("missing {name}")))
     }
 
+    #[cfg(feature = "host-tools")]
     fn required_path(&mut self, name: &str) -> Result<PathBuf, UsageError> {
         self.optional_path(name)?
             .ok_or_else(|| UsageError(format!("missing {name}")))
@@ -1533,6 +1544,7 @@ mod tests {
         assert!(occlum(&["a:1", "--audit-log", "/kms_operators.json"]).is_err());
     }
 
+    #[cfg(feature = "host-tools")]
     #[test]
     fn admin_operations_parse_and_refuse_what_is_missing() {
         let conn = [

@@ -23,7 +23,9 @@ use occlum_dcap::OcclumDevice;
 use pccs_client::qcnl::{self, QcnlConfig};
 use pccs_client::{INTEL_PCS_URL, PccsClient};
 use quote_source::QuoteSource;
-use ratls::collateral::{CollateralSource, StaticCollateral};
+use ratls::collateral::CollateralSource;
+#[cfg(feature = "simulation")]
+use ratls::collateral::StaticCollateral;
 use ratls::verify::TrustAnchor;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
