@@ -119,7 +119,7 @@ struct RawArgs {
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut raw = RawArgs::default();
     let mut args = cliargs::Args::new(args);
-    while let Some(token) = args.next()? {
+    while let Some(token) = args.next_token()? {
         let flag = match token {
             Token::Help => return Ok(Command::Help),
             Token::Version => return Ok(Command::Version),

@@ -88,7 +88,7 @@ impl Args {
     }
 
     /// The next token; `None` at the end.
-    pub fn next(&mut self) -> Result<Option<Token>, ArgError> {
+    pub fn next_token(&mut self) -> Result<Option<Token>, ArgError> {
         if let Some(mut raw) = self.parser.try_raw_args() {
             if raw.peek().is_some_and(|a| a == "--") {
                 raw.next();
@@ -111,7 +111,7 @@ impl Args {
         Ok(Some(token))
     }
 
-    /// The value of `flag` (just returned by [`Args::next`]), refused if the flag was given
+    /// The value of `flag` (just returned by [`Args::next_token`]), refused if the flag was given
     /// before.
     pub fn value(&mut self, flag: &str) -> Result<OsString, ArgError> {
         self.once(flag)?;
@@ -205,7 +205,7 @@ mod tests {
     }
 
     fn flag(a: &mut Args) -> String {
-        match a.next().unwrap() {
+        match a.next_token().unwrap() {
             Some(Token::Flag(f)) => f,
             other => panic!("not a flag: {other:?}"),
         }
@@ -217,7 +217,7 @@ mod tests {
             let mut a = args(words);
             let f = flag(&mut a);
             assert_eq!(a.text(&f).unwrap(), "f");
-            assert_eq!(a.next().unwrap(), None);
+            assert_eq!(a.next_token().unwrap(), None);
         }
         let mut a = args(&["--out="]);
         let f = flag(&mut a);
@@ -261,7 +261,7 @@ mod tests {
     fn a_repeatable_flag_collects_every_value() {
         let mut a = args(&["--advisory", "A", "--advisory=B"]);
         let mut got = Vec::new();
-        while let Some(Token::Flag(f)) = a.next().unwrap() {
+        while let Some(Token::Flag(f)) = a.next_token().unwrap() {
             got.push(a.each_text(&f).unwrap());
         }
         assert_eq!(got, ["A", "B"]);
@@ -279,7 +279,7 @@ mod tests {
             "--json takes no value"
         );
         assert_eq!(
-            args(&["--help=1"]).next().unwrap_err(),
+            args(&["--help=1"]).next_token().unwrap_err(),
             ArgError::TakesNoValue("--help".into())
         );
     }
@@ -288,12 +288,12 @@ mod tests {
     fn help_version_short_flags_and_words() {
         let mut a = args(&["-h", "--help", "-V", "--version", "word", "-"]);
         for want in [Token::Help, Token::Help, Token::Version, Token::Version] {
-            assert_eq!(a.next().unwrap(), Some(want));
+            assert_eq!(a.next_token().unwrap(), Some(want));
         }
-        assert_eq!(a.next().unwrap(), Some(Token::Word("word".into())));
-        assert_eq!(a.next().unwrap(), Some(Token::Word("-".into())));
+        assert_eq!(a.next_token().unwrap(), Some(Token::Word("word".into())));
+        assert_eq!(a.next_token().unwrap(), Some(Token::Word("-".into())));
         assert_eq!(
-            args(&["-x"]).next().unwrap_err().to_string(),
+            args(&["-x"]).next_token().unwrap_err().to_string(),
             "unknown option -x"
         );
     }
@@ -304,11 +304,14 @@ mod tests {
         let f = flag(&mut a);
         a.text(&f).unwrap();
         assert_eq!(
-            a.next().unwrap(),
+            a.next_token().unwrap(),
             Some(Token::Rest(vec!["--help".into(), "-h".into(), "--".into()]))
         );
-        assert_eq!(a.next().unwrap(), None);
-        assert_eq!(args(&["--"]).next().unwrap(), Some(Token::Rest(Vec::new())));
+        assert_eq!(a.next_token().unwrap(), None);
+        assert_eq!(
+            args(&["--"]).next_token().unwrap(),
+            Some(Token::Rest(Vec::new()))
+        );
     }
 
     #[test]
@@ -332,6 +335,6 @@ mod tests {
             "{e}"
         );
         let mut a = Args::new([bytes.clone()]);
-        assert_eq!(a.next().unwrap(), Some(Token::Word(bytes)));
+        assert_eq!(a.next_token().unwrap(), Some(Token::Word(bytes)));
     }
 }

@@ -115,7 +115,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
 /// lines"); the subcommand is the first word and is checked before any of its flags is read.
 pub fn parse_in(args: Vec<OsString>, inside_occlum: bool) -> Result<Command, UsageError> {
     let mut words = Args::new(args);
-    let first = match words.next()? {
+    let first = match words.next_token()? {
         None => return Ok(Command::Occlum),
         Some(Token::Help) => return Ok(Command::Help),
         Some(Token::Version) => return Ok(Command::Version),
@@ -155,7 +155,7 @@ impl From<ArgError> for UsageError {
 /// `init host ...`: flags, then optionally `-- APP [ARGS...]`.
 fn parse_host(mut words: Args) -> Result<Command, UsageError> {
     let mut raw = HostArgs::default();
-    while let Some(token) = words.next()? {
+    while let Some(token) = words.next_token()? {
         let flag = match token {
             Token::Help => return Ok(Command::Help),
             Token::Version => return Ok(Command::Version),
@@ -215,7 +215,7 @@ fn parse_host(mut words: Args) -> Result<Command, UsageError> {
 #[cfg(feature = "host-tools")]
 fn parse_pack(mut words: Args) -> Result<Command, UsageError> {
     let (mut key_file, mut input, mut output, mut integrity_only) = (None, None, None, false);
-    while let Some(token) = words.next()? {
+    while let Some(token) = words.next_token()? {
         let flag = match token {
             Token::Help => return Ok(Command::Help),
             Token::Version => return Ok(Command::Version),

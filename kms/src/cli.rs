@@ -517,7 +517,7 @@ impl LowArgs {
     fn parse(args: impl IntoIterator<Item = OsString>) -> Result<LowArgs, UsageError> {
         let mut low = LowArgs::default();
         let mut args = cliargs::Args::new(args);
-        while let Some(token) = args.next()? {
+        while let Some(token) = args.next_token()? {
             match token {
                 Token::Help => low.help = true,
                 Token::Version => low.version = true,

@@ -89,7 +89,7 @@ struct Args {
 fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
     let mut it = cliargs::Args::new(argv);
     let fail = |e: ArgError| e.to_string();
-    match it.next().map_err(fail)? {
+    match it.next_token().map_err(fail)? {
         Some(Token::Word(w)) if w == "inspect" => {}
         Some(Token::Help) => return Ok(Parsed::Help),
         Some(Token::Version) => return Ok(Parsed::Version),
@@ -100,7 +100,7 @@ fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
     }
     let mut args = Args::default();
     let mut words = Vec::new();
-    while let Some(token) = it.next().map_err(fail)? {
+    while let Some(token) = it.next_token().map_err(fail)? {
         let flag = match token {
             Token::Help => return Ok(Parsed::Help),
             Token::Version => return Ok(Parsed::Version),

@@ -105,7 +105,7 @@ impl From<ArgError> for UsageError {
 /// command-line convention: see the README's "Command lines").
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut args = Args::new(args);
-    let sub = match args.next()? {
+    let sub = match args.next_token()? {
         None => return Err(usage("missing subcommand")),
         Some(Token::Help) => return Ok(Command::Help),
         Some(Token::Version) => return Ok(Command::Version),
@@ -142,7 +142,7 @@ impl Words {
     /// The next flag; positional words go to the platform directory.
     fn next(&mut self) -> Result<Option<Next>, UsageError> {
         loop {
-            match self.args.next()? {
+            match self.args.next_token()? {
                 None => return Ok(None),
                 Some(Token::Help) => return Ok(Some(Next::Help)),
                 Some(Token::Version) => return Ok(Some(Next::Version)),
