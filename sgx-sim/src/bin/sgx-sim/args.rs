@@ -165,18 +165,6 @@ impl Words {
         Ok(())
     }
 
-    fn text(&mut self, flag: &str) -> Result<String, UsageError> {
-        Ok(self.args.text(flag)?)
-    }
-
-    fn path(&mut self, flag: &str) -> Result<PathBuf, UsageError> {
-        Ok(self.args.path(flag)?)
-    }
-
-    fn switch(&mut self, flag: &str) -> Result<(), UsageError> {
-        Ok(self.args.switch(flag)?)
-    }
-
     fn dir(&mut self, sub: &str) -> Result<PathBuf, UsageError> {
         self.dir
             .take()
@@ -217,6 +205,7 @@ fn parse_init(w: &mut Words) -> Result<Command, UsageError> {
         match flag {
             "--tcb-status" => {
                 init.tcb_status = w
+                    .args
                     .text(flag)?
                     .parse()
                     .map_err(|e| usage(format!("--tcb-status: {e}")))?;
@@ -224,12 +213,12 @@ fn parse_init(w: &mut Words) -> Result<Command, UsageError> {
             // Repeatable: one --advisory per advisory ID.
             "--advisory" => init.advisories.push(w.args.each_text(flag)?),
             "--revoke-pck" => {
-                w.switch(flag)?;
+                w.args.switch(flag)?;
                 init.revoke_pck = true;
             }
-            "--not-before" => init.not_before = Some(number(flag, &w.text(flag)?)?),
-            "--not-after" => init.not_after = Some(number(flag, &w.text(flag)?)?),
-            "--seed" => init.seed = Some(number(flag, &w.text(flag)?)?),
+            "--not-before" => init.not_before = Some(number(flag, &w.args.text(flag)?)?),
+            "--not-after" => init.not_after = Some(number(flag, &w.args.text(flag)?)?),
+            "--seed" => init.seed = Some(number(flag, &w.args.text(flag)?)?),
             _ => return Err(unknown(flag)),
         }
         Ok(())
@@ -244,18 +233,18 @@ fn parse_identity(w: &mut Words) -> Result<Command, UsageError> {
     let mut id = IdentityArgs::default();
     if let Some(early) = each_flag(w, |w, flag| {
         match flag {
-            "--out" => id.out = Some(w.path(flag)?),
-            "--name" => id.name = Some(w.text(flag)?),
-            "--mr-enclave" => id.mr_enclave = Some(hex_exact(flag, &w.text(flag)?)?),
-            "--mr-signer" => id.mr_signer = Some(hex_exact(flag, &w.text(flag)?)?),
-            "--isv-prod-id" => id.isv_prod_id = number(flag, &w.text(flag)?)?,
-            "--isv-svn" => id.isv_svn = number(flag, &w.text(flag)?)?,
-            "--config-svn" => id.config_svn = number(flag, &w.text(flag)?)?,
+            "--out" => id.out = Some(w.args.path(flag)?),
+            "--name" => id.name = Some(w.args.text(flag)?),
+            "--mr-enclave" => id.mr_enclave = Some(hex_exact(flag, &w.args.text(flag)?)?),
+            "--mr-signer" => id.mr_signer = Some(hex_exact(flag, &w.args.text(flag)?)?),
+            "--isv-prod-id" => id.isv_prod_id = number(flag, &w.args.text(flag)?)?,
+            "--isv-svn" => id.isv_svn = number(flag, &w.args.text(flag)?)?,
+            "--config-svn" => id.config_svn = number(flag, &w.args.text(flag)?)?,
             "--debuggable" => {
-                w.switch(flag)?;
+                w.args.switch(flag)?;
                 id.debuggable = true;
             }
-            "--seed" => id.seed = Some(number(flag, &w.text(flag)?)?),
+            "--seed" => id.seed = Some(number(flag, &w.args.text(flag)?)?),
             _ => return Err(unknown(flag)),
         }
         Ok(())
@@ -275,9 +264,9 @@ fn parse_quote(w: &mut Words) -> Result<Command, UsageError> {
     let (mut identity, mut report_data, mut out) = (None, None, None);
     if let Some(early) = each_flag(w, |w, flag| {
         match flag {
-            "--identity" => identity = Some(w.path(flag)?),
-            "--report-data" => report_data = Some(report_data_hex(&w.text(flag)?)?),
-            "--out" => out = Some(w.path(flag)?),
+            "--identity" => identity = Some(w.args.path(flag)?),
+            "--report-data" => report_data = Some(report_data_hex(&w.args.text(flag)?)?),
+            "--out" => out = Some(w.args.path(flag)?),
             _ => return Err(unknown(flag)),
         }
         Ok(())
@@ -296,9 +285,9 @@ fn parse_cert(w: &mut Words) -> Result<Command, UsageError> {
     let (mut identity, mut out_cert, mut out_key) = (None, None, None);
     if let Some(early) = each_flag(w, |w, flag| {
         match flag {
-            "--identity" => identity = Some(w.path(flag)?),
-            "--out-cert" => out_cert = Some(w.path(flag)?),
-            "--out-key" => out_key = Some(w.path(flag)?),
+            "--identity" => identity = Some(w.args.path(flag)?),
+            "--out-cert" => out_cert = Some(w.args.path(flag)?),
+            "--out-key" => out_key = Some(w.args.path(flag)?),
             _ => return Err(unknown(flag)),
         }
         Ok(())
@@ -318,7 +307,7 @@ fn parse_pccs(w: &mut Words) -> Result<Command, UsageError> {
     if let Some(early) = each_flag(w, |w, flag| {
         match flag {
             "--listen" => {
-                let value = w.text(flag)?;
+                let value = w.args.text(flag)?;
                 listen = Some(
                     value
                         .parse::<SocketAddr>()
