@@ -20,12 +20,13 @@ cargo clippy --release --workspace --all-targets --locked --features "$SIM_FEATU
 
 step "no async runtime, network client or device crate in the attestation core"
 # ratls is the pure verifier: PCCS fetching (ureq, threads, disk cache) lives in pccs-client,
-# the QuoteSource trait in quote-source, so ratls links neither ureq nor occlum-dcap (ioctls).
+# the QuoteSource trait in quote-source, so ratls links neither ureq nor occlum-dcap (ioctls),
+# nor fileio: callers read collateral files (pccs_client::read_collateral_file), ratls parses.
 for features in "" "--features ratls/simulation"; do
   # shellcheck disable=SC2086 # $features is empty or two words, on purpose
   tree=$(cargo tree --locked -p ratls $features -e normal --prefix none)
-  if grep -E '^(tokio|async-std|reqwest|futures-executor|ureq|occlum-dcap) ' <<<"$tree" ; then
-    echo "ratls ($features) must not depend on an async runtime, reqwest, ureq or occlum-dcap" >&2
+  if grep -E '^(tokio|async-std|reqwest|futures-executor|ureq|occlum-dcap|fileio) ' <<<"$tree" ; then
+    echo "ratls ($features) must not depend on an async runtime, reqwest, ureq, occlum-dcap or fileio" >&2
     exit 1
   fi
 done
@@ -63,7 +64,8 @@ done
 
 step "the Occlum builds contain no host tools"
 # Without the `host-tools` feature (the Occlum builds) init links neither tar nor aes-gcm (the
-# host-mode image; in Occlum the LibOS mounts the rootfs) and kms has no seal, unseal or gen-*.
+# host-mode image; in Occlum the LibOS mounts the rootfs) and kms has no seal, unseal, gen-* or
+# admin (the operator's client; the admin server stays).
 # build-musl.sh above checked the Occlum init binary; the KMS is built here as build.sh's Occlum
 # branch builds it (no features), checked and run; the host build below must carry both.
 for dep in tar aes-gcm; do

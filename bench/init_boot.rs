@@ -84,7 +84,12 @@ fn main() {
     let platform = Arc::new(sgx_sim::SimPlatform::open(&d.sim.dir).unwrap());
     let identity = sgx_sim::Identity::load(&d.app_identity).unwrap();
     let anchor_der = platform.root_ca_der().to_vec();
-    let collateral = ratls::collateral::StaticCollateral::from_file(&d.sim.collateral()).unwrap();
+    let collateral_path = d.sim.collateral();
+    let collateral = ratls::collateral::StaticCollateral::from_json(
+        &std::fs::read(&collateral_path).unwrap(),
+        &collateral_path,
+    )
+    .unwrap();
     let collateral: Arc<dyn ratls::collateral::CollateralSource> = Arc::new(collateral);
     let policy = ratls::policy::RaPolicy::from_value(&d.kms_id.policy(), "bench").unwrap();
     let names: Vec<&str> = std::iter::once("image_key")

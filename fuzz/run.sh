@@ -30,6 +30,8 @@ for t in "${targets[@]}"; do
       printf 'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked' >"corpus/$t/head" ;;
     # A GetClusterKey reply (kms/src/cluster/keywire.rs tests' form).
     key_reply) printf '%s' '{"cluster_id":"fuzz","epoch":1,"gen":7,"state_sha256_hex":"0606060606060606060606060606060606060606060606060606060606060606","key_b64":"BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU="}' >"corpus/$t/reply" ;;
+    # init host's command line, arguments separated by NUL bytes.
+    argv) printf 'host\0--config-dir=c\0--sim-platform\0p\0--\0/bin/app' >"corpus/$t/host" ;;
     # SecretRequest { name: "image_key" }.
     kms_request) printf '\x0a\x09image_key' >"corpus/$t/image_key_request" ;;
     metrics_request) printf 'GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n' >"corpus/$t/get_metrics" ;;

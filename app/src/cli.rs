@@ -5,6 +5,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cliargs::{ArgError, Token};
+
 use crate::server::ServerSettings;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4996";
@@ -36,13 +38,15 @@ OPTIONS:
     --idle-timeout SECS      idle time allowed between kept-alive requests [default: 5]
     --quiet                  no per-request log lines
     -h, --help               print this help
+    -V, --version            print the version
 
 ROUTES:
     PUT /customer/<id>   form field data=... or JSON {\"data\": \"...\"}  ->  {\"<id>\": \"<data>\"}
     GET /customer/<id>                                                ->  {\"<id>\": \"<data>\"}
 
 Prints \"listening on https://ADDR\" once bound.
-EXIT CODES: 0 help, 1 server I/O failure, 2 usage, 3 certificate/key, 4 data directory/database,
+Flags: --flag VALUE or --flag=VALUE, each at most once (see the README's \"Command lines\").
+EXIT CODES: 0 help or version, 1 server I/O failure, 2 usage, 3 certificate/key, 4 data directory/database,
             5 cannot listen.
 ";
 
@@ -50,6 +54,7 @@ EXIT CODES: 0 help, 1 server I/O failure, 2 usage, 3 certificate/key, 4 data dir
 #[derive(Debug)]
 pub enum Command {
     Help,
+    Version,
     Serve(Config),
 }
 
@@ -66,99 +71,81 @@ pub struct Config {
 /// A command line that cannot be run.
 #[derive(Debug, PartialEq, Eq)]
 pub enum UsageError {
-    UnknownFlag(String),
-    MissingValue(&'static str),
+    /// The tokeniser's refusal (unknown flag, missing value, flag given twice, not UTF-8).
+    Args(cliargs::ArgError),
     InvalidValue {
         flag: &'static str,
         value: String,
         expected: &'static str,
     },
-    NotUtf8(&'static str),
-    UnexpectedArgument(String),
 }
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            UsageError::UnknownFlag(flag) => write!(f, "unknown option {flag:?}"),
-            UsageError::MissingValue(flag) => write!(f, "{flag} needs a value"),
+            UsageError::Args(e) => write!(f, "{e}"),
             UsageError::InvalidValue {
                 flag,
                 value,
                 expected,
             } => write!(f, "invalid value {value:?} for {flag}: expected {expected}"),
-            UsageError::NotUtf8(flag) => write!(f, "the value of {flag} is not valid UTF-8"),
-            UsageError::UnexpectedArgument(arg) => write!(f, "unexpected argument {arg:?}"),
         }
     }
 }
 
 impl std::error::Error for UsageError {}
 
+impl From<cliargs::ArgError> for UsageError {
+    fn from(e: cliargs::ArgError) -> Self {
+        UsageError::Args(e)
+    }
+}
+
 /// Stage one: raw values as given, before any validation.
 #[derive(Default)]
 struct RawArgs {
     listen: Option<String>,
-    cert: Option<OsString>,
-    key: Option<OsString>,
-    data_dir: Option<OsString>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
     workers: Option<String>,
     request_timeout: Option<String>,
     idle_timeout: Option<String>,
     quiet: bool,
-    help: bool,
 }
 
-/// Parses the arguments after the program name.
+/// Parses the arguments after the program name (tokenised by `cliargs`, the workspace's one
+/// command-line convention: see the README's "Command lines").
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
-    let raw = collect(args)?;
-    if raw.help {
-        return Ok(Command::Help);
-    }
-    validate(raw).map(Command::Serve)
-}
-
-fn collect(args: impl IntoIterator<Item = OsString>) -> Result<RawArgs, UsageError> {
     let mut raw = RawArgs::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let text = arg
-            .to_str()
-            .ok_or_else(|| UsageError::UnexpectedArgument(arg.to_string_lossy().into_owned()))?;
-        // Both "--flag value" and "--flag=value".
-        let (name, inline) = match text.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(OsString::from(value))),
-            _ => (text, None),
+    let mut args = cliargs::Args::new(args);
+    while let Some(token) = args.next_token()? {
+        let flag = match token {
+            Token::Help => return Ok(Command::Help),
+            Token::Version => return Ok(Command::Version),
+            Token::Flag(flag) => flag,
+            Token::Word(word) => return Err(ArgError::UnexpectedArgument(word).into()),
+            Token::Rest(rest) => match rest.into_iter().next() {
+                Some(word) => return Err(ArgError::UnexpectedArgument(word).into()),
+                None => continue,
+            },
         };
-        let mut value = |flag: &'static str| -> Result<OsString, UsageError> {
-            match inline.clone() {
-                Some(value) => Ok(value),
-                None => args.next().ok_or(UsageError::MissingValue(flag)),
+        match flag.as_str() {
+            "--listen" => raw.listen = Some(args.text(&flag)?),
+            "--cert" => raw.cert = Some(args.path(&flag)?),
+            "--key" => raw.key = Some(args.path(&flag)?),
+            "--data-dir" => raw.data_dir = Some(args.path(&flag)?),
+            "--workers" => raw.workers = Some(args.text(&flag)?),
+            "--request-timeout" => raw.request_timeout = Some(args.text(&flag)?),
+            "--idle-timeout" => raw.idle_timeout = Some(args.text(&flag)?),
+            "--quiet" => {
+                args.switch(&flag)?;
+                raw.quiet = true;
             }
-        };
-        match name {
-            "--listen" => raw.listen = Some(utf8("--listen", value("--listen")?)?),
-            "--cert" => raw.cert = Some(value("--cert")?),
-            "--key" => raw.key = Some(value("--key")?),
-            "--data-dir" => raw.data_dir = Some(value("--data-dir")?),
-            "--workers" => raw.workers = Some(utf8("--workers", value("--workers")?)?),
-            "--request-timeout" => {
-                raw.request_timeout = Some(utf8("--request-timeout", value("--request-timeout")?)?);
-            }
-            "--idle-timeout" => {
-                raw.idle_timeout = Some(utf8("--idle-timeout", value("--idle-timeout")?)?);
-            }
-            "--quiet" if inline.is_none() => raw.quiet = true,
-            "-h" | "--help" if inline.is_none() => raw.help = true,
-            flag if flag.starts_with('-') => return Err(UsageError::UnknownFlag(text.to_owned())),
-            _ => return Err(UsageError::UnexpectedArgument(text.to_owned())),
+            _ => return Err(ArgError::UnknownOption(flag).into()),
         }
     }
-    Ok(raw)
-}
-
-fn utf8(flag: &'static str, value: OsString) -> Result<String, UsageError> {
-    value.into_string().map_err(|_| UsageError::NotUtf8(flag))
+    validate(raw).map(Command::Serve)
 }
 
 fn validate(raw: RawArgs) -> Result<Config, UsageError> {
@@ -204,8 +191,8 @@ fn validate(raw: RawArgs) -> Result<Config, UsageError> {
     })
 }
 
-fn path(value: Option<OsString>, default: &str) -> PathBuf {
-    value.map_or_else(|| PathBuf::from(default), PathBuf::from)
+fn path(value: Option<PathBuf>, default: &str) -> PathBuf {
+    value.unwrap_or_else(|| PathBuf::from(default))
 }
 
 fn seconds(
@@ -238,7 +225,7 @@ mod tests {
     fn config(args: &[&str]) -> Config {
         match parse_strs(args).unwrap() {
             Command::Serve(config) => config,
-            Command::Help => panic!("expected a serve command"),
+            other => panic!("expected a serve command, not {other:?}"),
         }
     }
 
@@ -283,10 +270,14 @@ mod tests {
     }
 
     #[test]
-    fn help_wins_over_everything_else() {
+    fn help_wins_over_everything_after_it() {
         assert!(matches!(
-            parse_strs(&["--workers", "9", "-h"]).unwrap(),
+            parse_strs(&["--workers", "0", "-h", "--bogus"]).unwrap(),
             Command::Help
+        ));
+        assert!(matches!(
+            parse_strs(&["--version"]).unwrap(),
+            Command::Version
         ));
     }
 
@@ -294,11 +285,11 @@ mod tests {
     fn an_unknown_flag_is_a_usage_error() {
         assert_eq!(
             parse_strs(&["--port", "1"]).unwrap_err(),
-            UsageError::UnknownFlag("--port".into())
+            UsageError::Args(ArgError::UnknownOption("--port".into()))
         );
         assert_eq!(
             parse_strs(&["--quiet=yes"]).unwrap_err(),
-            UsageError::UnknownFlag("--quiet=yes".into())
+            UsageError::Args(ArgError::TakesNoValue("--quiet".into()))
         );
     }
 
@@ -306,7 +297,7 @@ mod tests {
     fn a_flag_without_its_value_is_a_usage_error() {
         assert_eq!(
             parse_strs(&["--cert"]).unwrap_err(),
-            UsageError::MissingValue("--cert")
+            UsageError::Args(ArgError::MissingValue("--cert".into()))
         );
     }
 
@@ -335,7 +326,35 @@ mod tests {
     fn a_positional_argument_is_rejected() {
         assert_eq!(
             parse_strs(&["serve"]).unwrap_err(),
-            UsageError::UnexpectedArgument("serve".into())
+            UsageError::Args(ArgError::UnexpectedArgument("serve".into()))
         );
+        assert!(parse_strs(&["--", "serve"]).is_err());
+    }
+
+    #[test]
+    fn a_flag_given_twice_is_refused_by_name() {
+        assert_eq!(
+            parse_strs(&["--workers", "2", "--workers=3"]).unwrap_err(),
+            UsageError::Args(ArgError::GivenTwice("--workers".into()))
+        );
+        assert_eq!(
+            parse_strs(&["--quiet", "--quiet"]).unwrap_err(),
+            UsageError::Args(ArgError::GivenTwice("--quiet".into()))
+        );
+    }
+
+    #[test]
+    fn paths_take_any_bytes_and_text_flags_refuse_non_utf8_by_name() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let raw = std::ffi::OsStr::from_bytes(b"/d\xffata");
+        let Command::Serve(config) = parse([OsString::from("--data-dir"), raw.to_owned()]).unwrap()
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(config.data_dir.as_os_str(), raw);
+        assert!(matches!(
+            parse([OsString::from("--listen"), raw.to_owned()]).unwrap_err(),
+            UsageError::Args(ArgError::NotUtf8 { ref flag, .. }) if flag == "--listen"
+        ));
     }
 }

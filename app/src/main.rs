@@ -36,7 +36,7 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | `--help` printed |
+//! | 0 | `--help` or `--version` printed |
 //! | 1 | the server stopped on an unexpected I/O error |
 //! | 2 | bad command line |
 //! | 3 | certificate or key missing, unreadable, invalid, or not matching each other (failed provisioning) |
@@ -169,6 +169,10 @@ fn run() -> Result<(), AppError> {
     let config = match cli::parse(std::env::args_os().skip(1)).map_err(AppError::Usage)? {
         Command::Help => {
             print!("{}", cli::HELP);
+            return Ok(());
+        }
+        Command::Version => {
+            println!("app {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
         Command::Serve(config) => config,

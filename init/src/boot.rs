@@ -15,8 +15,8 @@ use pccs_client::qcnl::{self, QcnlConfig};
 use pccs_client::{INTEL_PCS_URL, PccsClient, normalize_base};
 use quote_source::QuoteSource;
 use ratls::cert::RaTlsIdentity;
+use ratls::collateral::CollateralSource;
 use ratls::collateral::staple::Stapled;
-use ratls::collateral::{CollateralSource, StaticCollateral};
 use ratls::tls::HandshakePeers;
 use ratls::verify::{TrustAnchor, VerifiedPeer, Verifier};
 
@@ -445,7 +445,7 @@ fn collateral_source(
             Arc::new(PccsClient::new(url).with_trust_anchor(anchor.clone()))
         }
         CollateralChoice::File { path, .. } => Arc::new(
-            StaticCollateral::from_file(path)
+            pccs_client::read_collateral_file(path)
                 .map_err(|e| InitError::new(Stage::Config, "loading the collateral file", e))?,
         ),
     };

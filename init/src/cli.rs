@@ -13,6 +13,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cliargs::{ArgError, Args, Token};
+
 use crate::config::MAX_CONNECT_DEADLINE_SECS;
 
 /// `init --help`.
@@ -37,6 +39,7 @@ usage:
   init pack-image (--key IMAGE_KEY_FILE | --integrity-only) --in DIR --out FILE
       Seals DIR into a host-mode rootfs image (AES-128-GCM STREAM under image_key).
   init --help | --version
+  Flags: --flag VALUE or --flag=VALUE, each at most once; paths may be any bytes.
 
 environment:
   OCCLUM_INIT_RA_KMS_SERVER   overrides kms_server and kms_servers: one host:port or a
@@ -108,14 +111,20 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
 }
 
 /// [`parse`] with the place decided by the caller (`inside_occlum`: see the module docs).
+/// Tokenised by `cliargs`, the workspace's one command-line convention (README "Command
+/// lines"); the subcommand is the first word and is checked before any of its flags is read.
 pub fn parse_in(args: Vec<OsString>, inside_occlum: bool) -> Result<Command, UsageError> {
-    let mut words = args.into_iter();
-    let Some(first) = words.next() else {
-        return Ok(Command::Occlum);
+    let mut words = Args::new(args);
+    let first = match words.next_token()? {
+        None => return Ok(Command::Occlum),
+        Some(Token::Help) => return Ok(Command::Help),
+        Some(Token::Version) => return Ok(Command::Version),
+        Some(Token::Word(word)) => word,
+        Some(Token::Flag(flag)) => return Err(ArgError::UnknownOption(flag).into()),
+        Some(Token::Rest(_)) => OsString::from("--"),
     };
     match first.to_str() {
-        Some("-h" | "--help" | "help") => Ok(Command::Help),
-        Some("-V" | "--version") => Ok(Command::Version),
+        Some("help") => Ok(Command::Help),
         Some("pack-image") if !cfg!(feature = "host-tools") => Err(UsageError(
             "init pack-image: not in this build (it has no host tools, as the Occlum build has none: init in Occlum never packs or unpacks an image); pack images with a host build: --features init/host-tools".into(),
         )),
@@ -130,49 +139,49 @@ pub fn parse_in(args: Vec<OsString>, inside_occlum: bool) -> Result<Command, Usa
         Some("host") if !cfg!(feature = "simulation") => Err(UsageError(
             "init host: this init was built without the `simulation` feature (the Occlum build trusts only Intel's SGX Root CA); host builds for tests: --features init/simulation".into(),
         )),
-        Some("host") => parse_host(words).map(|args| Command::Host(Box::new(args))),
+        Some("host") => parse_host(words),
         #[cfg(feature = "host-tools")]
-        Some("pack-image") => parse_pack(words).map(Command::PackImage),
+        Some("pack-image") => parse_pack(words),
         _ => Err(UsageError(format!("unknown command {first:?}"))),
     }
 }
 
-fn parse_host(mut words: impl Iterator<Item = OsString>) -> Result<HostArgs, UsageError> {
+impl From<ArgError> for UsageError {
+    fn from(e: ArgError) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+/// `init host ...`: flags, then optionally `-- APP [ARGS...]`.
+fn parse_host(mut words: Args) -> Result<Command, UsageError> {
     let mut raw = HostArgs::default();
-    let mut seen: Vec<String> = Vec::new();
-    while let Some(word) = words.next() {
-        let flag = word
-            .to_str()
-            .ok_or_else(|| UsageError(format!("unexpected argument {word:?}")))?
-            .to_owned();
-        if flag == "--" {
-            raw.app = words.by_ref().collect();
-            if raw.app.is_empty() {
-                return Err(UsageError(
-                    "`--` must be followed by the app to start".into(),
-                ));
+    while let Some(token) = words.next_token()? {
+        let flag = match token {
+            Token::Help => return Ok(Command::Help),
+            Token::Version => return Ok(Command::Version),
+            Token::Flag(flag) => flag,
+            Token::Word(word) => return Err(ArgError::UnexpectedArgument(word).into()),
+            Token::Rest(app) => {
+                if app.is_empty() {
+                    return Err(UsageError(
+                        "`--` must be followed by the app to start".into(),
+                    ));
+                }
+                raw.app = app;
+                break;
             }
-            break;
-        }
-        if seen.contains(&flag) {
-            return Err(UsageError(format!("{flag} given twice")));
-        }
-        let mut value = || {
-            words
-                .next()
-                .ok_or_else(|| UsageError(format!("{flag} needs a value")))
         };
         match flag.as_str() {
-            "--config-dir" => raw.config_dir = value()?.into(),
-            "--sim-platform" => raw.sim_platform = value()?.into(),
-            "--sim-identity" => raw.sim_identity = value()?.into(),
-            "--image" => raw.image = value()?.into(),
-            "--rootfs" => raw.rootfs = value()?.into(),
-            "--collateral" => raw.collateral = Some(value()?.into()),
-            "--pccs-url" => raw.pccs_url = Some(utf8(&flag, value()?)?),
-            "--kms-server" => raw.kms_server = Some(utf8(&flag, value()?)?),
+            "--config-dir" => raw.config_dir = words.path(&flag)?,
+            "--sim-platform" => raw.sim_platform = words.path(&flag)?,
+            "--sim-identity" => raw.sim_identity = words.path(&flag)?,
+            "--image" => raw.image = words.path(&flag)?,
+            "--rootfs" => raw.rootfs = words.path(&flag)?,
+            "--collateral" => raw.collateral = Some(words.path(&flag)?),
+            "--pccs-url" => raw.pccs_url = Some(words.text(&flag)?),
+            "--kms-server" => raw.kms_server = Some(words.text(&flag)?),
             "--connect-deadline" => {
-                let text = utf8(&flag, value()?)?;
+                let text = words.text(&flag)?;
                 let secs: u64 = text
                     .parse()
                     .ok()
@@ -180,9 +189,8 @@ fn parse_host(mut words: impl Iterator<Item = OsString>) -> Result<HostArgs, Usa
                     .ok_or_else(|| UsageError(format!("--connect-deadline {text:?}: expected seconds, 1..={MAX_CONNECT_DEADLINE_SECS}")))?;
                 raw.connect_deadline = Some(Duration::from_secs(secs));
             }
-            _ => return Err(UsageError(format!("unknown flag {flag:?} for init host"))),
+            _ => return Err(ArgError::UnknownOption(flag).into()),
         }
-        seen.push(flag);
     }
     for (name, path) in [
         ("--config-dir", &raw.config_dir),
@@ -200,39 +208,33 @@ fn parse_host(mut words: impl Iterator<Item = OsString>) -> Result<HostArgs, Usa
             "--collateral and --pccs-url exclude each other".into(),
         ));
     }
-    Ok(raw)
+    Ok(Command::Host(Box::new(raw)))
 }
 
+/// `init pack-image ...`.
 #[cfg(feature = "host-tools")]
-fn parse_pack(mut words: impl Iterator<Item = OsString>) -> Result<PackArgs, UsageError> {
+fn parse_pack(mut words: Args) -> Result<Command, UsageError> {
     let (mut key_file, mut input, mut output, mut integrity_only) = (None, None, None, false);
-    while let Some(word) = words.next() {
-        let flag = word
-            .to_str()
-            .ok_or_else(|| UsageError(format!("unexpected argument {word:?}")))?
-            .to_owned();
-        let mut value = || {
-            words
-                .next()
-                .map(PathBuf::from)
-                .ok_or_else(|| UsageError(format!("{flag} needs a value")))
+    while let Some(token) = words.next_token()? {
+        let flag = match token {
+            Token::Help => return Ok(Command::Help),
+            Token::Version => return Ok(Command::Version),
+            Token::Flag(flag) => flag,
+            Token::Word(word) => return Err(ArgError::UnexpectedArgument(word).into()),
+            Token::Rest(rest) => match rest.into_iter().next() {
+                Some(word) => return Err(ArgError::UnexpectedArgument(word).into()),
+                None => continue,
+            },
         };
-        let slot = match flag.as_str() {
-            "--key" => &mut key_file,
-            "--in" => &mut input,
-            "--out" => &mut output,
-            "--integrity-only" if !integrity_only => {
+        match flag.as_str() {
+            "--key" => key_file = Some(words.path(&flag)?),
+            "--in" => input = Some(words.path(&flag)?),
+            "--out" => output = Some(words.path(&flag)?),
+            "--integrity-only" => {
+                words.switch(&flag)?;
                 integrity_only = true;
-                continue;
             }
-            _ => {
-                return Err(UsageError(format!(
-                    "unknown or repeated flag {flag:?} for init pack-image"
-                )));
-            }
-        };
-        if slot.replace(value()?).is_some() {
-            return Err(UsageError(format!("{flag} given twice")));
+            _ => return Err(ArgError::UnknownOption(flag).into()),
         }
     }
     if key_file.is_some() == integrity_only {
@@ -240,17 +242,11 @@ fn parse_pack(mut words: impl Iterator<Item = OsString>) -> Result<PackArgs, Usa
             "pack-image needs exactly one of --key FILE and --integrity-only".into(),
         ));
     }
-    Ok(PackArgs {
+    Ok(Command::PackImage(PackArgs {
         key_file,
         input: input.ok_or_else(|| UsageError("pack-image needs --in DIR".into()))?,
         output: output.ok_or_else(|| UsageError("pack-image needs --out FILE".into()))?,
-    })
-}
-
-fn utf8(flag: &str, value: OsString) -> Result<String, UsageError> {
-    value
-        .into_string()
-        .map_err(|v| UsageError(format!("{flag} {v:?}: not UTF-8")))
+    }))
 }
 
 #[cfg(test)]
@@ -358,5 +354,65 @@ mod tests {
     #[test]
     fn unknown_commands_are_usage_errors() {
         assert!(parse(words("serve")).is_err());
+        assert_eq!(
+            parse(words("--frob")).unwrap_err().0,
+            "unknown option --frob"
+        );
+    }
+
+    #[cfg(feature = "simulation")]
+    #[test]
+    fn host_mode_follows_the_workspace_conventions() {
+        let inline = HOST.replace("--rootfs r", "--rootfs=r");
+        let Command::Host(args) = parse(words(&inline)).unwrap() else {
+            panic!("not host mode")
+        };
+        assert_eq!(args.rootfs, PathBuf::from("r"));
+        assert_eq!(
+            parse(words(&format!("{HOST} --image again")))
+                .unwrap_err()
+                .0,
+            "--image given twice"
+        );
+        assert_eq!(
+            parse(words(&format!("{HOST} --frob"))).unwrap_err().0,
+            "unknown option --frob"
+        );
+        assert!(matches!(
+            parse(words(&format!("{HOST} --help"))),
+            Ok(Command::Help)
+        ));
+        // The app's own flags after `--` are the app's, --help included.
+        let Command::Host(args) = parse(words(&format!("{HOST} -- /bin/app --help"))).unwrap()
+        else {
+            panic!("not host mode")
+        };
+        assert_eq!(args.app, words("/bin/app --help"));
+    }
+
+    #[cfg(feature = "simulation")]
+    #[test]
+    fn host_mode_paths_take_any_bytes_and_text_refuses_non_utf8_by_name() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let raw = std::ffi::OsStr::from_bytes(b"r\xffoot");
+        let mut args = words(HOST.replace(" --rootfs r", "").as_str());
+        args.extend(["--rootfs".into(), raw.to_owned()]);
+        let Command::Host(host) = parse(args.clone()).unwrap() else {
+            panic!("not host mode")
+        };
+        assert_eq!(host.rootfs.as_os_str(), raw);
+        args.extend(["--kms-server".into(), raw.to_owned()]);
+        let e = parse(args).unwrap_err();
+        assert!(
+            e.0.starts_with("--kms-server ") && e.0.ends_with(": not UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inside_occlum_a_subcommand_is_refused_before_its_flags_are_read() {
+        let err = parse_in(words(&format!("{HOST} --help")), true).unwrap_err();
+        assert!(err.0.contains("refused inside Occlum"), "{err}");
+        assert!(matches!(parse_in(words("--help"), true), Ok(Command::Help)));
     }
 }

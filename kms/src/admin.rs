@@ -32,8 +32,6 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, TrySendError};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use grpcio::{
     GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext, RpcStatus, RpcStatusCode,
     Service, ServiceBuilder, UnarySink,
@@ -698,10 +696,12 @@ fn tail_lines(path: &std::path::Path, max: u64) -> std::io::Result<Vec<String>> 
         .collect())
 }
 
-/// Encodes a secret's raw bytes as the base64 text a request carries.
+/// Encodes a secret's raw bytes as the base64 text a request carries (`kms admin`'s side).
+#[cfg(feature = "host-tools")]
 pub fn encode_value(raw: &[u8]) -> Zeroizing<String> {
+    use base64::Engine as _;
     let mut out = Zeroizing::new(String::with_capacity(raw.len().div_ceil(3) * 4));
-    STANDARD.encode_string(raw, &mut out);
+    base64::engine::general_purpose::STANDARD.encode_string(raw, &mut out);
     out
 }
 

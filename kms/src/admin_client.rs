@@ -295,7 +295,7 @@ fn verifier(conn: &AdminConn) -> Res<Verifier> {
     };
     let fallback: Arc<dyn CollateralSource> = match (&conn.collateral, default) {
         (CollateralSpec::File(path), _) => Arc::new(
-            StaticCollateral::from_file(path)
+            pccs_client::read_collateral_file(path)
                 .map_err(|e| format!("--collateral {}: {e}", path.display()))?,
         ),
         (CollateralSpec::Pccs(url), _) => {

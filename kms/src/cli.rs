@@ -16,6 +16,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cliargs::{ArgError, Token};
+
 use crate::gate;
 use crate::seal::EnclavePolicy;
 use crate::secrets::ReplyForm;
@@ -57,9 +59,9 @@ USAGE:
     kms gen-seal-key --out <KEY>
     kms gen-cert [--cn <NAME>] --out-cert <PEM> --out-key <PEM>
     kms gen-image-key (--out <FILE> | <FILE>)
-                                        these five host tools exist only in builds with the
-                                        `host-tools` feature (never the Occlum build)
     kms admin <OP> [ADMIN OPTIONS]      an operator's calls to a running KMS's admin API
+                                        these six host tools exist only in builds with the
+                                        `host-tools` feature (never the Occlum build)
     kms audit verify <FILE>             checks the audit log's hash chain; names the first
                                         broken record (exit 3) or prints the last seq and hash
     kms --help | --version
@@ -154,8 +156,11 @@ ENVIRONMENT:
     GRPC_VERBOSITY            DEBUG, INFO, ERROR (default) or NONE: gRPC core's log lines, on
                               stderr as `kms: grpc LEVEL: message (file:line)`
 
+FLAGS:
+    --flag VALUE or --flag=VALUE, each at most once; paths may be any bytes; `--` ends the flags
+
 EXIT CODES:
-    0 success, 1 runtime error, 2 usage error,
+    0 success (--help and --version print on stdout), 1 runtime error, 2 usage error,
     3 `kms audit verify`: the log was read but its chain is broken
 ";
 
@@ -189,6 +194,7 @@ pub enum Command {
     GenImageKey {
         out: PathBuf,
     },
+    #[cfg(feature = "host-tools")]
     Admin(Box<AdminCommand>),
     /// `kms audit verify FILE`.
     AuditVerify {
@@ -261,7 +267,8 @@ pub enum OperatorsSpec {
     ImageIfPresent(PathBuf),
 }
 
-/// `kms admin <OP>`.
+/// `kms admin <OP>` (`host-tools` builds only).
+#[cfg(feature = "host-tools")]
 #[derive(Debug, Clone)]
 pub struct AdminCommand {
     pub op: AdminOp,
@@ -270,6 +277,7 @@ pub struct AdminCommand {
 }
 
 /// One admin operation.
+#[cfg(feature = "host-tools")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminOp {
     Keygen {
@@ -301,6 +309,7 @@ pub enum AdminOp {
 }
 
 /// The KMS to call and how to verify it.
+#[cfg(feature = "host-tools")]
 #[derive(Debug, Clone)]
 pub struct AdminConn {
     pub kms: String,
@@ -356,6 +365,12 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+impl From<ArgError> for UsageError {
+    fn from(e: ArgError) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
 /// Parses the arguments after the program name, under the rules for where this process runs.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     parse_in(args, occlum_dcap::is_occlum())
@@ -376,8 +391,8 @@ pub fn parse_in(
 #[derive(Debug, Default)]
 struct LowArgs {
     subcommand: Option<String>,
-    positional: Vec<String>,
-    flags: Vec<(String, String)>,
+    positional: Vec<OsString>,
+    flags: Vec<(String, OsString)>,
     help: bool,
     version: bool,
     inside_occlum: bool,
@@ -480,12 +495,14 @@ const VALUE_FLAGS: &[&str] = &[
 
 /// The host tools: compiled in only with the `host-tools` feature, so the KMS that runs in
 /// Occlum (built without it) does not carry them; there they are named and refused as absent.
+/// `admin` is the operator's client of the admin API (the admin server is always in).
 const HOST_TOOLS: &[&str] = &[
     "seal",
     "unseal",
     "gen-seal-key",
     "gen-cert",
     "gen-image-key",
+    "admin",
 ];
 
 const SUBCOMMANDS: &[&str] = &[
@@ -501,49 +518,38 @@ const SUBCOMMANDS: &[&str] = &[
 ];
 
 impl LowArgs {
+    /// Tokenised by `cliargs`, the workspace's one command-line convention (README "Command
+    /// lines"). A flag given twice is refused later, by [`LowArgs::optional_raw`], so that inside
+    /// Occlum a refused flag is named as refused however often it is given.
     fn parse(args: impl IntoIterator<Item = OsString>) -> Result<LowArgs, UsageError> {
         let mut low = LowArgs::default();
-        let mut args = args.into_iter().map(|a| {
-            a.into_string()
-                .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))
-        });
-        while let Some(arg) = args.next() {
-            let arg = arg?;
-            match arg.as_str() {
-                "-h" | "--help" => low.help = true,
-                "-V" | "--version" => low.version = true,
-                "--" => {
-                    for rest in args.by_ref() {
-                        low.positional.push(rest?);
+        let mut args = cliargs::Args::new(args);
+        while let Some(token) = args.next_token()? {
+            match token {
+                Token::Help => low.help = true,
+                Token::Version => low.version = true,
+                Token::Rest(rest) => low.positional.extend(rest),
+                Token::Flag(flag) => {
+                    if !VALUE_FLAGS.contains(&flag.as_str()) {
+                        return Err(ArgError::UnknownOption(flag).into());
                     }
+                    let value = args.each_value(&flag)?;
+                    low.flags.push((flag, value));
                 }
-                flag if flag.starts_with("--") => {
-                    let (name, inline) = match flag.split_once('=') {
-                        Some((name, value)) => (name, Some(value.to_owned())),
-                        None => (flag, None),
-                    };
-                    if !VALUE_FLAGS.contains(&name) {
-                        return Err(UsageError(format!("unknown option {name}")));
+                Token::Word(word) => match word.to_str() {
+                    Some(sub)
+                        if low.subcommand.is_none()
+                            && low.positional.is_empty()
+                            && SUBCOMMANDS.contains(&sub) =>
+                    {
+                        low.subcommand = Some(sub.to_owned());
                     }
-                    let value = match inline {
-                        Some(v) => v,
-                        None => args
-                            .next()
-                            .transpose()?
-                            .ok_or_else(|| UsageError(format!("{name} needs a value")))?,
-                    };
-                    low.flags.push((name.to_owned(), value));
-                }
-                flag if flag.starts_with('-') && flag.len() > 1 => {
-                    return Err(UsageError(format!("unknown option {flag}")));
-                }
-                word if low.subcommand.is_none()
-                    && low.positional.is_empty()
-                    && SUBCOMMANDS.contains(&word) =>
-                {
-                    low.subcommand = Some(word.to_owned());
-                }
-                _ => low.positional.push(arg),
+                    _ => low.positional.push(word),
+                },
+            }
+            // The first of --help and --version decides, as in every binary of the workspace.
+            if low.help || low.version {
+                break;
             }
         }
         Ok(low)
@@ -586,7 +592,7 @@ impl LowArgs {
         }
         let command = match self.subcommand.take().as_deref() {
             None | Some("server") => {
-                let listen = self.one_positional("<ADDR>")?;
+                let listen = self.one_positional_text("<ADDR>")?;
                 if self.flags.iter().any(|(n, _)| n == "--listen") {
                     return Err(UsageError(
                         "give the address once: `kms server <ADDR>`".into(),
@@ -608,8 +614,8 @@ impl LowArgs {
                         "{which} needs --seal-key-file <KEY> or --seal-key enclave"
                     ))
                 })?;
-                let input = PathBuf::from(self.required("--in")?);
-                let output = PathBuf::from(self.required("--out")?);
+                let input = self.required_path("--in")?;
+                let output = self.required_path("--out")?;
                 if which == "seal" {
                     Command::Seal { key, input, output }
                 } else {
@@ -620,7 +626,7 @@ impl LowArgs {
             Some("gen-seal-key") => {
                 self.no_positional("gen-seal-key")?;
                 Command::GenSealKey {
-                    out: PathBuf::from(self.required("--out")?),
+                    out: self.required_path("--out")?,
                 }
             }
             #[cfg(feature = "host-tools")]
@@ -632,8 +638,8 @@ impl LowArgs {
                 if cn.is_empty() {
                     return Err(UsageError("--cn must not be empty".into()));
                 }
-                let out_cert = PathBuf::from(self.required("--out-cert")?);
-                let out_key = PathBuf::from(self.required("--out-key")?);
+                let out_cert = self.required_path("--out-cert")?;
+                let out_key = self.required_path("--out-key")?;
                 Command::GenCert {
                     cn,
                     out_cert,
@@ -642,16 +648,15 @@ impl LowArgs {
             }
             #[cfg(feature = "host-tools")]
             Some("gen-image-key") => {
-                let flag = self.optional("--out")?;
+                let flag = self.optional_path("--out")?;
                 let out = match (flag, self.positional.len()) {
                     (Some(out), 0) => out,
-                    (None, 1) => self.one_positional("<FILE>")?,
+                    (None, 1) => PathBuf::from(self.one_positional("<FILE>")?),
                     _ => return Err(UsageError("gen-image-key needs one output file".into())),
                 };
-                Command::GenImageKey {
-                    out: PathBuf::from(out),
-                }
+                Command::GenImageKey { out }
             }
+            #[cfg(feature = "host-tools")]
             Some("admin") => Command::Admin(Box::new(self.admin_command()?)),
             Some("audit") => match self.positional.as_slice() {
                 [verb, path] if verb == "verify" => Command::AuditVerify {
@@ -691,17 +696,17 @@ impl LowArgs {
         let staple_collateral = self.staple_collateral()?;
         Ok(ServeConfig {
             listen,
-            ra_config: ra_config.into(),
+            ra_config,
             secrets,
             collateral,
             collateral_cache,
-            audit_log: self.optional("--audit-log")?.map(PathBuf::from),
+            audit_log: self.optional_path("--audit-log")?,
             metrics_listen: self.listen_flag("--metrics-listen", 9100)?,
             health_listen: self.listen_flag("--health-listen", 8080)?,
             occlum_compat_listen: self.listen_flag("--occlum-compat-listen", 4434)?,
             #[cfg(feature = "simulation")]
             sim,
-            cert_out: self.optional("--cert-out")?.map(PathBuf::from),
+            cert_out: self.optional_path("--cert-out")?,
             reply_form,
             threads,
             gate,
@@ -719,7 +724,7 @@ impl LowArgs {
         if self.inside_occlum {
             for flag in ["--audit-log", "--cert-out"] {
                 if let Some((_, path)) = self.flags.iter().find(|(n, _)| n == flag) {
-                    check_occlum_output(flag, path)?;
+                    check_occlum_output(flag, std::path::Path::new(path))?;
                 }
             }
         }
@@ -727,23 +732,23 @@ impl LowArgs {
     }
 
     /// `--ra-config`, by default Occlum's (inside Occlum: the image's).
-    fn ra_config(&mut self) -> Result<String, UsageError> {
+    fn ra_config(&mut self) -> Result<PathBuf, UsageError> {
         let default_ra_config = if self.inside_occlum {
             OCCLUM_IMAGE_RA_CONFIG
         } else {
             OCCLUM_RA_CONFIG
         };
         Ok(self
-            .optional("--ra-config")?
-            .unwrap_or_else(|| default_ra_config.to_owned()))
+            .optional_path("--ra-config")?
+            .unwrap_or_else(|| default_ra_config.into()))
     }
 
     /// Where the secrets come from (`--secrets`, `--sealed-secrets` and the seal key; inside
     /// Occlum always the image's files) and the cluster flags, which decide whether the seal
     /// key seals the secrets file or only the local slot.
     fn secrets_and_cluster(&mut self) -> Result<(SecretsSource, Option<ClusterArgs>), UsageError> {
-        let plain = self.optional("--secrets")?;
-        let sealed = self.optional("--sealed-secrets")?;
+        let plain = self.optional_path("--secrets")?;
+        let sealed = self.optional_path("--sealed-secrets")?;
         let key = self.key_spec()?;
         let cluster = self.cluster_args(&key)?;
         // In cluster mode the seal key also (or only) seals the local slot.
@@ -753,8 +758,8 @@ impl LowArgs {
             key
         };
         let (plain, sealed) = match (&key, self.inside_occlum) {
-            (Some(_), true) => (None, Some(OCCLUM_IMAGE_SEALED_SECRETS.to_owned())),
-            (None, true) => (Some(OCCLUM_IMAGE_SECRETS.to_owned()), None),
+            (Some(_), true) => (None, Some(OCCLUM_IMAGE_SEALED_SECRETS.into())),
+            (None, true) => (Some(OCCLUM_IMAGE_SECRETS.into()), None),
             (_, false) => (plain, sealed),
         };
         let secrets = match (plain, sealed, key) {
@@ -763,10 +768,7 @@ impl LowArgs {
                     "--secrets and --sealed-secrets exclude each other".into(),
                 ));
             }
-            (_, Some(path), Some(key)) => SecretsSource::Sealed {
-                path: path.into(),
-                key,
-            },
+            (_, Some(path), Some(key)) => SecretsSource::Sealed { path, key },
             (_, Some(_), None) => {
                 return Err(UsageError(
                     "--sealed-secrets needs --seal-key-file <KEY> or --seal-key enclave".into(),
@@ -777,7 +779,7 @@ impl LowArgs {
                     "a seal key is only used with --sealed-secrets".into(),
                 ));
             }
-            (Some(path), None, None) => SecretsSource::Plain(path.into()),
+            (Some(path), None, None) => SecretsSource::Plain(path),
             (None, None, None) => SecretsSource::Plain(OCCLUM_SECRETS.into()),
         };
         Ok((secrets, cluster))
@@ -786,7 +788,7 @@ impl LowArgs {
     /// Where collateral comes from, and `--collateral-cache` (for a PCCS only).
     fn collateral_source(&mut self) -> Result<(CollateralSpec, Option<PathBuf>), UsageError> {
         let collateral = self.collateral_spec()?;
-        let collateral_cache = self.optional("--collateral-cache")?.map(PathBuf::from);
+        let collateral_cache = self.optional_path("--collateral-cache")?;
         if collateral_cache.is_some() && matches!(collateral, CollateralSpec::File(_)) {
             return Err(UsageError(
                 "--collateral-cache applies to a PCCS, not to --collateral".into(),
@@ -799,13 +801,10 @@ impl LowArgs {
     #[cfg(feature = "simulation")]
     fn sim_spec(&mut self) -> Result<Option<SimSpec>, UsageError> {
         match (
-            self.optional("--sim-platform")?,
-            self.optional("--sim-identity")?,
+            self.optional_path("--sim-platform")?,
+            self.optional_path("--sim-identity")?,
         ) {
-            (Some(platform), Some(identity)) => Ok(Some(SimSpec {
-                platform: platform.into(),
-                identity: identity.into(),
-            })),
+            (Some(platform), Some(identity)) => Ok(Some(SimSpec { platform, identity })),
             (None, None) => Ok(None),
             _ => Err(UsageError(
                 "--sim-platform and --sim-identity go together (simulation is all or nothing)"
@@ -818,7 +817,7 @@ impl LowArgs {
     #[cfg(not(feature = "simulation"))]
     fn no_sim_flags(&mut self) -> Result<(), UsageError> {
         for flag in ["--sim-platform", "--sim-identity"] {
-            if self.optional(flag)?.is_some() {
+            if self.optional_path(flag)?.is_some() {
                 return Err(UsageError(format!(
                     "{flag}: this kms was built without the `simulation` feature and trusts only Intel's SGX Root CA (host builds for tests: --features kms/simulation)"
                 )));
@@ -874,11 +873,11 @@ impl LowArgs {
         if admin_listen.as_deref() == Some("") {
             return Err(UsageError("--admin-listen: the address is empty".into()));
         }
-        let admin_operators = match (self.optional("--admin-operators")?, self.inside_occlum) {
+        let admin_operators = match (self.optional_path("--admin-operators")?, self.inside_occlum) {
             (_, true) => {
                 OperatorsSpec::ImageIfPresent(crate::operators::OCCLUM_IMAGE_OPERATORS.into())
             }
-            (Some(path), false) => OperatorsSpec::File(path.into()),
+            (Some(path), false) => OperatorsSpec::File(path),
             (None, false) => OperatorsSpec::None,
         };
         Ok((admin_listen, admin_operators))
@@ -912,7 +911,7 @@ impl LowArgs {
                 peers,
             }));
         }
-        let Some(file) = self.optional("--cluster")? else {
+        let Some(file) = self.optional_path("--cluster")? else {
             for (flag, given) in [
                 ("--etcd", !etcd.is_empty()),
                 ("--peers", !peers.is_empty()),
@@ -929,7 +928,7 @@ impl LowArgs {
             }
             return Ok(None);
         };
-        let slot = self.optional("--cluster-slot")?.ok_or_else(|| {
+        let slot = self.optional_path("--cluster-slot")?.ok_or_else(|| {
             UsageError("--cluster needs --cluster-slot FILE (the local sealed slot)".into())
         })?;
         if etcd.is_empty() {
@@ -944,9 +943,9 @@ impl LowArgs {
             ));
         };
         Ok(Some(ClusterArgs {
-            file: file.into(),
+            file,
             image: false,
-            slot: slot.into(),
+            slot,
             slot_key,
             etcd,
             peers,
@@ -970,18 +969,19 @@ impl LowArgs {
     }
 
     /// `kms admin <OP> ...`.
+    #[cfg(feature = "host-tools")]
     fn admin_command(&mut self) -> Result<AdminCommand, UsageError> {
-        let op_word = self.one_positional(
+        let op_word = self.one_positional_text(
             "<OP> (status, log, put-secret, delete-secret, set-policy, genesis, recover, keygen or fingerprint)",
         )?;
         let op = match op_word.as_str() {
             "keygen" => AdminOp::Keygen {
                 name: self.nonempty("--name")?,
-                out_cert: self.required("--out-cert")?.into(),
-                out_key: self.required("--out-key")?.into(),
+                out_cert: self.required_path("--out-cert")?,
+                out_key: self.required_path("--out-key")?,
             },
             "fingerprint" => AdminOp::Fingerprint {
-                cert: self.required("--cert")?.into(),
+                cert: self.required_path("--cert")?,
                 name: self
                     .optional("--name")?
                     .unwrap_or_else(|| "operator".to_owned()),
@@ -999,7 +999,7 @@ impl LowArgs {
             },
             "put-secret" => AdminOp::PutSecret {
                 name: self.nonempty("--name")?,
-                value_file: self.required("--value-file")?.into(),
+                value_file: self.required_path("--value-file")?,
                 allow: match self.optional("--allow")? {
                     None => None,
                     Some(list) => {
@@ -1017,7 +1017,7 @@ impl LowArgs {
                 name: self.nonempty("--name")?,
             },
             "set-policy" => AdminOp::SetPolicy {
-                policy: self.required("--policy")?.into(),
+                policy: self.required_path("--policy")?,
             },
             other => {
                 return Err(UsageError(format!(
@@ -1032,13 +1032,14 @@ impl LowArgs {
         Ok(AdminCommand { op, conn })
     }
 
+    #[cfg(feature = "host-tools")]
     fn admin_conn(&mut self) -> Result<AdminConn, UsageError> {
         let kms = self.nonempty("--kms")?;
-        let cert = self.required("--cert")?.into();
-        let key = self.required("--key")?.into();
-        let ra_config = self.required("--ra-config")?.into();
+        let cert = self.required_path("--cert")?;
+        let key = self.required_path("--key")?;
+        let ra_config = self.required_path("--ra-config")?;
         let collateral = self.collateral_spec()?;
-        let sim_platform = self.optional("--sim-platform")?.map(PathBuf::from);
+        let sim_platform = self.optional_path("--sim-platform")?;
         #[cfg(not(feature = "simulation"))]
         if sim_platform.is_some() {
             return Err(UsageError(
@@ -1059,16 +1060,20 @@ impl LowArgs {
 
     /// `--pccs-url URL` or `--collateral FILE` (at most one), else the default PCCS.
     fn collateral_spec(&mut self) -> Result<CollateralSpec, UsageError> {
-        match (self.optional("--pccs-url")?, self.optional("--collateral")?) {
+        match (
+            self.optional("--pccs-url")?,
+            self.optional_path("--collateral")?,
+        ) {
             (Some(_), Some(_)) => Err(UsageError(
                 "--pccs-url and --collateral exclude each other".into(),
             )),
             (Some(url), None) => Ok(CollateralSpec::Pccs(check_url(url)?)),
-            (None, Some(path)) => Ok(CollateralSpec::File(path.into())),
+            (None, Some(path)) => Ok(CollateralSpec::File(path)),
             (None, None) => Ok(CollateralSpec::DefaultPccs),
         }
     }
 
+    #[cfg(feature = "host-tools")]
     fn nonempty(&mut self, name: &str) -> Result<String, UsageError> {
         let value = self.required(name)?;
         if value.is_empty() {
@@ -1138,13 +1143,13 @@ impl LowArgs {
 
     fn key_spec(&mut self) -> Result<Option<KeySpec>, UsageError> {
         match (
-            self.optional("--seal-key-file")?,
+            self.optional_path("--seal-key-file")?,
             self.optional("--seal-key")?,
         ) {
             (Some(_), Some(_)) => Err(UsageError(
                 "--seal-key-file and --seal-key exclude each other".into(),
             )),
-            (Some(path), None) => Ok(Some(KeySpec::File(path.into()))),
+            (Some(path), None) => Ok(Some(KeySpec::File(path))),
             (None, Some(kind)) => match kind.as_str() {
                 "enclave" => Ok(Some(KeySpec::Enclave(EnclavePolicy::MrEnclave))),
                 "enclave-signer" => Ok(Some(KeySpec::Enclave(EnclavePolicy::MrSigner))),
@@ -1156,15 +1161,28 @@ impl LowArgs {
         }
     }
 
-    /// Removes and returns the value of `name`; giving a flag twice is an error.
+    /// Removes and returns the value of `name` as text (refused by name if not UTF-8).
     fn optional(&mut self, name: &str) -> Result<Option<String>, UsageError> {
+        match self.optional_raw(name)? {
+            None => Ok(None),
+            Some(value) => Ok(Some(cliargs::utf8(name, value)?)),
+        }
+    }
+
+    /// Removes and returns the value of `name` as a path (any bytes).
+    fn optional_path(&mut self, name: &str) -> Result<Option<PathBuf>, UsageError> {
+        Ok(self.optional_raw(name)?.map(PathBuf::from))
+    }
+
+    /// Removes and returns the value of `name`; giving a flag twice is an error.
+    fn optional_raw(&mut self, name: &str) -> Result<Option<OsString>, UsageError> {
         let mut found = None;
         let mut i = 0;
         while i < self.flags.len() {
             if self.flags.get(i).is_some_and(|(n, _)| n == name) {
                 let (_, value) = self.flags.remove(i);
                 if found.replace(value).is_some() {
-                    return Err(UsageError(format!("{name} given twice")));
+                    return Err(ArgError::GivenTwice(name.to_owned()).into());
                 }
             } else {
                 i += 1;
@@ -1178,7 +1196,13 @@ impl LowArgs {
             .ok_or_else(|| UsageError(format!("missing {name}")))
     }
 
-    fn one_positional(&mut self, what: &str) -> Result<String, UsageError> {
+    #[cfg(feature = "host-tools")]
+    fn required_path(&mut self, name: &str) -> Result<PathBuf, UsageError> {
+        self.optional_path(name)?
+            .ok_or_else(|| UsageError(format!("missing {name}")))
+    }
+
+    fn one_positional(&mut self, what: &str) -> Result<OsString, UsageError> {
         match self.positional.len() {
             1 => Ok(self.positional.remove(0)),
             0 => Err(UsageError(format!("missing {what}"))),
@@ -1187,6 +1211,11 @@ impl LowArgs {
                 self.positional.get(1)
             ))),
         }
+    }
+
+    fn one_positional_text(&mut self, what: &str) -> Result<String, UsageError> {
+        let word = self.one_positional(what)?;
+        Ok(cliargs::utf8(what, word)?)
     }
 
     fn no_positional(&self, command: &str) -> Result<(), UsageError> {
@@ -1199,12 +1228,13 @@ impl LowArgs {
 
 /// Inside Occlum, an output may not land on (and so replace) a trust input of the image, nor
 /// climb with `..`, which a lexical comparison could not follow.
-fn check_occlum_output(flag: &str, path: &str) -> Result<(), UsageError> {
+fn check_occlum_output(flag: &str, path: &std::path::Path) -> Result<(), UsageError> {
     use std::path::{Component, Path};
-    let components: Vec<Component<'_>> = Path::new(path).components().collect();
+    let components: Vec<Component<'_>> = path.components().collect();
     if components.contains(&Component::ParentDir) {
         return Err(UsageError(format!(
-            "{flag} {path}: `..` is refused inside Occlum (the output must not reach a trust input of the image)"
+            "{flag} {}: `..` is refused inside Occlum (the output must not reach a trust input of the image)",
+            path.display()
         )));
     }
     let normal: PathBuf = components
@@ -1225,7 +1255,8 @@ fn check_occlum_output(flag: &str, path: &str) -> Result<(), UsageError> {
     ];
     if protected.iter().any(|p| absolute == Path::new(p)) {
         return Err(UsageError(format!(
-            "{flag} {path} is refused inside Occlum: it would overwrite {}, a trust input of the measured image",
+            "{flag} {} is refused inside Occlum: it would overwrite {}, a trust input of the measured image",
+            path.display(),
             absolute.display()
         )));
     }
@@ -1521,6 +1552,7 @@ mod tests {
         assert!(occlum(&["a:1", "--audit-log", "/kms_operators.json"]).is_err());
     }
 
+    #[cfg(feature = "host-tools")]
     #[test]
     fn admin_operations_parse_and_refuse_what_is_missing() {
         let conn = [
@@ -1760,5 +1792,80 @@ mod tests {
             Command::Help
         ));
         assert!(matches!(parse_str(&["-V"]).unwrap(), Command::Version));
+    }
+
+    #[test]
+    fn the_workspace_conventions_hold() {
+        let split = serve(&["serve", "--listen", "a:1", "--threads", "3"]);
+        let inline = serve(&["serve", "--listen=a:1", "--threads=3"]);
+        assert_eq!(
+            (split.listen, split.threads),
+            (inline.listen, inline.threads)
+        );
+        for (args, want) in [
+            (
+                &["a:1", "--threads", "2", "--threads=3"][..],
+                "--threads given twice",
+            ),
+            (&["a:1", "--frob"], "unknown option --frob"),
+            (&["a:1", "-x"], "unknown option -x"),
+            (&["a:1", "--threads"], "--threads needs a value"),
+        ] {
+            assert_eq!(parse_str(args).unwrap_err().0, want, "{args:?}");
+        }
+        // The first of --help and a mistake decides.
+        assert!(matches!(
+            parse_str(&["a:1", "--help", "--frob"]).unwrap(),
+            Command::Help
+        ));
+        assert!(parse_str(&["a:1", "--frob", "--help"]).is_err());
+        // After `--` a word is positional even if it names a subcommand or looks like a flag.
+        assert_eq!(serve(&["--", "--a:1"]).listen, "--a:1");
+    }
+
+    #[test]
+    fn paths_take_any_bytes_and_text_flags_refuse_non_utf8_by_name() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let raw = std::ffi::OsStr::from_bytes(b"a\xff.log");
+        let with = |flag: &str| {
+            parse(
+                ["a:1", flag]
+                    .into_iter()
+                    .map(OsString::from)
+                    .chain([raw.to_owned()]),
+            )
+        };
+        let Command::Serve(cfg) = with("--audit-log").unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(cfg.audit_log.unwrap().as_os_str(), raw);
+        let err = with("--reply-form").unwrap_err();
+        assert!(
+            err.0.starts_with("--reply-form ") && err.0.ends_with(": not UTF-8"),
+            "{err}"
+        );
+        let err = parse([
+            OsString::from("serve"),
+            OsString::from("--listen"),
+            raw.to_owned(),
+        ])
+        .unwrap_err();
+        assert!(err.0.starts_with("--listen "), "{err}");
+        let err = parse([raw.to_owned()]).unwrap_err();
+        assert!(err.0.starts_with("<ADDR> "), "{err}");
+    }
+
+    #[test]
+    fn inside_occlum_a_refused_flag_is_named_as_refused_however_often_it_is_given() {
+        let err = occlum(&["a:1", "--ra-config", "p", "--ra-config", "q"]).unwrap_err();
+        assert!(
+            err.0.starts_with("--ra-config is refused inside Occlum"),
+            "{err}"
+        );
+        let err = occlum(&["a:1", "--ra-config=p"]).unwrap_err();
+        assert!(
+            err.0.starts_with("--ra-config is refused inside Occlum"),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+// `kms admin`, the operator's client: a host tool, not in the KMS built for Occlum.
+#[cfg(feature = "host-tools")]
 mod admin_client;
 mod audit;
 mod cli;
@@ -17,6 +19,7 @@ mod fsutil;
 mod gate;
 mod grpclog;
 mod health;
+#[cfg(feature = "host-tools")]
 mod keygen;
 mod limits;
 mod metrics;
@@ -97,6 +100,7 @@ fn run(command: Command) -> Result<(), Box<dyn Error>> {
         } => keygen::write_tls_cert(&cn, &out_cert, &out_key)?,
         #[cfg(feature = "host-tools")]
         Command::GenImageKey { out } => keygen::write_image_key(&out)?,
+        #[cfg(feature = "host-tools")]
         Command::Admin(cmd) => admin_client::run(*cmd)?,
         // `main` runs it through `audit_verify`, which has its own exit code (3).
         Command::AuditVerify { path } => {

@@ -23,7 +23,9 @@ use occlum_dcap::OcclumDevice;
 use pccs_client::qcnl::{self, QcnlConfig};
 use pccs_client::{INTEL_PCS_URL, PccsClient};
 use quote_source::QuoteSource;
-use ratls::collateral::{CollateralSource, StaticCollateral};
+use ratls::collateral::CollateralSource;
+#[cfg(feature = "simulation")]
+use ratls::collateral::StaticCollateral;
 use ratls::verify::TrustAnchor;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -800,7 +802,7 @@ fn collateral_source(
     };
     Ok(match &cfg.collateral {
         CollateralSpec::File(path) => Arc::new(
-            StaticCollateral::from_file(path)
+            pccs_client::read_collateral_file(path)
                 .map_err(|e| ServeError::new(Step::ReadCollateral, e))?,
         ),
         CollateralSpec::Pccs(url) => pccs(url, true),

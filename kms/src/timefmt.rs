@@ -24,7 +24,8 @@ fn utc(secs: u64) -> OffsetDateTime {
         .unwrap_or(PrimitiveDateTime::MAX.assume_utc())
 }
 
-/// A UTC date: (year, month 1–12, day 1–31).
+/// A UTC date: (year, month 1–12, day 1–31). Only the host tools' certificates use it.
+#[cfg(any(test, feature = "host-tools"))]
 pub fn civil_from_unix(secs: u64) -> (i64, u8, u8) {
     let dt = utc(secs);
     (i64::from(dt.year()), u8::from(dt.month()), dt.day())

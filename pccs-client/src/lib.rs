@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dcap_qvl::QuoteCollateralV3;
 use ratls::anchor::TrustAnchor;
 use ratls::collateral::{
-    CollateralError, CollateralSource, MAX_COLLATERAL_FILE_LEN, PlatformKey, next_update,
-    platform_key,
+    CollateralError, CollateralSource, MAX_COLLATERAL_FILE_LEN, PlatformKey, StaticCollateral,
+    next_update, platform_key,
 };
 use ratls::quote::{CERT_DATA_PCK_CHAIN, Quote};
 use rustls_pki_types::CertificateDer;
@@ -54,6 +54,18 @@ pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
 /// Most certificates a PCK chain may carry (leaf, intermediate CA, root; dcap-qvl allows 4
 /// intermediates).
 const MAX_PCK_CHAIN_LEN: usize = 5;
+
+/// Reads an offline collateral file (dcap-qvl's `QuoteCollateralV3` JSON, `--collateral FILE`),
+/// at most [`MAX_COLLATERAL_FILE_LEN`] bytes. The disk read lives here, not in `ratls`, so the
+/// verifier reads no file; parsing is `ratls`'s [`StaticCollateral::from_json`].
+pub fn read_collateral_file(path: &Path) -> Result<StaticCollateral, CollateralError> {
+    let bytes =
+        fileio::read_bounded(path, MAX_COLLATERAL_FILE_LEN).map_err(|e| CollateralError::File {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+    StaticCollateral::from_json(&bytes, path)
+}
 
 /// A [`PccsClient`]'s counters, for a server's metrics: plain atomics, no metrics library.
 #[derive(Debug, Default)]

@@ -235,3 +235,39 @@ fn the_disk_cache_writes_private_files_and_leaves_no_temporary_file() {
         .collect();
     assert_eq!(names.len(), 1, "temporary file left behind: {names:?}");
 }
+
+#[test]
+fn a_collateral_file_is_read_bounded_and_named_in_every_refusal() {
+    use ratls::collateral::MAX_COLLATERAL_FILE_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let platform =
+        SimPlatform::create(&dir.path().join("sim"), &PlatformOptions::default()).unwrap();
+    let good = dir.path().join("collateral.json");
+    std::fs::write(&good, serde_json::to_vec(&platform.collateral()).unwrap()).unwrap();
+    let source = pccs_client::read_collateral_file(&good).unwrap();
+    assert!(source.describe().contains("collateral.json"));
+
+    let refused = |path: &std::path::Path| match pccs_client::read_collateral_file(path) {
+        Err(e @ CollateralError::File { .. }) => e.to_string(),
+        Err(other) => panic!("not a file error: {other}"),
+        Ok(_) => panic!("{} was accepted", path.display()),
+    };
+    let big = dir.path().join("big.json");
+    let len = usize::try_from(MAX_COLLATERAL_FILE_LEN).unwrap() + 1;
+    std::fs::write(&big, vec![b' '; len]).unwrap();
+    let e = refused(&big);
+    assert!(
+        e.contains("big.json")
+            && e.contains(&format!("larger than {MAX_COLLATERAL_FILE_LEN} bytes")),
+        "{e}"
+    );
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, b"{}").unwrap();
+    let e = refused(&junk);
+    assert!(
+        e.contains("junk.json") && e.contains("not QuoteCollateralV3 JSON"),
+        "{e}"
+    );
+    let e = refused(&dir.path().join("missing.json"));
+    assert!(e.contains("missing.json"), "{e}");
+}

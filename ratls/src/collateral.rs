@@ -167,15 +167,11 @@ impl StaticCollateral {
         }
     }
 
-    /// Reads dcap-qvl's `QuoteCollateralV3` JSON form from `path`.
-    pub fn from_file(path: &Path) -> Result<Self, CollateralError> {
-        let bytes = fileio::read_bounded(path, MAX_COLLATERAL_FILE_LEN).map_err(|e| {
-            CollateralError::File {
-                path: path.to_owned(),
-                detail: e.to_string(),
-            }
-        })?;
-        let collateral = serde_json::from_slice(&bytes).map_err(|e| CollateralError::File {
+    /// Parses dcap-qvl's `QuoteCollateralV3` JSON form, as read from the file `path` (which
+    /// only names the origin: ratls reads no file; `pccs_client::read_collateral_file` reads
+    /// it, bounded by [`MAX_COLLATERAL_FILE_LEN`]).
+    pub fn from_json(json: &[u8], path: &Path) -> Result<Self, CollateralError> {
+        let collateral = serde_json::from_slice(json).map_err(|e| CollateralError::File {
             path: path.to_owned(),
             detail: format!("not QuoteCollateralV3 JSON: {e}"),
         })?;

@@ -4,13 +4,15 @@
 //! Exit codes: 0 everything asked for passed; 1 verification or policy rejected the evidence;
 //! 2 usage error or unreadable input.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use cliargs::{ArgError, Token};
 use pccs_client::PccsClient;
 use ratls::cert;
-use ratls::collateral::{CollateralSource, StaticCollateral};
+use ratls::collateral::CollateralSource;
 use ratls::policy::{RaPolicy, TcbPolicy};
 use ratls::quote::Quote;
 use ratls::verify::{self, TrustAnchor};
@@ -20,6 +22,7 @@ use rustls_pki_types::pem::PemObject as _;
 const USAGE: &str = "\
 usage: ratls inspect <FILE> [--collateral FILE | --pccs-url URL] [--root-ca PEM]
                      [--policy JSON] [--at UNIX_SECS] [--json]
+       ratls --help | --version
 
 FILE is a raw SGX DCAP quote (v3) or an RA-TLS certificate (PEM or DER).
   --collateral FILE  verify DCAP with this collateral (dcap-qvl QuoteCollateralV3 JSON)
@@ -31,12 +34,28 @@ FILE is a raw SGX DCAP quote (v3) or an RA-TLS certificate (PEM or DER).
   --at UNIX_SECS     verify as of this time instead of now
   --json             print one JSON object instead of text
 
-Exit status: 0 all requested checks passed, 1 a check rejected the evidence, 2 usage or input error.";
+Flags: --flag VALUE or --flag=VALUE, each at most once; paths may be any bytes.
+Exit status: 0 all requested checks passed (or help/version printed), 1 a check rejected the evidence, 2 usage or input error.";
 
 const NO_SIMULATED_ROOTS: &str = "--root-ca: this ratls was built without the `simulation` feature, so it trusts only Intel's SGX Root CA (rebuild with --features ratls/simulation)";
 
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Parsed::Inspect(args)) => args,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("ratls {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ratls: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -44,6 +63,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What the command line asks for.
+enum Parsed {
+    Inspect(Args),
+    Help,
+    Version,
 }
 
 /// Raw arguments, as typed.
@@ -58,35 +84,55 @@ struct Args {
     json: bool,
 }
 
-fn parse_args(argv: Vec<String>) -> Result<Args, String> {
-    let mut it = argv.into_iter();
-    match it.next().as_deref() {
-        Some("inspect") => {}
-        Some("-h" | "--help") | None => return Err(USAGE.to_owned()),
-        Some(other) => return Err(format!("unknown command {other:?}\n\n{USAGE}")),
+/// Tokenised by `cliargs`, the workspace's one command-line convention (README "Command
+/// lines"); a usage error is returned as its message.
+fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
+    let mut it = cliargs::Args::new(argv);
+    let fail = |e: ArgError| e.to_string();
+    match it.next_token().map_err(fail)? {
+        Some(Token::Word(w)) if w == "inspect" => {}
+        Some(Token::Help) => return Ok(Parsed::Help),
+        Some(Token::Version) => return Ok(Parsed::Version),
+        None => return Err("missing command (inspect)".to_owned()),
+        Some(Token::Word(w)) => return Err(format!("unknown command {w:?}")),
+        Some(Token::Flag(flag)) => return Err(ArgError::UnknownOption(flag).to_string()),
+        Some(Token::Rest(_)) => return Err("missing command (inspect)".to_owned()),
     }
     let mut args = Args::default();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--collateral" => args.collateral = Some(value("--collateral")?.into()),
-            "--pccs-url" => args.pccs_url = Some(value("--pccs-url")?),
-            "--root-ca" => args.root_ca = Some(value("--root-ca")?.into()),
-            "--policy" => args.policy = Some(value("--policy")?.into()),
-            "--at" => args.at = Some(value("--at")?),
-            "--json" => args.json = true,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            flag if flag.starts_with('-') => {
-                return Err(format!("unknown option {flag:?}\n\n{USAGE}"));
+    let mut words = Vec::new();
+    while let Some(token) = it.next_token().map_err(fail)? {
+        let flag = match token {
+            Token::Help => return Ok(Parsed::Help),
+            Token::Version => return Ok(Parsed::Version),
+            Token::Flag(flag) => flag,
+            Token::Word(word) => {
+                words.push(word);
+                continue;
             }
-            file if args.file.is_none() => args.file = Some(file.into()),
-            extra => return Err(format!("unexpected argument {extra:?}\n\n{USAGE}")),
+            Token::Rest(rest) => {
+                words.extend(rest);
+                continue;
+            }
+        };
+        match flag.as_str() {
+            "--collateral" => args.collateral = Some(it.path(&flag).map_err(fail)?),
+            "--pccs-url" => args.pccs_url = Some(it.text(&flag).map_err(fail)?),
+            "--root-ca" => args.root_ca = Some(it.path(&flag).map_err(fail)?),
+            "--policy" => args.policy = Some(it.path(&flag).map_err(fail)?),
+            "--at" => args.at = Some(it.text(&flag).map_err(fail)?),
+            "--json" => {
+                it.switch(&flag).map_err(fail)?;
+                args.json = true;
+            }
+            _ => return Err(ArgError::UnknownOption(flag).to_string()),
         }
     }
-    Ok(args)
+    let mut words = words.into_iter();
+    args.file = words.next().map(PathBuf::from);
+    if let Some(extra) = words.next() {
+        return Err(ArgError::UnexpectedArgument(extra).to_string());
+    }
+    Ok(Parsed::Inspect(args))
 }
 
 /// Validated options.
@@ -102,7 +148,7 @@ struct Inspect {
 fn validate(args: Args) -> Result<Inspect, String> {
     let file = args
         .file
-        .ok_or_else(|| format!("inspect needs a FILE\n\n{USAGE}"))?;
+        .ok_or_else(|| "inspect needs a FILE (see ratls --help)".to_owned())?;
     let anchor = match args.root_ca {
         None => TrustAnchor::intel(),
         Some(_) if !ratls::danger::SIMULATED_ROOTS => {
@@ -126,7 +172,7 @@ fn validate(args: Args) -> Result<Inspect, String> {
     let collateral: Option<Arc<dyn CollateralSource>> = match (args.collateral, args.pccs_url) {
         (Some(_), Some(_)) => return Err("--collateral and --pccs-url exclude each other".into()),
         (Some(path), None) => Some(Arc::new(
-            StaticCollateral::from_file(&path).map_err(|e| e.to_string())?,
+            pccs_client::read_collateral_file(&path).map_err(|e| e.to_string())?,
         )),
         (None, Some(url)) => Some(Arc::new(
             PccsClient::new(&url).with_trust_anchor(anchor.clone()),
@@ -163,8 +209,8 @@ fn validate(args: Args) -> Result<Inspect, String> {
     })
 }
 
-fn run(argv: Vec<String>) -> Result<bool, String> {
-    let opts = validate(parse_args(argv)?)?;
+fn run(args: Args) -> Result<bool, String> {
+    let opts = validate(args)?;
     let bytes = std::fs::read(&opts.file).map_err(|e| format!("{}: {e}", opts.file.display()))?;
     let report = inspect(&opts, &bytes)?;
     if opts.json {
@@ -365,5 +411,82 @@ impl Report {
             "accepted": self.accepted(),
             "reasons": self.reasons,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Parsed, String> {
+        parse_args(words.iter().map(OsString::from))
+    }
+
+    fn inspect(words: &[&str]) -> Args {
+        match parse(words).unwrap() {
+            Parsed::Inspect(args) => args,
+            _ => panic!("not inspect"),
+        }
+    }
+
+    #[test]
+    fn inline_values_equal_separate_ones_and_a_flag_may_follow_the_file() {
+        let a = inspect(&[
+            "inspect",
+            "--at=5",
+            "q.bin",
+            "--collateral",
+            "c.json",
+            "--json",
+        ]);
+        assert_eq!(a.at.as_deref(), Some("5"));
+        assert_eq!(a.file, Some(PathBuf::from("q.bin")));
+        assert_eq!(a.collateral, Some(PathBuf::from("c.json")));
+        assert!(a.json);
+        let a = inspect(&["inspect", "--", "--q.bin"]);
+        assert_eq!(a.file, Some(PathBuf::from("--q.bin")));
+    }
+
+    #[test]
+    fn mistakes_are_refused_by_name() {
+        for (words, want) in [
+            (
+                &["inspect", "q", "--at", "1", "--at", "2"][..],
+                "--at given twice",
+            ),
+            (&["inspect", "q", "--frob"], "unknown option --frob"),
+            (&["inspect", "q", "--json=yes"], "--json takes no value"),
+            (&["inspect", "q", "--policy"], "--policy needs a value"),
+            (&["inspect", "q", "r"], "unexpected argument \"r\""),
+            (&["frob"], "unknown command \"frob\""),
+        ] {
+            assert_eq!(parse(words).err().as_deref(), Some(want), "{words:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_are_not_errors() {
+        assert!(matches!(parse(&["--help"]), Ok(Parsed::Help)));
+        assert!(matches!(parse(&["inspect", "q", "-h"]), Ok(Parsed::Help)));
+        assert!(matches!(parse(&["-V"]), Ok(Parsed::Version)));
+    }
+
+    #[test]
+    fn a_non_utf8_path_is_kept_and_a_non_utf8_url_refused_by_name() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let raw = std::ffi::OsStr::from_bytes(b"q\xff.bin");
+        let words = |w: &[&std::ffi::OsStr]| parse_args(w.iter().map(|w| w.to_os_string()));
+        let Ok(Parsed::Inspect(a)) = words(&["inspect".as_ref(), raw]) else {
+            panic!("not inspect")
+        };
+        assert_eq!(a.file.unwrap().as_os_str(), raw);
+        let e = words(&["inspect".as_ref(), "q".as_ref(), "--pccs-url".as_ref(), raw])
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with("--pccs-url ") && e.ends_with(": not UTF-8"),
+            "{e}"
+        );
     }
 }

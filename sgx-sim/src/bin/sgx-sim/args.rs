@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use cliargs::{ArgError, Args, Token};
 use sgx_sim::TcbStatus;
 
 pub const USAGE: &str = "\
@@ -18,7 +19,7 @@ usage:
   sgx-sim quote <DIR> --identity FILE --report-data HEX --out FILE
   sgx-sim cert <DIR> --identity FILE --out-cert PEM --out-key PEM
   sgx-sim pccs <DIR> --listen ADDR
-  sgx-sim help
+  sgx-sim help | --help | --version
 
 STATUS: UpToDate (default), SWHardeningNeeded, ConfigurationNeeded,
   ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded, Revoked.
@@ -26,6 +27,7 @@ STATUS: UpToDate (default), SWHardeningNeeded, ConfigurationNeeded,
   to now + 30 days). --seed makes keys reproducible (test vectors only).
 --report-data: up to 64 bytes of hex, zero-padded to 64. --listen 127.0.0.1:0 picks a port.
 
+Flags: --flag VALUE or --flag=VALUE, each at most once (but --advisory); paths may be any bytes.
 exit codes: 0 success, 1 failure, 2 usage error";
 
 /// A validated command.
@@ -50,6 +52,7 @@ pub enum Command {
         listen: SocketAddr,
     },
     Help,
+    Version,
 }
 
 #[derive(Debug)]
@@ -92,49 +95,103 @@ fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
-/// Parses the arguments after the program name.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
-    let args: Vec<String> = args
-        .into_iter()
-        .map(|a| {
-            a.into_string()
-                .map_err(|a| usage(format!("argument {a:?} is not UTF-8")))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut words = Words {
-        args: args.into_iter(),
-    };
-    let Some(sub) = words.next() else {
-        return Err(usage("missing subcommand"));
-    };
-    match sub.as_str() {
-        "init" => parse_init(&mut words).map(Command::Init),
-        "identity" => parse_identity(&mut words).map(Command::Identity),
-        "quote" => parse_quote(&mut words),
-        "cert" => parse_cert(&mut words),
-        "pccs" => parse_pccs(&mut words),
-        "help" | "--help" | "-h" => Ok(Command::Help),
-        other => Err(usage(format!("unknown subcommand {other:?}"))),
+impl From<ArgError> for UsageError {
+    fn from(e: ArgError) -> Self {
+        UsageError(e.to_string())
     }
 }
 
+/// Parses the arguments after the program name (tokenised by `cliargs`, the workspace's one
+/// command-line convention: see the README's "Command lines").
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let mut args = Args::new(args);
+    let sub = match args.next_token()? {
+        None => return Err(usage("missing subcommand")),
+        Some(Token::Help) => return Ok(Command::Help),
+        Some(Token::Version) => return Ok(Command::Version),
+        Some(Token::Word(word)) if word == "help" => return Ok(Command::Help),
+        Some(Token::Word(word)) => word,
+        Some(Token::Flag(flag)) => return Err(ArgError::UnknownOption(flag).into()),
+        Some(Token::Rest(_)) => return Err(usage("missing subcommand")),
+    };
+    let mut w = Words { args, dir: None };
+    match sub.to_str() {
+        Some("init") => parse_init(&mut w),
+        Some("identity") => parse_identity(&mut w),
+        Some("quote") => parse_quote(&mut w),
+        Some("cert") => parse_cert(&mut w),
+        Some("pccs") => parse_pccs(&mut w),
+        _ => Err(usage(format!("unknown subcommand {sub:?}"))),
+    }
+}
+
+/// A subcommand's flags, with its one positional argument (the platform directory).
 struct Words {
-    args: std::vec::IntoIter<String>,
+    args: Args,
+    dir: Option<PathBuf>,
+}
+
+/// What the subcommand's loop sees next.
+enum Next {
+    Flag(String),
+    Help,
+    Version,
 }
 
 impl Words {
-    fn next(&mut self) -> Option<String> {
-        self.args.next()
+    /// The next flag; positional words go to the platform directory.
+    fn next(&mut self) -> Result<Option<Next>, UsageError> {
+        loop {
+            match self.args.next_token()? {
+                None => return Ok(None),
+                Some(Token::Help) => return Ok(Some(Next::Help)),
+                Some(Token::Version) => return Ok(Some(Next::Version)),
+                Some(Token::Flag(flag)) => return Ok(Some(Next::Flag(flag))),
+                Some(Token::Word(word)) => self.positional(word)?,
+                Some(Token::Rest(rest)) => {
+                    for word in rest {
+                        self.positional(word)?;
+                    }
+                }
+            }
+        }
     }
 
-    fn value(&mut self, flag: &str) -> Result<String, UsageError> {
-        self.next()
-            .ok_or_else(|| usage(format!("{flag} needs a value")))
+    fn positional(&mut self, word: OsString) -> Result<(), UsageError> {
+        if self.dir.is_some() {
+            return Err(ArgError::UnexpectedArgument(word).into());
+        }
+        self.dir = Some(PathBuf::from(word));
+        Ok(())
+    }
+
+    fn dir(&mut self, sub: &str) -> Result<PathBuf, UsageError> {
+        self.dir
+            .take()
+            .ok_or_else(|| usage(format!("{sub} needs a platform directory")))
     }
 }
 
-fn parse_init(w: &mut Words) -> Result<Init, UsageError> {
-    let mut dir = None;
+/// Runs `flag` for every flag of a subcommand; `--help`/`--version` end the loop with `Some`.
+fn each_flag(
+    w: &mut Words,
+    mut flag: impl FnMut(&mut Words, &str) -> Result<(), UsageError>,
+) -> Result<Option<Command>, UsageError> {
+    while let Some(next) = w.next()? {
+        match next {
+            Next::Help => return Ok(Some(Command::Help)),
+            Next::Version => return Ok(Some(Command::Version)),
+            Next::Flag(name) => flag(w, &name)?,
+        }
+    }
+    Ok(None)
+}
+
+fn unknown(flag: &str) -> UsageError {
+    ArgError::UnknownOption(flag.to_owned()).into()
+}
+
+fn parse_init(w: &mut Words) -> Result<Command, UsageError> {
     let mut init = Init {
         dir: PathBuf::new(),
         tcb_status: TcbStatus::UpToDate,
@@ -144,60 +201,80 @@ fn parse_init(w: &mut Words) -> Result<Init, UsageError> {
         not_after: None,
         seed: None,
     };
-    while let Some(word) = w.next() {
-        match word.as_str() {
+    if let Some(early) = each_flag(w, |w, flag| {
+        match flag {
             "--tcb-status" => {
                 init.tcb_status = w
-                    .value(&word)?
+                    .args
+                    .text(flag)?
                     .parse()
                     .map_err(|e| usage(format!("--tcb-status: {e}")))?;
             }
-            "--advisory" => init.advisories.push(w.value(&word)?),
-            "--revoke-pck" => init.revoke_pck = true,
-            "--not-before" => init.not_before = Some(number(&word, &w.value(&word)?)?),
-            "--not-after" => init.not_after = Some(number(&word, &w.value(&word)?)?),
-            "--seed" => init.seed = Some(number(&word, &w.value(&word)?)?),
-            _ => positional(&mut dir, word)?,
+            // Repeatable: one --advisory per advisory ID.
+            "--advisory" => init.advisories.push(w.args.each_text(flag)?),
+            "--revoke-pck" => {
+                w.args.switch(flag)?;
+                init.revoke_pck = true;
+            }
+            "--not-before" => init.not_before = Some(number(flag, &w.args.text(flag)?)?),
+            "--not-after" => init.not_after = Some(number(flag, &w.args.text(flag)?)?),
+            "--seed" => init.seed = Some(number(flag, &w.args.text(flag)?)?),
+            _ => return Err(unknown(flag)),
         }
+        Ok(())
+    })? {
+        return Ok(early);
     }
-    init.dir = dir.ok_or_else(|| usage("init needs a platform directory"))?;
-    Ok(init)
+    init.dir = w.dir("init")?;
+    Ok(Command::Init(init))
 }
 
-fn parse_identity(w: &mut Words) -> Result<IdentityArgs, UsageError> {
+fn parse_identity(w: &mut Words) -> Result<Command, UsageError> {
     let mut id = IdentityArgs::default();
-    while let Some(word) = w.next() {
-        match word.as_str() {
-            "--out" => id.out = Some(PathBuf::from(w.value(&word)?)),
-            "--name" => id.name = Some(w.value(&word)?),
-            "--mr-enclave" => id.mr_enclave = Some(hex_exact(&word, &w.value(&word)?)?),
-            "--mr-signer" => id.mr_signer = Some(hex_exact(&word, &w.value(&word)?)?),
-            "--isv-prod-id" => id.isv_prod_id = number(&word, &w.value(&word)?)?,
-            "--isv-svn" => id.isv_svn = number(&word, &w.value(&word)?)?,
-            "--config-svn" => id.config_svn = number(&word, &w.value(&word)?)?,
-            "--debuggable" => id.debuggable = true,
-            "--seed" => id.seed = Some(number(&word, &w.value(&word)?)?),
-            other => return Err(usage(format!("identity: unexpected argument {other:?}"))),
+    if let Some(early) = each_flag(w, |w, flag| {
+        match flag {
+            "--out" => id.out = Some(w.args.path(flag)?),
+            "--name" => id.name = Some(w.args.text(flag)?),
+            "--mr-enclave" => id.mr_enclave = Some(hex_exact(flag, &w.args.text(flag)?)?),
+            "--mr-signer" => id.mr_signer = Some(hex_exact(flag, &w.args.text(flag)?)?),
+            "--isv-prod-id" => id.isv_prod_id = number(flag, &w.args.text(flag)?)?,
+            "--isv-svn" => id.isv_svn = number(flag, &w.args.text(flag)?)?,
+            "--config-svn" => id.config_svn = number(flag, &w.args.text(flag)?)?,
+            "--debuggable" => {
+                w.args.switch(flag)?;
+                id.debuggable = true;
+            }
+            "--seed" => id.seed = Some(number(flag, &w.args.text(flag)?)?),
+            _ => return Err(unknown(flag)),
         }
+        Ok(())
+    })? {
+        return Ok(early);
+    }
+    if let Some(dir) = w.dir.take() {
+        return Err(usage(format!("identity: unexpected argument {dir:?}")));
     }
     if id.out.is_none() {
         return Err(usage("identity needs --out FILE"));
     }
-    Ok(id)
+    Ok(Command::Identity(id))
 }
 
 fn parse_quote(w: &mut Words) -> Result<Command, UsageError> {
-    let (mut dir, mut identity, mut report_data, mut out) = (None, None, None, None);
-    while let Some(word) = w.next() {
-        match word.as_str() {
-            "--identity" => identity = Some(PathBuf::from(w.value(&word)?)),
-            "--report-data" => report_data = Some(report_data_hex(&w.value(&word)?)?),
-            "--out" => out = Some(PathBuf::from(w.value(&word)?)),
-            _ => positional(&mut dir, word)?,
+    let (mut identity, mut report_data, mut out) = (None, None, None);
+    if let Some(early) = each_flag(w, |w, flag| {
+        match flag {
+            "--identity" => identity = Some(w.args.path(flag)?),
+            "--report-data" => report_data = Some(report_data_hex(&w.args.text(flag)?)?),
+            "--out" => out = Some(w.args.path(flag)?),
+            _ => return Err(unknown(flag)),
         }
+        Ok(())
+    })? {
+        return Ok(early);
     }
     Ok(Command::Quote {
-        dir: dir.ok_or_else(|| usage("quote needs a platform directory"))?,
+        dir: w.dir("quote")?,
         identity: identity.ok_or_else(|| usage("quote needs --identity FILE"))?,
         report_data: report_data.ok_or_else(|| usage("quote needs --report-data HEX"))?,
         out: out.ok_or_else(|| usage("quote needs --out FILE"))?,
@@ -205,17 +282,20 @@ fn parse_quote(w: &mut Words) -> Result<Command, UsageError> {
 }
 
 fn parse_cert(w: &mut Words) -> Result<Command, UsageError> {
-    let (mut dir, mut identity, mut out_cert, mut out_key) = (None, None, None, None);
-    while let Some(word) = w.next() {
-        match word.as_str() {
-            "--identity" => identity = Some(PathBuf::from(w.value(&word)?)),
-            "--out-cert" => out_cert = Some(PathBuf::from(w.value(&word)?)),
-            "--out-key" => out_key = Some(PathBuf::from(w.value(&word)?)),
-            _ => positional(&mut dir, word)?,
+    let (mut identity, mut out_cert, mut out_key) = (None, None, None);
+    if let Some(early) = each_flag(w, |w, flag| {
+        match flag {
+            "--identity" => identity = Some(w.args.path(flag)?),
+            "--out-cert" => out_cert = Some(w.args.path(flag)?),
+            "--out-key" => out_key = Some(w.args.path(flag)?),
+            _ => return Err(unknown(flag)),
         }
+        Ok(())
+    })? {
+        return Ok(early);
     }
     Ok(Command::Cert {
-        dir: dir.ok_or_else(|| usage("cert needs a platform directory"))?,
+        dir: w.dir("cert")?,
         identity: identity.ok_or_else(|| usage("cert needs --identity FILE"))?,
         out_cert: out_cert.ok_or_else(|| usage("cert needs --out-cert PEM"))?,
         out_key: out_key.ok_or_else(|| usage("cert needs --out-key PEM"))?,
@@ -223,35 +303,27 @@ fn parse_cert(w: &mut Words) -> Result<Command, UsageError> {
 }
 
 fn parse_pccs(w: &mut Words) -> Result<Command, UsageError> {
-    let (mut dir, mut listen) = (None, None);
-    while let Some(word) = w.next() {
-        match word.as_str() {
+    let mut listen = None;
+    if let Some(early) = each_flag(w, |w, flag| {
+        match flag {
             "--listen" => {
-                let value = w.value(&word)?;
+                let value = w.args.text(flag)?;
                 listen = Some(
                     value
                         .parse::<SocketAddr>()
                         .map_err(|e| usage(format!("--listen {value:?}: {e} (want IP:PORT)")))?,
                 );
             }
-            _ => positional(&mut dir, word)?,
+            _ => return Err(unknown(flag)),
         }
+        Ok(())
+    })? {
+        return Ok(early);
     }
     Ok(Command::Pccs {
-        dir: dir.ok_or_else(|| usage("pccs needs a platform directory"))?,
+        dir: w.dir("pccs")?,
         listen: listen.ok_or_else(|| usage("pccs needs --listen ADDR"))?,
     })
-}
-
-fn positional(slot: &mut Option<PathBuf>, word: String) -> Result<(), UsageError> {
-    if word.starts_with("--") {
-        return Err(usage(format!("unknown option {word:?}")));
-    }
-    if slot.is_some() {
-        return Err(usage(format!("unexpected argument {word:?}")));
-    }
-    *slot = Some(PathBuf::from(word));
-    Ok(())
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, UsageError>
@@ -343,8 +415,53 @@ mod tests {
             "pccs d --listen localhost",
             "identity",
             "identity --out f --mr-enclave 00",
+            "identity --out f --out g",
+            "quote d --identity i --identity j --report-data 00 --out q",
+            "init d --revoke-pck=yes",
+            "init d -x",
         ] {
             assert!(parse_str(line).is_err(), "{line:?} parsed");
         }
+    }
+
+    #[test]
+    fn the_workspace_conventions_hold() {
+        let Command::Pccs { listen, .. } = parse_str("pccs --listen=127.0.0.1:0 d").unwrap() else {
+            panic!("not pccs")
+        };
+        assert_eq!(listen.port(), 0);
+        assert!(matches!(parse_str("init d --help").unwrap(), Command::Help));
+        assert!(matches!(parse_str("--version").unwrap(), Command::Version));
+        let e = parse_str("cert d --out-key a --out-key b").unwrap_err();
+        assert_eq!(e.0, "--out-key given twice");
+        let e = parse_str("init d --frob").unwrap_err();
+        assert_eq!(e.0, "unknown option --frob");
+        // `--` ends the flags: a directory named like a flag.
+        let Command::Init(init) = parse_str("init -- --d").unwrap() else {
+            panic!("not init")
+        };
+        assert_eq!(init.dir, PathBuf::from("--d"));
+    }
+
+    #[test]
+    fn paths_take_any_bytes_and_text_refuses_non_utf8_by_name() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let raw = std::ffi::OsStr::from_bytes(b"p\xfflat");
+        let words = |w: &[&std::ffi::OsStr]| parse(w.iter().map(|w| w.to_os_string()));
+        let Command::Pccs { dir, .. } = words(&[
+            "pccs".as_ref(),
+            raw,
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ])
+        .unwrap() else {
+            panic!("not pccs")
+        };
+        assert_eq!(dir.as_os_str(), raw);
+        let e = words(&["identity".as_ref(), "--name".as_ref(), raw]).unwrap_err();
+        assert!(
+            e.0.starts_with("--name ") && e.0.ends_with(": not UTF-8"),
+            "{e}"
+        );
     }
 }

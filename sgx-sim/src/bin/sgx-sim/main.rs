@@ -85,6 +85,13 @@ fn run(command: Command) -> Result<(), Failure> {
             say(args::USAGE);
             Ok(())
         }
+        Command::Version => {
+            say(&format!(
+                "sgx-sim {} (a SIMULATED SGX platform)",
+                env!("CARGO_PKG_VERSION")
+            ));
+            Ok(())
+        }
     }
 }
 
