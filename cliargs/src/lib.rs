@@ -195,7 +195,6 @@ fn from_lexopt(e: lexopt::Error) -> ArgError {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStringExt as _;
