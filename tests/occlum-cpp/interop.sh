@@ -27,7 +27,7 @@
 #   --jobs N             make -j (default 2)
 #
 # Debian packages: build-essential cmake git protobuf-compiler libprotobuf-dev libprotoc-dev
-# libcjson-dev zlib1g-dev openssl python3; and Rust (cargo).
+# libcjson-dev zlib1g-dev openssl ca-certificates python3; and Rust (cargo).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -74,10 +74,10 @@ need() {
   for tool in cmake g++ make git protoc cargo openssl python3 patch; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
-  for header in /usr/include/cjson/cJSON.h /usr/include/google/protobuf/message.h /usr/include/zlib.h; do
+  for header in /usr/include/cjson/cJSON.h /usr/include/google/protobuf/message.h /usr/include/zlib.h /etc/ssl/certs/ca-certificates.crt; do
     [ -f "$header" ] || missing+=("$header")
   done
-  [ ${#missing[@]} = 0 ] || die "missing: ${missing[*]} (apt-get install build-essential cmake git protobuf-compiler libprotobuf-dev libprotoc-dev libcjson-dev zlib1g-dev openssl python3; Rust from rustup)"
+  [ ${#missing[@]} = 0 ] || die "missing: ${missing[*]} (apt-get install build-essential cmake git protobuf-compiler libprotobuf-dev libprotoc-dev libcjson-dev zlib1g-dev openssl ca-certificates python3; Rust from rustup)"
 }
 
 # crate_dir NAME-VERSION: the unpacked crate in cargo's registry, fetched if absent.
@@ -121,6 +121,10 @@ prepare_sources() {
   # The examples' CMakeLists includes gRPC's examples/cpp/cmake/common.cmake, not in grpcio-sys.
   mkdir -p "$SRC/examples/cpp/cmake"
   cp "$HERE/common.cmake" "$SRC/examples/cpp/cmake/common.cmake"
+  # gRPC's install copies etc/roots.pem (its default roots), which grpcio-sys does not ship;
+  # RA-TLS never uses it (Occlum's credentials skip certificate-chain verification).
+  mkdir -p "$SRC/etc"
+  [ -f "$SRC/etc/roots.pem" ] || cp /etc/ssl/certs/ca-certificates.crt "$SRC/etc/roots.pem"
   mkdir -p "$WORK/occlum-dcap-inc"
   occlum_file tools/toolchains/dcap_lib/inc/occlum_dcap.h > "$WORK/occlum-dcap-inc/occlum_dcap.h"
   touch "$SRC/.prepared"
@@ -153,7 +157,9 @@ build_grpc() {
     # build_and_install.sh's flags, plus: protobuf and zlib from Debian (grpcio-sys vendors
     # neither), PIC (its static libraries go into the examples' shared libraries), the SGX SDK
     # and occlum_dcap.h include paths (the patch hard-codes /opt/intel/sgxsdk and /opt/occlum),
-    # and no plugins for languages the test does not use.
+    # the shim's directory for -locclum_dcap (build_and_install.sh copies Occlum's library into
+    # /usr/local/lib instead; gRPC's check_epollexclusive links it), and no plugins for
+    # languages the test does not use.
     mkdir -p "$SRC/build"
     (cd "$SRC/build" \
       && cmake -DgRPC_INSTALL=ON -DgRPC_ABSL_PROVIDER=package -DgRPC_BUILD_TESTS=OFF \
@@ -165,6 +171,7 @@ build_grpc() {
         -DgRPC_PROTOBUF_PROVIDER=package -DgRPC_PROTOBUF_PACKAGE_TYPE=MODULE \
         -DgRPC_ZLIB_PROVIDER=package -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
         -DCMAKE_CXX_FLAGS="$cflags" -DCMAKE_C_FLAGS="$cflags" \
+        -DCMAKE_EXE_LINKER_FLAGS="-L$SHIM_LIB" -DCMAKE_SHARED_LINKER_FLAGS="-L$SHIM_LIB" \
         -DCMAKE_CXX_COMPILER=g++ -DCMAKE_C_COMPILER=gcc \
         -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_INSTALL_PREFIX="$PREFIX" .. >"$WORK/grpc.log" 2>&1 \
@@ -238,7 +245,9 @@ import json, sys
 entries = []
 for path in sys.argv[2:]:
     i = json.load(open(path))
-    entries.append({k: i[k] for k in ("mr_enclave", "mr_signer", "isv_prod_id", "isv_svn", "config_svn", "debuggable")})
+    e = {"name": i["name"]} if i.get("name") else {}
+    e.update({k: i[k] for k in ("mr_enclave", "mr_signer", "isv_prod_id", "isv_svn", "config_svn", "debuggable")})
+    entries.append(e)
 json.dump({"verify_mr_enclave": "on", "verify_mr_signer": "on", "verify_isv_prod_id": "on",
            "verify_isv_svn": "on", "verify_config_svn": "on", "verify_enclave_debuggable": "on",
            "sgx_mrs": entries}, open(sys.argv[1], "w"), indent=4)
@@ -352,6 +361,8 @@ run_all() {
   if audit_has "$S/kms-audit.jsonl" 'r.get("event") == "attestation" and r.get("verdict") == "ok" and r.get("matched") == "cppclient"'; then
     ok "KMS audit: attestation ok, matched cppclient"
   else fail "KMS audit: attestation ok, matched cppclient" "no such record in $S/kms-audit.jsonl"; fi
+  n=$(grep '"event":"attestation"' "$S/kms-audit.jsonl" | grep -c '"verdict":"ok"' || true)
+  if [ "$n" = 3 ]; then ok "KMS audit: 3 attestations (one per client process)"; else fail "KMS audit: 3 attestations" "$n"; fi
   n=$(grep -c '"event":"release"' "$S/kms-audit.jsonl" || true)
   if [ "$n" = 3 ]; then ok "KMS audit: 3 release records"; else fail "KMS audit: 3 release records" "$n"; fi
 
@@ -377,6 +388,27 @@ run_all() {
     ok "Occlum's client refuses a KMS its dynamic_config.json does not admit (client exit $rc)"
   else fail "Occlum's client refuses an unadmitted KMS" "see $S/cppclient/nopad.log"; fi
   policy "$S/cppclient/dynamic_config.json" "$S/kms.identity.json"
+
+  # A KMS quoting on another simulated platform (another root): the shim's DCAP check, not the
+  # measurement policy, must refuse it (its identity is the admitted one).
+  "$BIN/sgx-sim" init "$S/platform2" >/dev/null
+  local foreign_port
+  foreign_port=$(free_port)
+  mkdir -p "$S/kms2"
+  cp "$S/kms/dynamic_config.json" "$S/kms/secret_config.json" "$S/kms2/"
+  (cd "$S/kms2" && exec "$BIN/kms" serve --listen "127.0.0.1:$(free_port)" \
+    --occlum-compat-listen "127.0.0.1:$foreign_port" \
+    --ra-config dynamic_config.json --secrets secret_config.json \
+    --sim-platform "$S/platform2" --sim-identity "$S/kms.identity.json" \
+    --audit-log "$S/kms2-audit.jsonl") >"$S/kms2.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "$S/kms2.log" 'listening on' "${PIDS[-1]}"
+  rc=$(cpp_client "$S/cppclient" "$S/cppclient.identity.json" "127.0.0.1:$foreign_port" foreign "$S/out/kms-foreign")
+  if [ ! -e "$S/out/kms-foreign" ] && grep -q 'dcap_verify_quote: REJECTED' "$S/cppclient/foreign.log" \
+    && grep -q 'verify quote failed' "$S/cppclient/foreign.log"; then
+    ok "Occlum's client refuses a KMS whose quote does not verify (another root; client exit $rc)"
+  else fail "Occlum's client refuses an unverifiable KMS quote" "see $S/cppclient/foreign.log"; fi
+  kill "${PIDS[-1]}" 2>/dev/null || true
 
   # --- c. the KMS's certificate as Occlum's client sees it ---------------------------------
   step "c. the KMS's stapled certificate and Occlum's 16,000-byte buffer"
@@ -466,6 +498,10 @@ EOF
     ok "init refuses an Occlum server its ra_config does not admit: exit 6, writes nothing"
   else fail "init refuses an unadmitted Occlum server" "exit $rc (log: $S/init-untrusted.log)"; fi
   stop_cpp_server
+
+  if "$BIN/kms" audit verify "$S/kms-audit.jsonl" >"$S/audit-verify.log" 2>&1; then
+    ok "kms audit verify: the KMS's audit log is an intact hash chain"
+  else fail "kms audit verify" "$(cat "$S/audit-verify.log")"; fi
 
   # No secret value in any log.
   local leaks=0 needle
