@@ -279,7 +279,8 @@ cpp_client() {
 # same_file NAME EXPECTED ACTUAL
 same_file() {
   if [ -f "$3" ] && cmp -s "$2" "$3"; then ok "$1 ($(stat -c %s "$3") bytes, cmp identical)"
-  else fail "$1" "$3: $( [ -f "$3" ] && cmp "$2" "$3" 2>&1 || echo 'not written')"; fi
+  elif [ -f "$3" ]; then fail "$1" "$(cmp "$2" "$3" 2>&1)"
+  else fail "$1" "$3 not written"; fi
 }
 
 # audit_has LOG PYTHON-EXPR: some record r of the KMS audit log satisfies the expression.
@@ -456,9 +457,11 @@ EOF
   run_init() {
     rm -rf "$S/rootfs"
     rc=0
+    local t0=$SECONDS
     timeout 120 "$BIN/init" host --config-dir "$S/init" --sim-platform "$S/platform" \
       --sim-identity "$S/init.identity.json" --image "$S/rootfs.img" --rootfs "$S/rootfs" \
       --kms-server "127.0.0.1:$server_port" >"$S/init-$1.log" 2>&1 || rc=$?
+    init_secs=$((SECONDS - t0))
   }
 
   start_cpp_server admit
@@ -481,7 +484,7 @@ EOF
   start_cpp_server refuse
   run_init refuse
   if [ "$rc" = 7 ] && [ ! -e "$S/rootfs/etc/flask.key" ] && grep -q 'most likely' "$S/init-refuse.log"; then
-    ok "Occlum's dynamic_config.json refuses init: init exits 7 (refusal), writes nothing"
+    ok "Occlum's dynamic_config.json refuses init: init exits 7 (refusal) after ${init_secs} s, writes nothing"
   else fail "Occlum's server refuses init" "exit $rc (log: $S/init-refuse.log)"; fi
   stop_cpp_server
 
