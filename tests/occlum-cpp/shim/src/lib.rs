@@ -35,8 +35,9 @@ const QV_REVOKED: u32 = 0xA005;
 const QV_SW_HARDENING_NEEDED: u32 = 0xA007;
 const QV_CONFIG_AND_SW_HARDENING_NEEDED: u32 = 0xA008;
 
-/// What Occlum's `dcap_get_supplemental_data_size` reports is `sizeof(sgx_ql_qv_supplemental_t)`;
-/// the C++ caller only allocates and zeroes it. We write nothing into it.
+/// Occlum's `dcap_get_supplemental_data_size` reports what its ioctl says (the QVL's
+/// supplemental data size); the C++ caller only allocates and zeroes the buffer and never reads
+/// it. We write nothing into it.
 const SUPPLEMENTAL_LEN: u32 = 64;
 
 /// The handle behind `void *`.
