@@ -75,7 +75,9 @@ fn open() -> Result<Handle, String> {
     })
 }
 
-fn handle_ref<'a>(handle: *mut std::ffi::c_void) -> Option<&'a Handle> {
+/// # Safety
+/// `handle` is NULL or a live handle from `dcap_quote_open`.
+unsafe fn handle_ref<'a>(handle: *mut std::ffi::c_void) -> Option<&'a Handle> {
     if handle.is_null() {
         log("called with a NULL handle (dcap_quote_open failed)");
         return None;
@@ -96,18 +98,25 @@ pub extern "C" fn dcap_quote_open() -> *mut std::ffi::c_void {
     }
 }
 
+/// # Safety
+/// `handle` is NULL or a live handle from `dcap_quote_open`.
 #[unsafe(no_mangle)]
-pub extern "C" fn dcap_get_quote_size(handle: *mut std::ffi::c_void) -> u32 {
-    handle_ref(handle).map_or(0, |h| h.quote_len)
+pub unsafe extern "C" fn dcap_get_quote_size(handle: *mut std::ffi::c_void) -> u32 {
+    // SAFETY: the caller's contract above.
+    unsafe { handle_ref(handle) }.map_or(0, |h| h.quote_len)
 }
 
+/// # Safety
+/// `handle` is NULL or a live handle; `quote_buf` holds `dcap_get_quote_size()` bytes;
+/// `report_data` points at 64 bytes (`sgx_report_data_t`).
 #[unsafe(no_mangle)]
-pub extern "C" fn dcap_generate_quote(
+pub unsafe extern "C" fn dcap_generate_quote(
     handle: *mut std::ffi::c_void,
     quote_buf: *mut u8,
     report_data: *const u8,
 ) -> i32 {
-    let Some(h) = handle_ref(handle) else {
+    // SAFETY: the caller's contract above.
+    let Some(h) = (unsafe { handle_ref(handle) }) else {
         return -1;
     };
     if quote_buf.is_null() || report_data.is_null() {
@@ -137,9 +146,12 @@ pub extern "C" fn dcap_generate_quote(
     0
 }
 
+/// # Safety
+/// `handle` is NULL or a live handle from `dcap_quote_open`.
 #[unsafe(no_mangle)]
-pub extern "C" fn dcap_get_supplemental_data_size(handle: *mut std::ffi::c_void) -> u32 {
-    handle_ref(handle).map_or(0, |_| SUPPLEMENTAL_LEN)
+pub unsafe extern "C" fn dcap_get_supplemental_data_size(handle: *mut std::ffi::c_void) -> u32 {
+    // SAFETY: the caller's contract above.
+    unsafe { handle_ref(handle) }.map_or(0, |_| SUPPLEMENTAL_LEN)
 }
 
 fn qv_result(tcb_status: &str) -> u32 {
@@ -155,8 +167,11 @@ fn qv_result(tcb_status: &str) -> u32 {
     }
 }
 
+/// # Safety
+/// `handle` is NULL or a live handle; `quote_buf` holds `quote_size` bytes; the two result
+/// pointers are NULL or writable `uint32_t`s.
 #[unsafe(no_mangle)]
-pub extern "C" fn dcap_verify_quote(
+pub unsafe extern "C" fn dcap_verify_quote(
     handle: *mut std::ffi::c_void,
     quote_buf: *const u8,
     quote_size: u32,
@@ -165,7 +180,8 @@ pub extern "C" fn dcap_verify_quote(
     _supplemental_data_size: u32,
     _supplemental_data: *mut u8,
 ) -> i32 {
-    let Some(h) = handle_ref(handle) else {
+    // SAFETY: the caller's contract above.
+    let Some(h) = (unsafe { handle_ref(handle) }) else {
         return -1;
     };
     if quote_buf.is_null()
@@ -212,8 +228,10 @@ pub extern "C" fn dcap_verify_quote(
     ret
 }
 
+/// # Safety
+/// `handle` is NULL or a handle from `dcap_quote_open`, not used after this call.
 #[unsafe(no_mangle)]
-pub extern "C" fn dcap_quote_close(handle: *mut std::ffi::c_void) {
+pub unsafe extern "C" fn dcap_quote_close(handle: *mut std::ffi::c_void) {
     if !handle.is_null() {
         // SAFETY: `handle` came from `dcap_quote_open`'s Box::into_raw and is closed once.
         drop(unsafe { Box::from_raw(handle as *mut Handle) });
