@@ -250,7 +250,6 @@ fn parse_pack(mut words: Args) -> Result<Command, UsageError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1294,7 +1294,6 @@ fn check_url(url: String) -> Result<String, UsageError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -358,7 +358,6 @@ fn report_data_hex(value: &str) -> Result<[u8; 64], UsageError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
