@@ -245,6 +245,10 @@ fn accept_loop(socket: &TcpListener, shared: &Arc<Shared>, stopping: &AtomicBool
 /// `Err` is a refusal worth auditing (a failed handshake); a connection that ends after it was
 /// handed over is not one.
 fn serve_connection(mut tcp: TcpStream, client: SocketAddr, shared: &Shared) -> Result<(), String> {
+    // The relay writes each TLS record as gRPC core hands it over; with Nagle's algorithm a
+    // small one would wait for the client's delayed ACK (tens of milliseconds a call).
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("setting TCP_NODELAY: {e}"))?;
     let config = shared.tls_config()?;
     let mut tls =
         ServerConnection::new(config).map_err(|e| format!("starting the TLS session: {e}"))?;
