@@ -9,7 +9,6 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -110,61 +109,12 @@ fn an_oversized_request_head_is_refused_and_the_endpoint_keeps_serving() {
 
 #[test]
 fn a_bad_health_address_is_a_usage_error() {
-    let out = Command::new(kms_path())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--health-listen",
-            "localhost",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--health-listen localhost") && stderr.contains("IP:PORT"),
-        "{stderr}"
-    );
+    assert_usage_error("--health-listen", "localhost", "IP:PORT");
 }
 
 #[test]
 fn a_health_address_in_use_stops_the_start_naming_the_flag() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let dir = temp_dir("health-taken");
-    let sim = Sim::good(&dir);
-    std::fs::write(
-        dir.path().join("ra_config.json"),
-        policy_json(&app_identity(), &tool_identity()),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("secret_config.json"),
-        secrets_json(&secrets()),
-    )
-    .unwrap();
-    let args: Vec<String> = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--ra-config",
-        &dir.path().join("ra_config.json").display().to_string(),
-        "--secrets",
-        &dir.path().join("secret_config.json").display().to_string(),
-        "--sim-platform",
-        &sim.dir.display().to_string(),
-        "--sim-identity",
-        &sim.kms_identity(&dir).display().to_string(),
-        "--health-listen",
-        &addr,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let err = try_spawn_kms(&dir, &args)
-        .err()
-        .expect("the KMS started with its health address taken");
+    let (addr, err) = start_error_with_address_taken("health-taken", "--health-listen");
     assert!(
         err.contains(&format!(
             "serving /livez and /readyz on {addr} (--health-listen)"

@@ -419,61 +419,12 @@ fn the_compat_port_presents_the_re_minted_certificate() {
 
 #[test]
 fn a_bad_compat_address_is_a_usage_error() {
-    let out = std::process::Command::new(kms_path())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--occlum-compat-listen",
-            "localhost",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--occlum-compat-listen localhost") && stderr.contains("IP:PORT"),
-        "{stderr}"
-    );
+    assert_usage_error("--occlum-compat-listen", "localhost", "IP:PORT");
 }
 
 #[test]
 fn a_compat_address_in_use_stops_the_start_naming_the_flag() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let dir = temp_dir("compat-taken");
-    let sim = Sim::good(&dir);
-    std::fs::write(
-        dir.path().join("ra_config.json"),
-        policy_json(&app_identity(), &tool_identity()),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("secret_config.json"),
-        secrets_json(&secrets()),
-    )
-    .unwrap();
-    let args: Vec<String> = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--ra-config",
-        &dir.path().join("ra_config.json").display().to_string(),
-        "--secrets",
-        &dir.path().join("secret_config.json").display().to_string(),
-        "--sim-platform",
-        &sim.dir.display().to_string(),
-        "--sim-identity",
-        &sim.kms_identity(&dir).display().to_string(),
-        "--occlum-compat-listen",
-        &addr,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let err = try_spawn_kms(&dir, &args)
-        .err()
-        .expect("the KMS started with its compat address taken");
+    let (addr, err) = start_error_with_address_taken("compat-taken", "--occlum-compat-listen");
     assert!(
         err.contains(&format!(
             "serving Occlum's C++ clients on {addr} (--occlum-compat-listen)"

@@ -261,6 +261,57 @@ pub fn try_spawn_kms(dir: &TempDir, args: &[String]) -> Result<Kms, String> {
     Kms::try_spawn(kms_path(), dir.path(), args)
 }
 
+/// `kms serve` with `flag` set to `value` exits with a usage error (2) naming the flag and
+/// the value, and saying what form it wants (`expected`).
+#[allow(dead_code)] // Each test crate uses its own subset of this module.
+pub fn assert_usage_error(flag: &str, value: &str, expected: &str) {
+    let out = std::process::Command::new(kms_path())
+        .args(["serve", "--listen", "127.0.0.1:0", flag, value])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{flag} {value}")) && stderr.contains(expected),
+        "{stderr}"
+    );
+}
+
+/// `kms serve` (a good simulated platform, the test policy and secrets) with `flag` set to a
+/// loopback address another socket holds: it must not start. Returns the address and the
+/// error it printed.
+#[allow(dead_code)] // Each test crate uses its own subset of this module.
+pub fn start_error_with_address_taken(tag: &str, flag: &str) -> (String, String) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir(tag);
+    let sim = Sim::good(&dir);
+    let ra_config = dir.path().join("ra_config.json");
+    std::fs::write(&ra_config, policy_json(&app_identity(), &tool_identity())).unwrap();
+    let secrets_file = dir.path().join("secret_config.json");
+    std::fs::write(&secrets_file, secrets_json(&secrets())).unwrap();
+    let args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--ra-config".into(),
+        ra_config.display().to_string(),
+        "--secrets".into(),
+        secrets_file.display().to_string(),
+        "--sim-platform".into(),
+        sim.dir.display().to_string(),
+        "--sim-identity".into(),
+        sim.kms_identity(&dir).display().to_string(),
+        flag.into(),
+        addr.clone(),
+    ];
+    let err = try_spawn_kms(&dir, &args)
+        .err()
+        .unwrap_or_else(|| panic!("the KMS started with its {flag} address taken"));
+    drop(taken);
+    (addr, err)
+}
+
 /// Asserts no secret value (its first 24 bytes), raw or base64, appears in the KMS's stdout,
 /// stderr or audit log.
 pub fn assert_logs_clean(kms: &Kms, secrets: &[TestSecret]) {
