@@ -1,6 +1,7 @@
 //! File helpers with the guarantees the KMS needs: bounded reads into zeroizing buffers, and
 //! private (0600) writes that are atomic (temp file, fsync, rename) or refuse to overwrite.
 
+use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -18,6 +19,56 @@ pub fn read_limited(path: &Path, limit: usize) -> io::Result<Zeroizing<Vec<u8>>>
             format!("file larger than the {limit}-byte limit"),
         ),
     })
+}
+
+/// Why one of the KMS's own JSON files (operators, cluster) was refused; `what` names the
+/// kind of file in messages ("operators file", "cluster file").
+#[derive(Debug)]
+pub enum ConfigFileError {
+    Read {
+        what: &'static str,
+        path: String,
+        source: io::Error,
+    },
+    Invalid {
+        what: &'static str,
+        path: String,
+        detail: String,
+    },
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { what, path, source } => write!(f, "reading {what} {path}: {source}"),
+            Self::Invalid { what, path, detail } => write!(f, "{what} {path}: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read { source, .. } => Some(source),
+            Self::Invalid { .. } => None,
+        }
+    }
+}
+
+/// Reads `path` (at most `limit` bytes) for `parse`, naming the file `what` in errors.
+pub fn load_config<T>(
+    path: &Path,
+    limit: usize,
+    what: &'static str,
+    parse: impl FnOnce(&[u8], &str) -> Result<T, ConfigFileError>,
+) -> Result<T, ConfigFileError> {
+    let shown = path.display().to_string();
+    let bytes = read_limited(path, limit).map_err(|source| ConfigFileError::Read {
+        what,
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&bytes, &shown)
 }
 
 /// Writes `bytes` to `path` with mode 0600.

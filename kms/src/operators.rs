@@ -9,7 +9,6 @@
 //! Guarantees: names and fingerprints are unique, fingerprints are 32 bytes, and an empty list
 //! is an error (write no file to disable the admin API).
 
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -35,35 +34,10 @@ pub struct Operators {
 }
 
 /// Why an operators file was refused.
-#[derive(Debug)]
-pub enum OperatorsError {
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    Invalid {
-        path: String,
-        detail: String,
-    },
-}
+pub type OperatorsError = crate::fsutil::ConfigFileError;
 
-impl fmt::Display for OperatorsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Read { path, source } => write!(f, "reading operators file {path}: {source}"),
-            Self::Invalid { path, detail } => write!(f, "operators file {path}: {detail}"),
-        }
-    }
-}
-
-impl std::error::Error for OperatorsError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Read { source, .. } => Some(source),
-            Self::Invalid { .. } => None,
-        }
-    }
-}
+/// How operators files are named in messages.
+const WHAT: &str = "operators file";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,9 +45,10 @@ struct RawFile {
     operators: Vec<RawOperator>,
 }
 
+/// One entry of an operators list, as written (also cluster.json's `operators`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOperator {
+pub struct RawOperator {
     name: String,
     spki_sha256: String,
 }
@@ -89,50 +64,47 @@ impl Operators {
 
     /// Reads and validates an operators file.
     pub fn load(path: &Path) -> Result<Operators, OperatorsError> {
-        let shown = path.display().to_string();
-        let bytes = crate::fsutil::read_limited(path, MAX_OPERATORS_LEN).map_err(|source| {
-            OperatorsError::Read {
-                path: shown.clone(),
-                source,
-            }
-        })?;
-        Operators::from_json(&bytes, &shown)
+        crate::fsutil::load_config(path, MAX_OPERATORS_LEN, WHAT, Operators::from_json)
     }
 
     /// Parses and validates operators JSON; `label` names the file in errors.
     pub fn from_json(bytes: &[u8], label: &str) -> Result<Operators, OperatorsError> {
         let invalid = |detail: String| OperatorsError::Invalid {
+            what: WHAT,
             path: label.to_owned(),
             detail,
         };
         let raw: RawFile = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-        if raw.operators.is_empty() {
-            return Err(invalid(
+        Operators::from_entries(raw.operators, label).map_err(invalid)
+    }
+
+    /// Validates a list of entries read from `label`; the error is the detail (which entry,
+    /// which field, what was wrong).
+    pub fn from_entries(entries: Vec<RawOperator>, label: &str) -> Result<Operators, String> {
+        if entries.is_empty() {
+            return Err(
                 "field `operators` is empty (to disable the admin API, ship no operators file)"
                     .into(),
-            ));
+            );
         }
-        let mut list: Vec<Operator> = Vec::with_capacity(raw.operators.len());
-        for (i, op) in raw.operators.into_iter().enumerate() {
+        let mut list: Vec<Operator> = Vec::with_capacity(entries.len());
+        for (i, op) in entries.into_iter().enumerate() {
             if op.name.is_empty() {
-                return Err(invalid(format!("operators[{i}].name is empty")));
+                return Err(format!("operators[{i}].name is empty"));
             }
             let spki_sha256 = parse_fingerprint(&op.spki_sha256).ok_or_else(|| {
-                invalid(format!(
+                format!(
                     "operators[{i}].spki_sha256: expected 64 hex characters (SHA-256 of the DER SubjectPublicKeyInfo; `kms admin fingerprint --cert FILE` prints it), got {:?}",
                     op.spki_sha256
-                ))
+                )
             })?;
             if list.iter().any(|o| o.name == op.name) {
-                return Err(invalid(format!(
-                    "operators[{i}].name {:?} appears twice",
-                    op.name
-                )));
+                return Err(format!("operators[{i}].name {:?} appears twice", op.name));
             }
             if list.iter().any(|o| o.spki_sha256 == spki_sha256) {
-                return Err(invalid(format!(
+                return Err(format!(
                     "operators[{i}].spki_sha256 pins the same key as an earlier entry"
-                )));
+                ));
             }
             list.push(Operator {
                 name: op.name,

@@ -7,13 +7,12 @@
 //! flag and have the image's stale seed files served). In host mode `--cluster FILE` names it.
 //! The format is ours, so unknown fields are refused and every error names the field.
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::operators::Operators;
+use crate::operators::{Operators, RawOperator};
 
 /// Inside Occlum: the cluster configuration at the root of the measured image.
 pub const OCCLUM_IMAGE_CLUSTER: &str = "/cluster.json";
@@ -59,41 +58,16 @@ pub struct ClusterConfig {
 }
 
 /// Why cluster.json was refused.
-#[derive(Debug)]
-pub enum ConfigError {
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    Invalid {
-        path: String,
-        detail: String,
-    },
-}
+pub type ConfigError = crate::fsutil::ConfigFileError;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Read { path, source } => write!(f, "reading cluster file {path}: {source}"),
-            Self::Invalid { path, detail } => write!(f, "cluster file {path}: {detail}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Read { source, .. } => Some(source),
-            Self::Invalid { .. } => None,
-        }
-    }
-}
+/// How cluster files are named in messages.
+const WHAT: &str = "cluster file";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     cluster_id: String,
-    operators: serde_json::Value,
+    operators: Vec<RawOperator>,
     #[serde(default)]
     replica_policy: Option<String>,
     #[serde(default)]
@@ -103,19 +77,13 @@ struct RawConfig {
 impl ClusterConfig {
     /// Reads and validates a cluster file.
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-        let shown = path.display().to_string();
-        let bytes = crate::fsutil::read_limited(path, MAX_CLUSTER_FILE_LEN).map_err(|source| {
-            ConfigError::Read {
-                path: shown.clone(),
-                source,
-            }
-        })?;
-        ClusterConfig::from_json(&bytes, &shown)
+        crate::fsutil::load_config(path, MAX_CLUSTER_FILE_LEN, WHAT, ClusterConfig::from_json)
     }
 
     /// Parses and validates cluster.json; `label` names the file in errors.
     pub fn from_json(bytes: &[u8], label: &str) -> Result<ClusterConfig, ConfigError> {
         let invalid = |detail: String| ConfigError::Invalid {
+            what: WHAT,
             path: label.to_owned(),
             detail,
         };
@@ -135,9 +103,8 @@ impl ClusterConfig {
             secs => Some(Duration::from_secs(secs)),
         };
         // The same format and checks as kms_operators.json's list.
-        let wrapped = serde_json::json!({ "operators": raw.operators }).to_string();
-        let operators = Operators::from_json(wrapped.as_bytes(), &format!("{label} (operators)"))
-            .map_err(|e| invalid(format!("operators: {e}")))?;
+        let operators = Operators::from_entries(raw.operators, &format!("{label} (operators)"))
+            .map_err(invalid)?;
         Ok(ClusterConfig {
             cluster_id: raw.cluster_id,
             operators,
