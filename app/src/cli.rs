@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cliargs::{ArgError, Token};
+use cliargs::{ArgError, FlagToken};
 
 use crate::server::ServerSettings;
 
@@ -119,16 +119,11 @@ struct RawArgs {
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut raw = RawArgs::default();
     let mut args = cliargs::Args::new(args);
-    while let Some(token) = args.next_token()? {
+    while let Some(token) = args.next_flag()? {
         let flag = match token {
-            Token::Help => return Ok(Command::Help),
-            Token::Version => return Ok(Command::Version),
-            Token::Flag(flag) => flag,
-            Token::Word(word) => return Err(ArgError::UnexpectedArgument(word).into()),
-            Token::Rest(rest) => match rest.into_iter().next() {
-                Some(word) => return Err(ArgError::UnexpectedArgument(word).into()),
-                None => continue,
-            },
+            FlagToken::Help => return Ok(Command::Help),
+            FlagToken::Version => return Ok(Command::Version),
+            FlagToken::Flag(flag) => flag,
         };
         match flag.as_str() {
             "--listen" => raw.listen = Some(args.text(&flag)?),

@@ -39,6 +39,17 @@ pub enum Token {
     Rest(Vec<OsString>),
 }
 
+/// What a command without positional arguments reads ([`Args::next_flag`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FlagToken {
+    /// `-h` or `--help`.
+    Help,
+    /// `-V` or `--version`.
+    Version,
+    /// A long flag, with its dashes, as [`Token::Flag`].
+    Flag(String),
+}
+
 /// What is wrong with a command line, before any binary-specific check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArgError {
@@ -109,6 +120,23 @@ impl Args {
             }
         }
         Ok(Some(token))
+    }
+
+    /// [`Args::next_token`] for a command that takes no positional argument: a word, or one
+    /// after `--`, is [`ArgError::UnexpectedArgument`]; a `--` with nothing after it ends the
+    /// line.
+    pub fn next_flag(&mut self) -> Result<Option<FlagToken>, ArgError> {
+        Ok(match self.next_token()? {
+            None => None,
+            Some(Token::Help) => Some(FlagToken::Help),
+            Some(Token::Version) => Some(FlagToken::Version),
+            Some(Token::Flag(flag)) => Some(FlagToken::Flag(flag)),
+            Some(Token::Word(word)) => return Err(ArgError::UnexpectedArgument(word)),
+            Some(Token::Rest(rest)) => match rest.into_iter().next() {
+                Some(word) => return Err(ArgError::UnexpectedArgument(word)),
+                None => None,
+            },
+        })
     }
 
     /// The value of `flag` (just returned by [`Args::next_token`]), refused if the flag was given
@@ -335,5 +363,24 @@ mod tests {
         );
         let mut a = Args::new([bytes.clone()]);
         assert_eq!(a.next_token().unwrap(), Some(Token::Word(bytes)));
+    }
+
+    #[test]
+    fn next_flag_refuses_positionals_and_skips_an_empty_rest() {
+        let mut a = args(&["--json", "--", "x"]);
+        assert_eq!(
+            a.next_flag().unwrap(),
+            Some(FlagToken::Flag("--json".into()))
+        );
+        assert_eq!(a.next_flag(), Err(ArgError::UnexpectedArgument("x".into())));
+        let mut a = args(&["word"]);
+        assert_eq!(
+            a.next_flag(),
+            Err(ArgError::UnexpectedArgument("word".into()))
+        );
+        let mut a = args(&["-h", "--"]);
+        assert_eq!(a.next_flag().unwrap(), Some(FlagToken::Help));
+        assert_eq!(a.next_flag().unwrap(), None);
+        assert_eq!(args(&["-V"]).next_flag().unwrap(), Some(FlagToken::Version));
     }
 }

@@ -215,16 +215,11 @@ fn parse_host(mut words: Args) -> Result<Command, UsageError> {
 #[cfg(feature = "host-tools")]
 fn parse_pack(mut words: Args) -> Result<Command, UsageError> {
     let (mut key_file, mut input, mut output, mut integrity_only) = (None, None, None, false);
-    while let Some(token) = words.next_token()? {
+    while let Some(token) = words.next_flag()? {
         let flag = match token {
-            Token::Help => return Ok(Command::Help),
-            Token::Version => return Ok(Command::Version),
-            Token::Flag(flag) => flag,
-            Token::Word(word) => return Err(ArgError::UnexpectedArgument(word).into()),
-            Token::Rest(rest) => match rest.into_iter().next() {
-                Some(word) => return Err(ArgError::UnexpectedArgument(word).into()),
-                None => continue,
-            },
+            cliargs::FlagToken::Help => return Ok(Command::Help),
+            cliargs::FlagToken::Version => return Ok(Command::Version),
+            cliargs::FlagToken::Flag(flag) => flag,
         };
         match flag.as_str() {
             "--key" => key_file = Some(words.path(&flag)?),
