@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustls::ServerConnection;
+use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Record, Verdict};
 use crate::gate::grpc_style;
@@ -256,7 +257,12 @@ fn serve_connection(mut tcp: TcpStream, client: SocketAddr, shared: &Shared) -> 
     let cert_pem = tls
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .map(|der| pem_certificate(der));
+        // PEM, the form gRPC core gives the service on the main port.
+        .map(|der| {
+            ratls::cert::pem_encode("CERTIFICATE", der)
+                .as_bytes()
+                .to_vec()
+        });
 
     let (ours, grpc_end) =
         UnixStream::pair().map_err(|e| format!("creating the socket pair to gRPC core: {e}"))?;
@@ -343,10 +349,11 @@ fn relay(tls: &mut ServerConnection, tcp: &mut TcpStream, mut grpc: UnixStream) 
     tcp.set_nonblocking(true)?;
     grpc.set_nonblocking(true)?;
     // Plaintext from the client, not yet taken by gRPC core.
-    let mut to_grpc: Vec<u8> = Vec::with_capacity(CHUNK);
-    // Plaintext from gRPC core, not yet accepted by rustls (its buffer limit).
-    let mut from_grpc: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut buf = vec![0u8; CHUNK];
+    let mut to_grpc = Zeroizing::new(Vec::with_capacity(CHUNK));
+    // Plaintext from gRPC core (secret replies among it), not yet accepted by rustls (its
+    // buffer limit). These buffers are wiped when the connection ends.
+    let mut from_grpc = Zeroizing::new(Vec::with_capacity(CHUNK));
+    let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
     let mut client_done = false; // the client closed, or sent close_notify
     let mut told_grpc = false; // gRPC core was told (its end shut down for writing)
     let mut stalled_since: Option<Instant> = None;
@@ -472,7 +479,7 @@ fn relay(tls: &mut ServerConnection, tcp: &mut TcpStream, mut grpc: UnixStream) 
         }
         if grpc_closed {
             // What is still unsent goes with blocking writes, bounded by the stall deadline.
-            return flush(tls, tcp, &from_grpc);
+            return flush(tls, tcp, &mut from_grpc);
         }
     }
 }
@@ -491,17 +498,11 @@ fn push(tls: &mut ServerConnection, pending: &mut Vec<u8>) -> io::Result<()> {
 
 /// Sends gRPC core's last bytes (`rest`, not yet taken by rustls) and what rustls holds, then
 /// close_notify, with blocking writes that each wait at most [`STALL_TIMEOUT`].
-fn flush(tls: &mut ServerConnection, tcp: &mut TcpStream, mut rest: &[u8]) -> io::Result<()> {
+fn flush(tls: &mut ServerConnection, tcp: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<()> {
     tcp.set_nonblocking(false)?;
     tcp.set_write_timeout(Some(STALL_TIMEOUT))?;
     loop {
-        while !rest.is_empty() {
-            let n = tls.writer().write(rest)?;
-            if n == 0 {
-                break;
-            }
-            rest = rest.get(n..).unwrap_or_default();
-        }
+        push(tls, rest)?;
         if rest.is_empty() {
             tls.send_close_notify();
         }
@@ -512,18 +513,4 @@ fn flush(tls: &mut ServerConnection, tcp: &mut TcpStream, mut rest: &[u8]) -> io
             return Ok(());
         }
     }
-}
-
-/// A DER certificate as PEM, the form gRPC core gives the service.
-fn pem_certificate(der: &[u8]) -> Vec<u8> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::with_capacity(b64.len() + b64.len() / 64 + 64);
-    pem.push_str("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem.into_bytes()
 }
